@@ -1,0 +1,3 @@
+"""Ballast: an automated risk keeper for on-chain derivative portfolios."""
+
+__version__ = "0.1.0"

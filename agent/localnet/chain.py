@@ -1,0 +1,63 @@
+"""A thin transaction helper for building the local world with anvil's unlocked dev accounts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+from web3.contract import Contract
+
+from agent.localnet.anvil import LocalnetError
+from agent.localnet.artifacts import artifact
+
+# anvil's default dev mnemonic: its keys are public knowledge and fund nothing outside a local chain.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+@dataclass(frozen=True)
+class DevAccount:
+    """A funded anvil dev account. Its key is public: local chain only."""
+
+    address: str
+    private_key: str
+
+
+def dev_accounts(count: int) -> list[DevAccount]:
+    """Return anvil's first `count` dev accounts, derived from its default mnemonic."""
+    Account.enable_unaudited_hdwallet_features()
+    accounts = []
+    for index in range(count):
+        acct = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+        accounts.append(DevAccount(acct.address, "0x" + acct.key.hex().removeprefix("0x")))
+    return accounts
+
+
+class LocalChain:
+    """Deploys contracts and sends transactions from unlocked dev accounts, failing loudly on any revert."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+
+    def deploy(self, name: str, *args: Any, sender: str, libraries: dict[str, str] | None = None) -> Contract:
+        """Deploy the named artifact (linking `libraries`) and return it bound to its address."""
+        art = artifact(name)
+        factory = self.w3.eth.contract(abi=art.abi, bytecode=art.linked(libraries or {}))
+        receipt = self._mined(factory.constructor(*args).transact({"from": sender}), f"deploy {name}")
+        return self.at(name, receipt["contractAddress"])
+
+    def at(self, name: str, address: str) -> Contract:
+        """Return the named artifact's contract at `address`."""
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact(name).abi)
+
+    def send(self, call: Any, sender: str, value: int = 0) -> dict[str, Any]:
+        """Send a contract function call from `sender` and return its receipt."""
+        label = f"{call.address[:10]}….{call.fn_name}"
+        return self._mined(call.transact({"from": sender, "value": value}), label)
+
+    def _mined(self, tx_hash: bytes, label: str) -> dict[str, Any]:
+        receipt = dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.01))
+        if receipt["status"] != 1:
+            raise LocalnetError(f"{label} reverted (tx {Web3.to_hex(tx_hash)})")
+        return receipt

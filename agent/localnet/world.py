@@ -1,0 +1,209 @@
+"""Deploy the local world on a fresh anvil: tokens, settable price feeds, real Aave v3 and Uniswap v3 from their npm
+artifacts, and a Multicall3-compatible reader at the canonical address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from math import isqrt
+
+from web3 import Web3
+
+from agent.localnet.artifacts import artifact
+from agent.localnet.chain import LocalChain
+
+MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
+FEED_DECIMALS = 8
+RAY = 10**27
+MAX_UINT256 = 2**256 - 1
+MIN_TICK, MAX_TICK = -887272, 887272
+TICK_SPACING = {500: 10, 3000: 60}
+
+
+@dataclass(frozen=True)
+class ReserveParams:
+    """A token of the local world with its Aave v3 risk parameters (bps; bonus stored as 1e4 + bonus)."""
+
+    symbol: str
+    decimals: int
+    price_usd: Fraction
+    ltv_bps: int
+    liquidation_threshold_bps: int
+    liquidation_bonus_bps: int
+    reserve_factor_bps: int
+    stable: bool  # chooses the interest-rate curve
+
+
+RESERVES = (
+    ReserveParams("WETH", 18, Fraction(2000), 8000, 8250, 10500, 1500, stable=False),
+    ReserveParams("USDC", 6, Fraction(1), 7500, 7800, 10450, 1000, stable=True),
+    ReserveParams("WBTC", 8, Fraction(60000), 7000, 7500, 10650, 2000, stable=False),
+)
+
+# Interest-rate curves in ray: optimal usage, base, slope1, slope2 (variable) and the stable-rate fields of v3.0.
+RATE_CURVES = {
+    "stable": (Fraction(9, 10), 0, Fraction(4, 100), Fraction(60, 100)),
+    "volatile": (Fraction(8, 10), 0, Fraction(38, 1000), Fraction(80, 100)),
+}
+
+# Full-range liquidity the deployer seeds into each WETH/USDC pool (WETH amount; USDC at the feed price).
+POOL_DEPTH_WETH = {500: 5_000, 3000: 1_000}
+
+
+@dataclass
+class World:
+    """Addresses of everything deployed; `contracts` maps a stable name to its checksummed address."""
+
+    chain_id: int
+    contracts: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    feeds: dict[str, str] = field(default_factory=dict)
+    pools: dict[int, str] = field(default_factory=dict)  # fee (hundredths of a bip) -> WETH/USDC pool
+
+
+def sqrt_price_x96(price_token1_per_token0: Fraction) -> int:
+    """Return Uniswap's sqrtPriceX96 for a raw (base-unit) price of token1 in token0."""
+    return isqrt(price_token1_per_token0.numerator * 2**192 // price_token1_per_token0.denominator)
+
+
+def raw_pool_price(token0: ReserveParams, token1: ReserveParams) -> Fraction:
+    """Return the pool price token1/token0 in base units, from both tokens' USD prices."""
+    return token0.price_usd / token1.price_usd * Fraction(10**token1.decimals, 10**token0.decimals)
+
+
+def deploy_world(chain: LocalChain, deployer: str, chain_id: int) -> World:
+    """Deploy the whole local world from `deployer` (an unlocked account) and return its addresses."""
+    world = World(chain_id)
+    _deploy_tokens_and_feeds(chain, deployer, world)
+    chain.w3.provider.make_request(
+        "anvil_setCode", [MULTICALL3_ADDRESS, artifact("BatchReader").deployed_bytecode]
+    )
+    world.contracts["Multicall3"] = MULTICALL3_ADDRESS
+    _deploy_aave(chain, deployer, world)
+    _deploy_uniswap(chain, deployer, world)
+    return world
+
+
+def _deploy_tokens_and_feeds(chain: LocalChain, deployer: str, world: World) -> None:
+    for reserve in RESERVES:
+        token = chain.deploy("MintableERC20", reserve.symbol, reserve.symbol, reserve.decimals, sender=deployer)
+        answer = int(reserve.price_usd * 10**FEED_DECIMALS)
+        feed = chain.deploy("LocalPriceFeed", FEED_DECIMALS, f"{reserve.symbol} / USD", answer, sender=deployer)
+        world.tokens[reserve.symbol] = token.address
+        world.feeds[reserve.symbol] = feed.address
+        world.contracts[reserve.symbol] = token.address
+        world.contracts[f"feed:{reserve.symbol}"] = feed.address
+
+
+def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
+    provider = chain.deploy("PoolAddressesProvider", "Ballast Local Market", deployer, sender=deployer)
+    # The ACL admin must be set before ACLManager is constructed (its constructor reads it).
+    chain.send(provider.functions.setACLAdmin(deployer), deployer)
+    acl = chain.deploy("ACLManager", provider.address, sender=deployer)
+    chain.send(provider.functions.setACLManager(acl.address), deployer)
+    chain.send(acl.functions.addPoolAdmin(deployer), deployer)
+
+    libraries: dict[str, str] = {}
+    for name in ("SupplyLogic", "BorrowLogic", "LiquidationLogic", "EModeLogic", "BridgeLogic", "PoolLogic",
+                 "ConfiguratorLogic"):
+        libraries[name] = chain.deploy(name, sender=deployer).address
+    # FlashLoanLogic itself links BorrowLogic.
+    libraries["FlashLoanLogic"] = chain.deploy("FlashLoanLogic", sender=deployer, libraries=libraries).address
+
+    pool_impl = chain.deploy("Pool", provider.address, sender=deployer, libraries=libraries)
+    chain.send(provider.functions.setPoolImpl(pool_impl.address), deployer)
+    pool = chain.at("Pool", provider.functions.getPool().call())
+    configurator_impl = chain.deploy("PoolConfigurator", sender=deployer, libraries=libraries)
+    chain.send(provider.functions.setPoolConfiguratorImpl(configurator_impl.address), deployer)
+    configurator = chain.at("PoolConfigurator", provider.functions.getPoolConfigurator().call())
+
+    symbols = [reserve.symbol for reserve in RESERVES]
+    oracle = chain.deploy(
+        "AaveOracle", provider.address, [world.tokens[s] for s in symbols], [world.feeds[s] for s in symbols],
+        "0x0000000000000000000000000000000000000000", "0x0000000000000000000000000000000000000000",
+        10**FEED_DECIMALS, sender=deployer,
+    )
+    chain.send(provider.functions.setPriceOracle(oracle.address), deployer)
+    data_provider = chain.deploy("AaveProtocolDataProvider", provider.address, sender=deployer)
+    chain.send(provider.functions.setPoolDataProvider(data_provider.address), deployer)
+
+    # Token implementations are bound to the Pool proxy, not to its implementation.
+    a_token_impl = chain.deploy("AToken", pool.address, sender=deployer)
+    stable_impl = chain.deploy("StableDebtToken", pool.address, sender=deployer)
+    variable_impl = chain.deploy("VariableDebtToken", pool.address, sender=deployer)
+    strategies = {
+        kind: chain.deploy(
+            "DefaultReserveInterestRateStrategy", provider.address,
+            int(optimal * RAY), int(base * RAY), int(slope1 * RAY), int(slope2 * RAY),
+            int(slope1 * RAY), int(slope2 * RAY), 0, 0, int(Fraction(2, 10) * RAY), sender=deployer,
+        ).address
+        for kind, (optimal, base, slope1, slope2) in RATE_CURVES.items()
+    }
+    inputs = [
+        (
+            a_token_impl.address, stable_impl.address, variable_impl.address, reserve.decimals,
+            strategies["stable" if reserve.stable else "volatile"], world.tokens[reserve.symbol], deployer,
+            "0x0000000000000000000000000000000000000000",
+            f"Aave Local {reserve.symbol}", f"aLoc{reserve.symbol}",
+            f"Aave Local Variable Debt {reserve.symbol}", f"variableDebtLoc{reserve.symbol}",
+            f"Aave Local Stable Debt {reserve.symbol}", f"stableDebtLoc{reserve.symbol}", b"",
+        )
+        for reserve in RESERVES
+    ]
+    chain.send(configurator.functions.initReserves(inputs), deployer)
+    for reserve in RESERVES:
+        asset = world.tokens[reserve.symbol]
+        # A new reserve has LTV 0 and borrowing off until configured.
+        chain.send(configurator.functions.configureReserveAsCollateral(
+            asset, reserve.ltv_bps, reserve.liquidation_threshold_bps, reserve.liquidation_bonus_bps), deployer)
+        chain.send(configurator.functions.setReserveBorrowing(asset, True), deployer)
+        chain.send(configurator.functions.setReserveFactor(asset, reserve.reserve_factor_bps), deployer)
+
+    world.contracts.update({
+        "PoolAddressesProvider": provider.address, "ACLManager": acl.address, "Pool": pool.address,
+        "PoolConfigurator": configurator.address, "AaveOracle": oracle.address,
+        "AaveProtocolDataProvider": data_provider.address,
+    })
+
+
+def _deploy_uniswap(chain: LocalChain, deployer: str, world: World) -> None:
+    weth = world.tokens["WETH"]
+    factory = chain.deploy("UniswapV3Factory", sender=deployer)
+    # The descriptor only renders tokenURI, which nothing here reads.
+    manager = chain.deploy("NonfungiblePositionManager", factory.address, weth, deployer, sender=deployer)
+    router = chain.deploy("SwapRouter", factory.address, weth, sender=deployer)
+    quoter = chain.deploy("QuoterV2", factory.address, weth, sender=deployer)
+    world.contracts.update({
+        "UniswapV3Factory": factory.address, "NonfungiblePositionManager": manager.address,
+        "SwapRouter": router.address, "QuoterV2": quoter.address,
+    })
+
+    params = {reserve.symbol: reserve for reserve in RESERVES}
+    token0, token1 = sorted(("WETH", "USDC"), key=lambda s: int(world.tokens[s], 16))
+    sqrt_price = sqrt_price_x96(raw_pool_price(params[token0], params[token1]))
+    for symbol in (token0, token1):
+        token = chain.at("MintableERC20", world.tokens[symbol])
+        chain.send(token.functions.approve(manager.address, MAX_UINT256), deployer)
+    for fee, depth_weth in POOL_DEPTH_WETH.items():
+        chain.send(manager.functions.createAndInitializePoolIfNecessary(
+            world.tokens[token0], world.tokens[token1], fee, sqrt_price), deployer)
+        world.pools[fee] = factory.functions.getPool(world.tokens[token0], world.tokens[token1], fee).call()
+        world.contracts[f"UniswapV3Pool:WETH/USDC:{fee}"] = world.pools[fee]
+        amounts = {
+            "WETH": depth_weth * 10**18,
+            "USDC": int(depth_weth * params["WETH"].price_usd) * 10**params["USDC"].decimals,
+        }
+        for symbol, amount in amounts.items():
+            chain.send(chain.at("MintableERC20", world.tokens[symbol]).functions.mint(deployer, amount), deployer)
+        spacing = TICK_SPACING[fee]
+        mint = (
+            world.tokens[token0], world.tokens[token1], fee,
+            MIN_TICK // spacing * spacing + spacing, MAX_TICK // spacing * spacing,
+            amounts[token0], amounts[token1], 0, 0, deployer, 2**64,
+        )
+        chain.send(manager.functions.mint(mint), deployer)
+
+
+def checksum(address: str) -> str:
+    """Return the EIP-55 form of `address`."""
+    return Web3.to_checksum_address(address)
