@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from agent.errors import BallastError
+
 LOCALNET_DIR = Path(__file__).resolve().parents[2] / "deploy" / "localnet"
 NPM_ANVIL = LOCALNET_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 DEFAULT_CHAIN_ID = 31337
 
 
-class LocalnetError(RuntimeError):
+class LocalnetError(BallastError):
     """The local chain could not be started or set up; the message says why in one line."""
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+import math
 from math import isqrt
 
-from web3 import Web3
 
 from agent.localnet.artifacts import artifact
 from agent.localnet.chain import LocalChain
@@ -204,6 +204,22 @@ def _deploy_uniswap(chain: LocalChain, deployer: str, world: World) -> None:
         chain.send(manager.functions.mint(mint), deployer)
 
 
-def checksum(address: str) -> str:
-    """Return the EIP-55 form of `address`."""
-    return Web3.to_checksum_address(address)
+def _weth_usdc_raw_scale(world: World) -> tuple[float, bool]:
+    decimals = {reserve.symbol: reserve.decimals for reserve in RESERVES}
+    weth_is_token0 = int(world.tokens["WETH"], 16) < int(world.tokens["USDC"], 16)
+    return 10.0 ** (decimals["USDC"] - decimals["WETH"]), weth_is_token0
+
+
+def tick_for_weth_price(price_usd: float, world: World, spacing: int) -> int:
+    """Return the WETH/USDC pool tick (a multiple of `spacing`) nearest to a WETH price in USD."""
+    scale, weth_is_token0 = _weth_usdc_raw_scale(world)
+    raw = price_usd * scale  # USDC base units per WETH base unit
+    tick = math.log(raw if weth_is_token0 else 1 / raw) / math.log(1.0001)
+    return round(tick / spacing) * spacing
+
+
+def weth_price_at_tick(tick: int, world: World) -> float:
+    """Return the WETH price in USD at a WETH/USDC pool tick."""
+    scale, weth_is_token0 = _weth_usdc_raw_scale(world)
+    raw = 1.0001**tick if weth_is_token0 else 1.0001**-tick
+    return raw / scale

@@ -1,0 +1,54 @@
+"""Ready-to-use policies for the demo portfolios on the local world, written by `ballast localnet up`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.localnet import Localnet
+
+# Bands per demo portfolio: the leveraged long is long delta by design, so only its health factor is kept.
+BANDS = {
+    "leveraged-long": """\
+  health_factor: {min: 1.5, target: 1.8, max: 3.0, boost: false}
+""",
+    "delta-neutral-lp": """\
+  health_factor: {min: 1.5, target: 1.8, max: 3.0, boost: false}
+  delta_usd: {min: -5000, target: 0, max: 5000}
+""",
+}
+
+
+def render_policy(name: str, account: str, localnet: Localnet) -> str:
+    """Return the YAML policy for demo portfolio `name` on the local world."""
+    contracts = localnet.world.contracts
+    feeds = "\n".join(f"            {symbol}: \"{address}\"" for symbol, address in localnet.world.feeds.items())
+    return f"""\
+# Written by `ballast localnet up` for the local world: addresses change with every deployment.
+version: 1
+portfolio:
+  name: {name}
+  account: "{account}"
+  underlying: WETH
+  chains:
+    - name: localnet
+      chain_id: {localnet.world.chain_id}
+      rpc: ["{localnet.rpc_url}"]
+      protocols:
+        aave_v3:
+          pool_addresses_provider: "{contracts["PoolAddressesProvider"]}"
+        uniswap_v3:
+          position_manager: "{contracts["NonfungiblePositionManager"]}"
+          swap_router: "{contracts["SwapRouter"]}"
+          quoter: "{contracts["QuoterV2"]}"
+        chainlink:
+          max_age_s: 3600
+          feeds:
+{feeds}
+bands:
+{BANDS[name]}\
+triggers: {{interval_s: 12, max_hedge_age_s: 86400, price_move_pct: 2.0, cooldown_s: 60}}
+hedging: {{instruments: [aave_borrow, spot_swap], max_slippage_bps: 30, min_trade_usd: 500}}
+limits: {{max_notional_per_tx_usd: 250000, max_daily_turnover_usd: 2000000, max_gas_price_gwei: 200}}
+execution: {{mode: dry-run, confirmations: 1, replace_after_s: 30, deadline_s: 600}}
+"""

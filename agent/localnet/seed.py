@@ -1,0 +1,96 @@
+"""Seed the local world: protocol liquidity from the deployer, and the two demo portfolios of DESIGN.md, each on
+its own dev account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.localnet.chain import LocalChain
+from agent.localnet.world import MAX_UINT256, RESERVES, TICK_SPACING, World, tick_for_weth_price
+
+VARIABLE_RATE = 2
+LP_FEE = 500
+
+# What the deployer supplies to Aave so that the demo accounts can borrow (whole tokens).
+AAVE_LIQUIDITY = {"WETH": 5_000, "USDC": 20_000_000, "WBTC": 200}
+# What the liquidator account holds to repay others' debt (whole tokens).
+LIQUIDATOR_FUNDS = {"WETH": 1_000, "USDC": 5_000_000}
+
+
+@dataclass(frozen=True)
+class DemoPortfolio:
+    """How a demo portfolio is built: Aave supply and borrow, and an optional LP range around the price."""
+
+    name: str
+    supply: tuple[str, int]  # symbol, whole tokens
+    borrow: tuple[str, float]  # symbol, whole tokens
+    lp_range_usd: tuple[float, float] | None = None  # WETH price range of the LP position
+    extra_mint: tuple[str, int] | None = None  # tokens the LP needs besides the borrowed ones
+
+
+# leveraged-long: 100 WETH ($200k) against 97,000 USDC → HF = 200,000·0.825 / 97,000 ≈ 1.70.
+# delta-neutral-lp: 200,000 USDC against 43 WETH ($86k) → HF = 200,000·0.78 / 86,000 ≈ 1.81; the 43 WETH and
+# USDC go into a 1,600–2,500 range whose geometric middle is the price, so the LP's WETH offsets the debt.
+DEMO_PORTFOLIOS = (
+    DemoPortfolio("leveraged-long", supply=("WETH", 100), borrow=("USDC", 97_000)),
+    DemoPortfolio(
+        "delta-neutral-lp", supply=("USDC", 200_000), borrow=("WETH", 43),
+        lp_range_usd=(1_600.0, 2_500.0), extra_mint=("USDC", 100_000),
+    ),
+)
+
+
+def _units(symbol: str, amount: float) -> int:
+    decimals = next(reserve.decimals for reserve in RESERVES if reserve.symbol == symbol)
+    return int(round(amount * 10**decimals))
+
+
+def seed_liquidity(chain: LocalChain, world: World, deployer: str, liquidator: str) -> None:
+    """Supply lending liquidity to Aave from the deployer, and fund the liquidator account."""
+    pool = chain.at("Pool", world.contracts["Pool"])
+    for symbol, amount in AAVE_LIQUIDITY.items():
+        token = chain.at("MintableERC20", world.tokens[symbol])
+        chain.send(token.functions.mint(deployer, _units(symbol, amount)), deployer)
+        chain.send(token.functions.approve(pool.address, MAX_UINT256), deployer)
+        chain.send(pool.functions.supply(token.address, _units(symbol, amount), deployer, 0), deployer)
+    for symbol, amount in LIQUIDATOR_FUNDS.items():
+        token = chain.at("MintableERC20", world.tokens[symbol])
+        chain.send(token.functions.mint(liquidator, _units(symbol, amount)), liquidator)
+        chain.send(token.functions.approve(pool.address, MAX_UINT256), liquidator)
+
+
+def seed_portfolio(chain: LocalChain, world: World, demo: DemoPortfolio, owner: str) -> int | None:
+    """Build one demo portfolio on `owner`'s account; return the LP position's token id, if it has one."""
+    pool = chain.at("Pool", world.contracts["Pool"])
+    supply_symbol, supply_amount = demo.supply
+    borrow_symbol, borrow_amount = demo.borrow
+    supply_token = chain.at("MintableERC20", world.tokens[supply_symbol])
+    chain.send(supply_token.functions.mint(owner, _units(supply_symbol, supply_amount)), owner)
+    chain.send(supply_token.functions.approve(pool.address, MAX_UINT256), owner)
+    chain.send(pool.functions.supply(supply_token.address, _units(supply_symbol, supply_amount), owner, 0), owner)
+    chain.send(pool.functions.borrow(
+        world.tokens[borrow_symbol], _units(borrow_symbol, borrow_amount), VARIABLE_RATE, 0, owner), owner)
+    if demo.lp_range_usd is None:
+        return None
+    if demo.extra_mint:
+        symbol, amount = demo.extra_mint
+        chain.send(chain.at("MintableERC20", world.tokens[symbol]).functions.mint(owner, _units(symbol, amount)),
+                   owner)
+    manager = chain.at("NonfungiblePositionManager", world.contracts["NonfungiblePositionManager"])
+    token0, token1 = sorted((world.tokens["WETH"], world.tokens["USDC"]), key=lambda a: int(a, 16))
+    for address in (token0, token1):
+        chain.send(chain.at("MintableERC20", address).functions.approve(manager.address, MAX_UINT256), owner)
+    spacing = TICK_SPACING[LP_FEE]
+    ticks = sorted(tick_for_weth_price(price, world, spacing) for price in demo.lp_range_usd)
+    desired = {
+        world.tokens["WETH"]: _units("WETH", borrow_amount),
+        world.tokens["USDC"]: chain.at("MintableERC20", world.tokens["USDC"]).functions.balanceOf(owner).call(),
+    }
+    receipt = chain.send(manager.functions.mint((
+        token0, token1, LP_FEE, ticks[0], ticks[1], desired[token0], desired[token1], 0, 0, owner, 2**64,
+    )), owner)
+    transfer_topic = chain.w3.keccak(text="Transfer(address,address,uint256)")
+    for log in receipt["logs"]:
+        if log["address"] == manager.address and log["topics"][0] == transfer_topic:
+            return int.from_bytes(log["topics"][3], "big")
+    raise AssertionError("NonfungiblePositionManager.mint emitted no Transfer")

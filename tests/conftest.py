@@ -1,0 +1,55 @@
+"""Shared fixtures: one anvil with the deployed local world per test session, reverted to a clean snapshot around
+every test that uses it, and an in-process eth-tester chain for ABI-level tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from web3 import Web3
+
+from agent.localnet import Anvil, Localnet, build_localnet
+from agent.localnet.chain import LocalChain
+
+TESTS_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by its folder (unit, chain, e2e) so `-m` selects them."""
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(TESTS_DIR).parts[0]
+        if folder in ("unit", "chain", "e2e"):
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture(scope="session")
+def _localnet_session() -> Iterator[Localnet]:
+    with Anvil() as node:
+        yield build_localnet(node.url, node.chain_id)
+
+
+@pytest.fixture
+def localnet(_localnet_session: Localnet) -> Iterator[Localnet]:
+    """The deployed and seeded local world, restored to its freshly seeded state after the test."""
+    w3 = Web3(Web3.HTTPProvider(_localnet_session.rpc_url))
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        yield _localnet_session
+    finally:
+        # anvil consumes a snapshot when it reverts to it: the next test takes a new one.
+        assert w3.provider.make_request("evm_revert", [snapshot])["result"] is True
+
+
+@pytest.fixture
+def chain(localnet: Localnet) -> LocalChain:
+    """A transaction helper on the local world (unlocked dev accounts, raises on revert)."""
+    return LocalChain(Web3(Web3.HTTPProvider(localnet.rpc_url)))
+
+
+@pytest.fixture
+def tester_w3() -> Web3:
+    """An in-process EVM (eth-tester with py-evm) for ABI-level tests that need no deployed protocol."""
+    from web3 import EthereumTesterProvider
+
+    return Web3(EthereumTesterProvider())
