@@ -8,7 +8,6 @@ import json
 import subprocess
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from agent.localnet.anvil import LOCALNET_DIR, LocalnetError

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 
@@ -56,7 +57,7 @@ class LocalChain:
         label = f"{call.address[:10]}….{call.fn_name}"
         return self._mined(call.transact({"from": sender, "value": value}), label)
 
-    def _mined(self, tx_hash: bytes, label: str) -> dict[str, Any]:
+    def _mined(self, tx_hash: HexBytes, label: str) -> dict[str, Any]:
         receipt = dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.01))
         if receipt["status"] != 1:
             raise LocalnetError(f"{label} reverted (tx {Web3.to_hex(tx_hash)})")

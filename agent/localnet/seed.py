@@ -42,7 +42,7 @@ DEMO_PORTFOLIOS = (
 
 def _units(symbol: str, amount: float) -> int:
     decimals = next(reserve.decimals for reserve in RESERVES if reserve.symbol == symbol)
-    return int(round(amount * 10**decimals))
+    return round(amount * 10**decimals)
 
 
 def seed_liquidity(chain: LocalChain, world: World, deployer: str, liquidator: str) -> None:

@@ -3,16 +3,17 @@ artifacts, and a Multicall3-compatible reader at the canonical address."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-import math
 from math import isqrt
 
+from web3.types import RPCEndpoint
 
+from agent.chain.multicall import MULTICALL3_ADDRESS
 from agent.localnet.artifacts import artifact
 from agent.localnet.chain import LocalChain
 
-MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
 FEED_DECIMALS = 8
 RAY = 10**27
 MAX_UINT256 = 2**256 - 1
@@ -76,7 +77,7 @@ def deploy_world(chain: LocalChain, deployer: str, chain_id: int) -> World:
     world = World(chain_id)
     _deploy_tokens_and_feeds(chain, deployer, world)
     chain.w3.provider.make_request(
-        "anvil_setCode", [MULTICALL3_ADDRESS, artifact("BatchReader").deployed_bytecode]
+        RPCEndpoint("anvil_setCode"), [MULTICALL3_ADDRESS, artifact("BatchReader").deployed_bytecode]
     )
     world.contracts["Multicall3"] = MULTICALL3_ADDRESS
     _deploy_aave(chain, deployer, world)

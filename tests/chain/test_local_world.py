@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from web3 import Web3
 
+from agent.chain.multicall import MULTICALL3_ADDRESS
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.readback import aave_account, lp_ranges
-from agent.localnet.world import MAX_UINT256, MULTICALL3_ADDRESS, weth_price_at_tick
+from agent.localnet.world import MAX_UINT256, weth_price_at_tick
 
 VARIABLE = 2
 WAD = 10**18

@@ -1,0 +1,1 @@
+"""Chain access: RPC failover, Multicall3 batching, ABIs, signing and fees."""
