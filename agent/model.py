@@ -1,0 +1,303 @@
+"""The domain vocabulary every layer shares: frozen values with their units in their field names.
+
+On-chain quantities stay `int` in the token's base units (wei, 1e-6 USDC), in Aave's base currency (USD with 8
+decimals, `_1e8`) or in wad (1e18) where exactness matters; everything else is a float in the unit its name says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An ERC-20 token: `decimals` says how many base units make one token (18 for WETH, 6 for USDC)."""
+
+    symbol: str
+    address: str
+    decimals: int
+
+
+@dataclass(frozen=True, slots=True)
+class AaveReserve:
+    """One asset of one Aave v3 user: balances in the token's base units, price in the base currency (1e8 = 1 USD).
+
+    `liquidation_bonus_bps` is stored the way Aave stores it, 1e4 + bonus (10500 = a 5% bonus).
+    `emode_category` is the reserve's e-mode category id (0 = none).
+    """
+
+    token: Token
+    collateral_base_units: int
+    variable_debt_base_units: int
+    price_1e8: int
+    ltv_bps: int
+    liquidation_threshold_bps: int
+    liquidation_bonus_bps: int
+    usage_as_collateral: bool
+    emode_category: int = 0
+    stable_debt_base_units: int = 0
+    variable_borrow_apr: float = 0.0  # the reserve's current variable borrow rate, a fraction per year
+    supply_apr: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EModeCategory:
+    """An Aave v3 e-mode category; `price_1e8` is its price source's price, 0 when the category has none.
+
+    `price_source_symbol` names the asset whose price the price source follows, so that a scenario moving that
+    asset moves the category's price too ("" when there is no price source).
+    """
+
+    category_id: int
+    ltv_bps: int
+    liquidation_threshold_bps: int
+    liquidation_bonus_bps: int
+    price_1e8: int = 0
+    price_source_symbol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AaveAccount:
+    """One Aave v3 user on one chain: every reserve it supplies or borrows, and its e-mode category (None = 0)."""
+
+    chain: str
+    account: str
+    reserves: tuple[AaveReserve, ...]
+    emode: EModeCategory | None = None
+    reported_health_factor_wad: int | None = None  # `getUserAccountData` at the same block, when read on-chain
+
+
+@dataclass(frozen=True, slots=True)
+class LpPosition:
+    """A Uniswap v3 position (one NFT) and the state of its pool at the same block.
+
+    token0 is the token with the lower address; the pool price is token1 per token0 in base units,
+    (sqrt_price_x96 / 2**96)**2. `fee_pips` is the pool fee in millionths (500 = 0.05%). `tokens_owed0/1` are
+    what `collect` would pay now in base units: amounts already credited plus fees accrued since the last update.
+    """
+
+    chain: str
+    owner: str
+    token_id: int
+    token0: Token
+    token1: Token
+    fee_pips: int
+    tick_lower: int
+    tick_upper: int
+    liquidity: int
+    tokens_owed0: int
+    tokens_owed1: int
+    sqrt_price_x96: int
+    tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class PerpPosition:
+    """A perpetual future: `size_underlying` is signed (+ long), prices in USD.
+
+    `funding_rate_per_hour` is the fraction of notional a long pays per hour (negative: longs receive), the way
+    most venues quote it.
+    """
+
+    venue: str
+    underlying: str
+    size_underlying: float
+    entry_price_usd: float
+    margin_usd: float
+    maintenance_margin_fraction: float
+    funding_rate_per_hour: float
+
+
+@dataclass(frozen=True, slots=True)
+class OptionPosition:
+    """A European option on `underlying`: `quantity` is signed in units of the underlying (+ long).
+
+    `expiry_ts` is a unix timestamp in seconds, `vol_annual` the implied vol (0.6 = 60%), `mark_price_usd` the
+    venue's price per unit when it has one.
+    """
+
+    venue: str
+    underlying: str
+    is_call: bool
+    strike_usd: float
+    expiry_ts: int
+    quantity: float
+    vol_annual: float
+    mark_price_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeskGreeks:
+    """Sensitivities in desk units, all in USD (DESIGN.md): `delta_usd` = dV/dS·S, `gamma_usd_1pct` = change of
+    delta_usd for a 1% move of the underlying, `vega_usd_1vol` per vol point (0.01), `theta_usd_1d` per calendar
+    day, `rho_usd_1pct` per 1% of rate."""
+
+    delta_usd: float = 0.0
+    gamma_usd_1pct: float = 0.0
+    vega_usd_1vol: float = 0.0
+    theta_usd_1d: float = 0.0
+    rho_usd_1pct: float = 0.0
+
+    def __add__(self, other: DeskGreeks) -> DeskGreeks:
+        return DeskGreeks(
+            self.delta_usd + other.delta_usd,
+            self.gamma_usd_1pct + other.gamma_usd_1pct,
+            self.vega_usd_1vol + other.vega_usd_1vol,
+            self.theta_usd_1d + other.theta_usd_1d,
+            self.rho_usd_1pct + other.rho_usd_1pct,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRisk:
+    """One position's value and desk Greeks; `label` names it (e.g. "aave_v3:localnet:0xabc…")."""
+
+    label: str
+    value_usd: float
+    greeks: DeskGreeks
+
+
+@dataclass(frozen=True, slots=True)
+class AccountHealth:
+    """An Aave account's health now, and how far the underlying can move before the health factor crosses 1.
+
+    `health_factor_wad` is Aave's own integer (2**256 − 1 with no debt), `health_factor` the same as a float (inf
+    with no debt). Distances are in % of spot, `math.inf` when no move in that direction liquidates, 0 when the
+    account is liquidatable now. `liquidation_price_usd` is the underlying's price at the nearer crossing (None: none).
+    """
+
+    chain: str
+    account: str
+    health_factor_wad: int
+    health_factor: float
+    liquidation_price_usd: float | None
+    distance_down_pct: float
+    distance_up_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class RiskReport:
+    """The whole book against one underlying at one spot price: per-position and total desk Greeks, every lending
+    account's health, and the smallest move of the underlying (in % of spot) that liquidates any account."""
+
+    underlying: str
+    spot_usd: float
+    positions: tuple[PositionRisk, ...]
+    total: DeskGreeks
+    value_usd: float
+    accounts: tuple[AccountHealth, ...]
+    liquidation_distance_down_pct: float
+    liquidation_distance_up_pct: float
+
+
+# --- What one cycle reads (chain/, adapters/) -------------------------------------------------------------------
+
+Position = AaveAccount | LpPosition | PerpPosition | OptionPosition
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBalance:
+    """An account's idle balance of a token, in base units."""
+
+    chain: str
+    owner: str
+    token: Token
+    amount_base_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class PriceReading:
+    """A price from an oracle at the snapshot block: `source` names it (e.g. "chainlink:WETH"), `age_s` is the
+    block time minus the oracle's `updatedAt`; `stale` is set past the feed's `max_age_s`, for an incomplete round,
+    a non-positive answer, or while an L2 sequencer is down."""
+
+    chain: str
+    symbol: str
+    price_usd: float
+    source: str
+    updated_at: int
+    age_s: int
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SwapQuote:
+    """What a swap of `amount_in_base_units` would return now (Uniswap v3 QuoterV2), for slippage estimates."""
+
+    chain: str
+    token_in: Token
+    token_out: Token
+    fee_pips: int
+    amount_in_base_units: int
+    amount_out_base_units: int
+    gas_estimate: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataProblem:
+    """Something about the snapshot that the guard must act on: `kind` is one of "stale" (an old or untrusted
+    price), "failed_call" (a read that reverted or did not decode), "mismatch" (two sources disagree)."""
+
+    chain: str
+    source: str
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one adapter read in one cycle."""
+
+    positions: tuple[Position, ...] = ()
+    prices: tuple[PriceReading, ...] = ()
+    balances: tuple[TokenBalance, ...] = ()
+    quotes: tuple[SwapQuote, ...] = ()
+    problems: tuple[DataProblem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSnapshot:
+    """Everything read from one chain, all at one block."""
+
+    chain: str
+    chain_id: int
+    block_number: int
+    block_hash: str
+    timestamp: int
+    base_fee_wei: int
+    positions: tuple[Position, ...]
+    prices: tuple[PriceReading, ...]
+    balances: tuple[TokenBalance, ...]
+    quotes: tuple[SwapQuote, ...]
+    problems: tuple[DataProblem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A portfolio's consistent picture at the start of a cycle: one block-pinned reading per chain."""
+
+    portfolio: str
+    account: str
+    underlying: str
+    chains: tuple[ChainSnapshot, ...]
+
+    @property
+    def positions(self) -> tuple[Position, ...]:
+        return tuple(p for c in self.chains for p in c.positions)
+
+    @property
+    def problems(self) -> tuple[DataProblem, ...]:
+        return tuple(p for c in self.chains for p in c.problems)
+
+    @property
+    def timestamp(self) -> int:
+        """The newest block time among the chains (seconds): the cycle's notion of "now"."""
+        return max(c.timestamp for c in self.chains)
+
+    def price_usd(self, symbol: str) -> float | None:
+        """Return the first fresh price of `symbol` across chains, or None when every reading is stale or absent."""
+        for chain in self.chains:
+            for price in chain.prices:
+                if price.symbol == symbol and not price.stale:
+                    return price.price_usd
+        return None
