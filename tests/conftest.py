@@ -3,7 +3,7 @@ every test that uses it, and an in-process eth-tester chain for ABI-level tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,8 @@ from web3 import Web3
 
 from agent.localnet import Anvil, Localnet, build_localnet
 from agent.localnet.chain import LocalChain
+from agent.localnet.policies import render_policy
+from agent.policy import Policy, parse_policy
 
 TESTS_DIR = Path(__file__).parent
 
@@ -45,6 +47,16 @@ def localnet(_localnet_session: Localnet) -> Iterator[Localnet]:
 def chain(localnet: Localnet) -> LocalChain:
     """A transaction helper on the local world (unlocked dev accounts, raises on revert)."""
     return LocalChain(Web3(Web3.HTTPProvider(localnet.rpc_url)))
+
+
+@pytest.fixture
+def demo_policy(localnet: Localnet) -> Callable[[str], Policy]:
+    """Return the ready-to-use policy `ballast localnet up` writes for a demo portfolio ("leveraged-long", …)."""
+
+    def policy(name: str) -> Policy:
+        return parse_policy(render_policy(name, localnet.demo_accounts[name], localnet), f"{name}.yaml")
+
+    return policy
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ class Anvil:
     accounts: int = 10
     balance_eth: int = 1_000_000
     block_time_s: float | None = None
+    fork_url: str | None = None
     ready_timeout_s: float = 15.0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -85,6 +86,8 @@ class Anvil:
             ]
             if self.block_time_s:
                 args += ["--block-time", str(self.block_time_s)]
+            if self.fork_url:
+                args += ["--fork-url", self.fork_url]
             self.process = subprocess.Popen(
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
             )
