@@ -105,8 +105,9 @@ class AaveV3:
         categories = set()
         for asset, result in zip(assets.value, data, strict=True):
             fields = result.value
-            reserves.append(_Reserve(fields[7], tokens[Web3.to_checksum_address(asset)], fields[8], fields[10],
-                                     fields[9]))
+            a_token, stable_debt, variable_debt = (Web3.to_checksum_address(a) for a in fields[8:11])
+            reserves.append(_Reserve(fields[7], tokens[Web3.to_checksum_address(asset)], a_token, variable_debt,
+                                     stable_debt))
             categories.add(ReserveConfig.unpack(fields[0][0]).emode_category)
         self.reserves = tuple(reserves)
         categories.discard(0)
