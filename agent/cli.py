@@ -1,12 +1,37 @@
-"""The `ballast` command line. Every user-caused error becomes one line on stderr and a documented exit code."""
+"""The `ballast` command line.
+
+Every error the user can cause becomes one line per problem on stderr (with `--json`, one JSON object on
+stdout) and a documented exit code, never a traceback. `user_errors` does it for every command:
+
+| code | meaning |
+|---|---|
+| 0 | success |
+| 1 | unexpected error: its traceback goes to the log, one line to the user |
+| 2 | bad input: an invalid policy, settings or arguments (`agent.errors.UserInputError`) |
+| 3 | chain unavailable: no RPC endpoint of a chain answers (`agent.errors.ChainUnavailable`) |
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import structlog
 import typer
+from rich.console import Console
 
 from agent import __version__
+from agent.errors import BallastError, ExitCode, UserInputError
+from agent.policy import Policy, load_policy, policy_json_schema_text
+from agent.settings import policy_variables
+from agent.telemetry import configure_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ballast: keeps an on-chain portfolio in its risk bands.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Ballast: keeps an on-chain portfolio in its risk bands."
+)
 
 
 def _version(value: bool) -> None:
@@ -20,6 +45,133 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Ballast command line."""
+
+
+@contextmanager
+def user_errors(as_json: bool = False) -> Iterator[None]:
+    """Runs the block; turns what it raises into output and an exit code (see the module docstring).
+
+    A BallastError becomes its lines on stderr (with `as_json`, one JSON object on stdout) and its exit code;
+    any other exception is logged with its traceback and becomes one line and exit code 1.
+    """
+    try:
+        yield
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise  # Typer's own control flow and usage errors
+    except BallastError as error:
+        _fail(error.lines(), error.to_json(), error.exit_code, as_json)
+    except Exception as error:
+        if not structlog.is_configured():
+            configure_logging()
+        structlog.get_logger(__name__).exception("unexpected error")
+        # The exception's text may hold a secret (a URL with a key); only its type is shown here.
+        line = f"error: unexpected {type(error).__name__}; the traceback is in the log"
+        _fail([line], {"problems": [line]}, ExitCode.UNEXPECTED, as_json)
+
+
+def _fail(lines: list[str], details: dict[str, Any], code: ExitCode, as_json: bool) -> NoReturn:
+    if as_json:
+        typer.echo(json.dumps({"ok": False, "exit_code": int(code), **details}))
+    else:
+        for line in lines:
+            typer.echo(line, err=True)
+    raise typer.Exit(int(code))
+
+
+localnet_app = typer.Typer(no_args_is_help=True, help="The local chain with real Aave v3 and Uniswap v3.")
+app.add_typer(localnet_app, name="localnet")
+
+STATE_DIR_OPTION = typer.Option(Path(".state"), "--state-dir", help="Where localnet.json and policies/ are written.")
+
+
+@localnet_app.command("up")
+def localnet_up(
+    state_dir: Path = STATE_DIR_OPTION,
+    port: int = typer.Option(0, "--port", help="Port for anvil (0: a free one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object once ready."),
+) -> None:
+    """Start anvil, deploy the local world, seed both demo portfolios, and run until Ctrl-C or SIGTERM."""
+    from agent.localnet.demo import serve
+
+    with user_errors():
+        serve(Console(stderr=as_json), state_dir, port, as_json)
+
+
+@app.command("demo")
+def demo(state_dir: Path = STATE_DIR_OPTION) -> None:
+    """Start the local chain, seed the demo portfolios, print their status read from the chain, and stop."""
+    from agent.localnet.demo import run_demo
+
+    with user_errors():
+        run_demo(Console(), state_dir)
+
+
+@app.command("check-policy")
+def check_policy(
+    file: Annotated[
+        Path | None, typer.Argument(metavar="FILE", help="The policy YAML file.", show_default=False)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    write_schema: Annotated[
+        Path | None, typer.Option(metavar="PATH", help="First write the policy JSON schema to PATH.")
+    ] = None,
+) -> None:
+    """Validate a policy file: `ok: …` and exit 0, or one line per problem and exit 2."""
+    with user_errors(as_json):
+        result: dict[str, Any] = {"ok": True}
+        if write_schema is not None:
+            try:
+                write_schema.write_text(policy_json_schema_text(), encoding="utf-8")
+            except OSError as error:
+                raise UserInputError(f"{write_schema}: cannot write ({error.strerror})") from None
+            result["schema"] = str(write_schema)
+        if file is None and write_schema is None:
+            raise UserInputError("check-policy: expected a policy FILE or --write-schema PATH")
+        if file is not None:
+            policy = load_policy(file, env=policy_variables())
+            result |= _summary(file, policy)
+        if as_json:
+            typer.echo(json.dumps(result))
+        elif file is not None:
+            chains, bands = result["chains"], ", ".join(result["bands"])
+            typer.echo(f"ok: {result['portfolio']} ({len(chains)} chain{'s' * (len(chains) != 1)}, bands: {bands})")
+        else:
+            typer.echo(f"wrote {write_schema}")
+
+
+def _summary(file: Path, policy: Policy) -> dict[str, Any]:
+    return {
+        "file": str(file),
+        "portfolio": policy.portfolio.name,
+        "chains": [
+            {"name": chain.name, "chain_id": chain.chain_id, "protocols": chain.protocols.names()}
+            for chain in policy.portfolio.chains
+        ],
+        "bands": policy.bands.names(),
+        "mode": policy.execution.mode,
+    }
+
+
+@app.command("status")
+def status(
+    policy_file: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The policy YAML file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Read the portfolio's snapshot from its chains and print positions, prices and their age, health factors."""
+    from agent.chain.reader import PortfolioReader
+    from agent.status import snapshot_json, snapshot_tables
+
+    with user_errors(as_json):
+        policy = load_policy(policy_file, env=policy_variables())
+        reader = PortfolioReader(policy)
+        try:
+            snapshot = reader.read()
+        finally:
+            reader.close()
+        if as_json:
+            typer.echo(json.dumps(snapshot_json(snapshot)))
+        else:
+            Console().print(snapshot_tables(snapshot))
 
 
 def main() -> None:

@@ -7,20 +7,16 @@ numbers are for the reader."""
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 from web3 import Web3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agent.chain.reader import PortfolioReader  # noqa: E402
-from agent.localnet import Anvil, build_localnet  # noqa: E402
-from agent.localnet.chain import LocalChain  # noqa: E402
-from agent.localnet.policies import render_policy  # noqa: E402
-from agent.localnet.world import MAX_UINT256  # noqa: E402
-from agent.policy import parse_policy  # noqa: E402
+from agent.chain.reader import PortfolioReader
+from agent.localnet import Anvil, build_localnet
+from agent.localnet.chain import LocalChain
+from agent.localnet.policies import render_policy
+from agent.localnet.world import MAX_UINT256
+from agent.policy import parse_policy
 
 ROUNDS = 20
 POSITIONS = 40
@@ -55,8 +51,8 @@ def main() -> None:
         def naive() -> None:
             block = chain_reader.w3.eth.get_block("latest")["number"]
             for call in calls:
-                chain_reader.w3.eth.call({"to": Web3.to_checksum_address(call.target), "data": Web3.to_hex(call.function.encode(*call.args))},
-                                         block_identifier=block)
+                request = {"to": Web3.to_checksum_address(call.target), "data": call.function.encode(*call.args)}
+                chain_reader.w3.eth.call(request, block_identifier=block)
 
         results = {}
         for name, fn in (("multicall batch", batched), ("naive per call", naive)):

@@ -9,35 +9,33 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from web3 import Web3
 
+from agent.chain.reader import PortfolioReader
 from agent.localnet import Anvil, Localnet, build_localnet, write_state
-from agent.localnet.chain import LocalChain
-from agent.localnet.readback import BASE_CURRENCY_UNIT, aave_account, lp_ranges
-from agent.localnet.world import weth_price_at_tick
+from agent.model import AaveAccount, LpPosition
+from agent.policy import load_policy
+from agent.status import health_factor_text, lp_price_range
 
-MAX_HEALTH_FACTOR = 2**256 - 1  # Aave's health factor of an account without debt
-
-
-def status_table(localnet: Localnet) -> Table:
-    """Return a table of each demo portfolio's Aave account and LP ranges, read from the chain now."""
-    chain = LocalChain(Web3(Web3.HTTPProvider(localnet.rpc_url)))
+def status_table(localnet: Localnet, state_dir: Path) -> Table:
+    """Return one row per demo portfolio: its Aave account and LP ranges, read by the agent's own snapshot reader
+    through the policy `write_state` wrote for it."""
     table = Table(title=f"Demo portfolios on {localnet.rpc_url} (chain {localnet.world.chain_id})")
     for column in ("portfolio", "account", "health factor", "collateral USD", "debt USD", "LP range (WETH USD)"):
         table.add_column(column, justify="left" if column in ("portfolio", "account") else "right")
-    for name, owner in localnet.demo_accounts.items():
-        data = aave_account(chain, localnet.world.contracts["Pool"], owner)
-        health = "∞" if data.health_factor_wad == MAX_HEALTH_FACTOR else f"{data.health_factor_wad / 1e18:.4f}"
-        ranges = lp_ranges(chain, localnet.world.contracts["NonfungiblePositionManager"], owner)
-        lp = ", ".join(
-            "{:,.0f}–{:,.0f}".format(*sorted((weth_price_at_tick(r.tick_lower, localnet.world),
-                                             weth_price_at_tick(r.tick_upper, localnet.world))))
-            for r in ranges
+    for name in localnet.demo_accounts:
+        reader = PortfolioReader(load_policy(state_dir / "policies" / f"{name}.yaml"))
+        snapshot = reader.read()
+        reader.close()
+        (aave,) = (p for p in snapshot.positions if isinstance(p, AaveAccount))
+        collateral = sum(r.collateral_base_units * r.price_1e8 // 10**r.token.decimals for r in aave.reserves)
+        debt = sum((r.variable_debt_base_units + r.stable_debt_base_units) * r.price_1e8 // 10**r.token.decimals
+                   for r in aave.reserves)
+        ranges = ", ".join(
+            "{:,.0f}–{:,.0f}".format(*lp_price_range(p, snapshot.underlying))
+            for p in snapshot.positions if isinstance(p, LpPosition)
         ) or "—"
-        table.add_row(
-            name, owner, health, f"{data.total_collateral_base / BASE_CURRENCY_UNIT:,.2f}",
-            f"{data.total_debt_base / BASE_CURRENCY_UNIT:,.2f}", lp,
-        )
+        table.add_row(name, snapshot.account, health_factor_text(aave.reported_health_factor_wad),
+                      f"{collateral / 1e8:,.2f}", f"{debt / 1e8:,.2f}", ranges)
     return table
 
 
@@ -46,7 +44,7 @@ def run_demo(console: Console, state_dir: Path) -> None:
     with console.status("starting anvil and deploying Aave v3, Uniswap v3 and the demo portfolios…"), Anvil() as node:
         localnet = build_localnet(node.url, node.chain_id)
         write_state(localnet, state_dir)
-        table = status_table(localnet)
+        table = status_table(localnet, state_dir)
     console.print(table)
     console.print(f"Policies for these portfolios: {state_dir / 'policies'}/ (the chain is gone now; "
                   "`ballast localnet up` keeps one running)")
@@ -63,7 +61,7 @@ def serve(console: Console, state_dir: Path, port: int, as_json: bool) -> None:
         if as_json:
             print(json.dumps(localnet.to_json()), flush=True)
         else:
-            console.print(status_table(localnet))
+            console.print(status_table(localnet, state_dir))
             console.print(f"local chain ready at {node.url}; state in {state_file}; Ctrl-C stops it")
         stop.wait()
     if not as_json:

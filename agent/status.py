@@ -1,0 +1,99 @@
+"""`ballast status`: a snapshot shown as tables for a person, or as one JSON object for a program."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from agent.model import AaveAccount, LpPosition, Snapshot
+
+BASE_1E8 = 10**8
+NO_DEBT_HEALTH_FACTOR = 2**256 - 1
+
+
+def lp_price_range(lp: LpPosition, underlying: str) -> tuple[float, float]:
+    """Return the position's range as prices of `underlying` in the other token, low to high."""
+    scale = 10 ** (lp.token0.decimals - lp.token1.decimals)
+    prices = [1.0001**tick * scale for tick in (lp.tick_lower, lp.tick_upper)]  # token1 per token0
+    if lp.token1.symbol == underlying:
+        prices = [1 / p for p in prices]
+    low, high = sorted(prices)
+    return low, high
+
+
+def health_factor_text(health_factor_wad: int | None) -> str:
+    if health_factor_wad is None:
+        return "?"
+    return "∞" if health_factor_wad == NO_DEBT_HEALTH_FACTOR else f"{health_factor_wad / 1e18:.4f}"
+
+
+def _usd(value_1e8: int) -> str:
+    return f"{value_1e8 / BASE_1E8:,.2f}"
+
+
+def snapshot_tables(snapshot: Snapshot) -> Group:
+    """Return the snapshot as tables: chains, lending accounts, LP positions, prices, idle balances, problems."""
+    chains = Table(title=f"{snapshot.portfolio} · {snapshot.account}")
+    for column in ("chain", "chain id", "block", "block time"):
+        chains.add_column(column)
+    for c in snapshot.chains:
+        chains.add_row(c.chain, str(c.chain_id), str(c.block_number), str(c.timestamp))
+
+    lending = Table(title="Aave v3")
+    for column in ("chain", "health factor", "asset", "collateral", "debt", "price USD", "LT bps"):
+        lending.add_column(column, justify="left" if column in ("chain", "asset") else "right")
+    for account in (p for p in snapshot.positions if isinstance(p, AaveAccount)):
+        for i, r in enumerate(account.reserves):
+            scale = 10**r.token.decimals
+            debt = r.variable_debt_base_units + r.stable_debt_base_units
+            lending.add_row(
+                account.chain if i == 0 else "", health_factor_text(account.reported_health_factor_wad) if i == 0
+                else "", r.token.symbol, f"{r.collateral_base_units / scale:,.4f}", f"{debt / scale:,.4f}",
+                _usd(r.price_1e8), str(r.liquidation_threshold_bps),
+            )
+
+    lps = Table(title="Uniswap v3 positions")
+    for column in ("chain", "id", "pair", "fee", f"range ({snapshot.underlying})", "in range", "liquidity"):
+        lps.add_column(column)
+    for lp in (p for p in snapshot.positions if isinstance(p, LpPosition)):
+        low, high = lp_price_range(lp, snapshot.underlying)
+        in_range = "yes" if lp.tick_lower <= lp.tick < lp.tick_upper else "no"
+        lps.add_row(lp.chain, str(lp.token_id), f"{lp.token0.symbol}/{lp.token1.symbol}", f"{lp.fee_pips / 1e4:g}%",
+                    f"{low:,.2f}–{high:,.2f}", in_range, str(lp.liquidity))
+
+    prices = Table(title="Prices")
+    for column in ("chain", "asset", "USD", "source", "age s", "fresh"):
+        prices.add_column(column)
+    for c in snapshot.chains:
+        for p in c.prices:
+            prices.add_row(c.chain, p.symbol, f"{p.price_usd:,.4f}", p.source, str(p.age_s), "no" if p.stale else "yes")
+
+    balances = Table(title="Idle balances")
+    for column in ("chain", "asset", "amount"):
+        balances.add_column(column)
+    for c in snapshot.chains:
+        for b in c.balances:
+            if b.amount_base_units:
+                balances.add_row(c.chain, b.token.symbol, f"{b.amount_base_units / 10**b.token.decimals:,.6f}")
+
+    parts: list[Any] = [chains, lending, lps, prices, balances]
+    if snapshot.problems:
+        problems = Table(title="Data problems")
+        for column in ("chain", "source", "kind", "detail"):
+            problems.add_column(column)
+        for problem in snapshot.problems:
+            problems.add_row(problem.chain, problem.source, problem.kind, problem.detail)
+        parts.append(problems)
+    return Group(*parts)
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    """Return the snapshot as JSON-ready data (integers stay exact; positions carry their `kind`)."""
+    data = dataclasses.asdict(snapshot)
+    for chain, chain_data in zip(snapshot.chains, data["chains"], strict=True):
+        for position, position_data in zip(chain.positions, chain_data["positions"], strict=True):
+            position_data["kind"] = type(position).__name__
+    return data

@@ -1,0 +1,154 @@
+"""Logs and metrics plumbing: structlog set-up with secret redaction, and the Prometheus registry.
+
+Logs: JSON lines off a terminal, key=value on a terminal, ISO-8601 UTC timestamps. Records from the standard
+`logging` module (web3, APScheduler) go through the same processors, so they are redacted too: web3 logs the
+endpoint URL, which often carries an API key in its path or query.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any, Literal, TextIO
+from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIServer
+
+import structlog
+from prometheus_client import CollectorRegistry, Info, start_http_server
+from structlog.typing import EventDict
+
+from agent import __version__
+
+LogFormat = Literal["json", "console", "auto"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+REDACTED = "[redacted]"
+
+# Keys whose values are secrets whatever they hold. Not "token": in this domain a token is an asset (WETH).
+_SECRET_KEY = re.compile(
+    r"private_?key|privkey|passw(or)?d|passphrase|secret|api_?key|mnemonic|authorization|auth_?token|access_?token",
+    re.IGNORECASE,
+)
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """Returns `url` reduced to `scheme://host[:port]`, with `/…` when a path, query, fragment or userinfo was
+    removed: those are where RPC providers put API keys. A string that is not a URL becomes `[redacted]`."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    if not parts.scheme or not host:
+        return REDACTED
+    hidden = "@" in parts.netloc or parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{host}{'/…' if hidden else ''}"
+
+
+def redact_text(text: str) -> str:
+    """Returns `text` with every URL in it passed through `redact_url`."""
+    return _URL.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {key: REDACTED if _SECRET_KEY.search(str(key)) else _redacted(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: returns the event with secret-named keys replaced by `[redacted]` and every URL in
+    string values (including a formatted traceback) reduced by `redact_url`."""
+    for key, value in event_dict.items():
+        event_dict[key] = REDACTED if _SECRET_KEY.search(key) else _redacted(value)
+    return event_dict
+
+
+_SHARED_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+# The handler this module installed, so that reconfiguring replaces it and leaves others' handlers alone.
+_handler: logging.Handler | None = None
+
+
+def configure_logging(
+    log_format: LogFormat = "auto", level: LogLevel = "info", stream: TextIO | None = None
+) -> None:
+    """Routes structlog and standard-library logging to `stream` (default stderr) at `level` and above.
+
+    `auto` renders JSON lines unless `stream` is a terminal, where it renders `key=value` console lines.
+    """
+    global _handler
+    out = stream if stream is not None else sys.stderr
+    tty = out.isatty()
+    renderer: Any
+    if log_format == "json" or (log_format == "auto" and not tty):
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        # Plain tracebacks: the pretty ones would bypass redaction, which works on the formatted text.
+        plain = structlog.dev.plain_traceback
+        renderer = structlog.dev.ConsoleRenderer(colors=tty, exception_formatter=plain)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED_PROCESSORS,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # Tracebacks become text before redaction so that URLs inside them are redacted too.
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    _handler = handler
+    structlog.configure(
+        processors=[*_SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        cache_logger_on_first_use=False,
+    )
+
+
+def new_registry() -> CollectorRegistry:
+    """Returns a new Prometheus registry holding `ballast_build_info{version=…}`, for the daemon's metrics."""
+    registry = CollectorRegistry()
+    Info("ballast_build", "Ballast build information.", registry=registry).info({"version": __version__})
+    return registry
+
+
+REGISTRY = new_registry()
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    """Returns (host, port) of `host:port` or `[v6-host]:port`; port 0 asks the OS for a free port.
+
+    Raises ValueError with a message that says what is expected.
+    """
+    host, sep, port = addr.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9108")
+    return host, int(port)
+
+
+def start_metrics_server(addr: str, registry: CollectorRegistry = REGISTRY) -> WSGIServer:
+    """Serves `registry` on `http://addr/metrics` from a daemon thread; returns the server, whose
+    `server_address` holds the bound port and whose `shutdown()` stops it."""
+    host, port = split_host_port(addr)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
