@@ -301,3 +301,64 @@ class Snapshot:
                 if price.symbol == symbol and not price.stale:
                     return price.price_usd
         return None
+
+
+# --- What a cycle decides and does (planner/, execution/) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One step of a plan, in protocol terms; adapters encode it into transactions.
+
+    `kind` is one of: "repay", "withdraw", "supply", "borrow" (Aave v3: `asset` is the reserve), "swap" (Uniswap v3:
+    `asset` in, `asset_out` out, at pool `fee_pips`, receiving at least `min_amount_out_base_units`),
+    "remove_liquidity" (Uniswap v3 position `position_id`, `amount_base_units` of liquidity), and the venue kinds
+    added with them. `reason` says which band and by how much; `predicted_health_factor` is the account's health
+    factor once this step is done (None where it does not apply).
+    """
+
+    kind: str
+    chain: str
+    protocol: str
+    asset: str
+    amount_base_units: int
+    notional_usd: float
+    reason: str
+    cost_usd: float = 0.0
+    asset_out: str = ""
+    min_amount_out_base_units: int = 0
+    fee_pips: int = 0
+    position_id: int = 0
+    predicted_health_factor: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do about a snapshot: ordered actions (possibly none) and why.
+
+    `blocks` are the (chain, block number) pairs of the snapshot it was made from; `predicted` is the risk report
+    expected after all actions; `limited_by` names the policy limit that kept the plan from restoring every band
+    ("" when none did).
+    """
+
+    portfolio: str
+    blocks: tuple[tuple[str, int], ...]
+    actions: tuple[Action, ...]
+    reason: str
+    predicted: RiskReport | None = None
+    limited_by: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+
+@dataclass(frozen=True, slots=True)
+class TxRequest:
+    """A transaction an adapter encoded for an action: call `data` on contract `to` with `value_wei`."""
+
+    chain: str
+    to: str
+    data: bytes
+    value_wei: int = 0
+    description: str = ""
