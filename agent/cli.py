@@ -26,7 +26,7 @@ from rich.console import Console
 from agent import __version__
 from agent.errors import BallastError, ExitCode, UserInputError
 from agent.policy import Policy, load_policy, policy_json_schema_text
-from agent.settings import policy_variables
+from agent.settings import load_settings, policy_variables
 from agent.telemetry import configure_logging
 
 app = typer.Typer(
@@ -81,12 +81,14 @@ def _fail(lines: list[str], details: dict[str, Any], code: ExitCode, as_json: bo
 localnet_app = typer.Typer(no_args_is_help=True, help="The local chain with real Aave v3 and Uniswap v3.")
 app.add_typer(localnet_app, name="localnet")
 
-STATE_DIR_OPTION = typer.Option(Path(".state"), "--state-dir", help="Where localnet.json and policies/ are written.")
+STATE_DIR_OPTION = typer.Option(
+    None, "--state-dir", help="Where localnet.json and policies/ are written (default: BALLAST_STATE_DIR, ./.state)."
+)
 
 
 @localnet_app.command("up")
 def localnet_up(
-    state_dir: Path = STATE_DIR_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
     port: int = typer.Option(0, "--port", help="Port for anvil (0: a free one)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object once ready."),
 ) -> None:
@@ -94,16 +96,16 @@ def localnet_up(
     from agent.localnet.demo import serve
 
     with user_errors():
-        serve(Console(stderr=as_json), state_dir, port, as_json)
+        serve(Console(stderr=as_json), state_dir or load_settings().state_dir, port, as_json)
 
 
 @app.command("demo")
-def demo(state_dir: Path = STATE_DIR_OPTION) -> None:
+def demo(state_dir: Path | None = STATE_DIR_OPTION) -> None:
     """Start the local chain, seed the demo portfolios, print their status read from the chain, and stop."""
     from agent.localnet.demo import run_demo
 
     with user_errors():
-        run_demo(Console(), state_dir)
+        run_demo(Console(), state_dir or load_settings().state_dir)
 
 
 @app.command("check-policy")
@@ -176,3 +178,7 @@ def status(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import CollectorRegistry, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Info, start_http_server
 from structlog.typing import EventDict
 
 from agent import __version__
@@ -131,6 +131,14 @@ def new_registry() -> CollectorRegistry:
 
 
 REGISTRY = new_registry()
+
+# Metrics that code below the daemon updates. Labels never hold an address, a hash or a URL.
+RPC_REQUESTS = Counter(
+    "ballast_rpc_requests",
+    "JSON-RPC requests by chain, endpoint index (in the policy's order), method and outcome (ok|error|unavailable).",
+    ["chain", "endpoint", "method", "outcome"],
+    registry=REGISTRY,
+)
 
 
 def split_host_port(addr: str) -> tuple[str, int]:

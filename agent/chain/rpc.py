@@ -16,6 +16,7 @@ from web3.providers import HTTPProvider, JSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
 from agent.errors import ChainUnavailable
+from agent.telemetry import RPC_REQUESTS
 
 log = structlog.get_logger(__name__)
 
@@ -165,8 +166,25 @@ class FailoverProvider(JSONBaseProvider):
             self.on_request(index, method, outcome)
 
 
+def counted(chain_name: str) -> RequestHook:
+    """Return a hook that counts each request in `ballast_rpc_requests_total`."""
+
+    def count(endpoint: int, method: str, outcome: str) -> None:
+        RPC_REQUESTS.labels(chain_name, str(endpoint), method, outcome).inc()
+
+    return count
+
+
 def connect(
     chain_name: str, urls: Sequence[str], timeout_s: float = 10.0, on_request: RequestHook | None = None
 ) -> Web3:
-    """Return a Web3 for one chain whose requests fail over across `urls` in order."""
-    return Web3(FailoverProvider(chain_name, [http_endpoint(url, timeout_s) for url in urls], on_request=on_request))
+    """Return a Web3 for one chain whose requests fail over across `urls` in order, each request counted in
+    the `ballast_rpc_requests_total` metric (and passed to `on_request` if given)."""
+    metric = counted(chain_name)
+
+    def hook(endpoint: int, method: str, outcome: str) -> None:
+        metric(endpoint, method, outcome)
+        if on_request is not None:
+            on_request(endpoint, method, outcome)
+
+    return Web3(FailoverProvider(chain_name, [http_endpoint(url, timeout_s) for url in urls], on_request=hook))

@@ -16,6 +16,7 @@ from agent.model import AaveAccount, LpPosition
 from agent.policy import load_policy
 from agent.status import health_factor_text, lp_price_range
 
+
 def status_table(localnet: Localnet, state_dir: Path) -> Table:
     """Return one row per demo portfolio: its Aave account and LP ranges, read by the agent's own snapshot reader
     through the policy `write_state` wrote for it."""

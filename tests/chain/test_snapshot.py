@@ -15,6 +15,7 @@ from agent.localnet.readback import aave_account, lp_ranges
 from agent.localnet.world import MAX_UINT256
 from agent.model import AaveAccount, LpPosition
 from agent.policy import Policy
+from agent.telemetry import REGISTRY
 
 
 def counting_reader(policy: Policy) -> tuple[PortfolioReader, collections.Counter[tuple[int, str]]]:
@@ -152,6 +153,11 @@ def test_reading_fails_over_when_the_first_endpoint_is_killed_mid_run(
     assert all(s.chains[0].positions == before.chains[0].positions for s in after)
     assert [entry["event"] for entry in logs].count("rpc failover") == 1
     assert requests[(1, "eth_call")] == 3 and requests[(1, "eth_getBlockByNumber")] == 3
+    metric = REGISTRY.get_sample_value
+    assert metric("ballast_rpc_requests_total", {"chain": "localnet", "endpoint": "0", "method": "eth_getBlockByNumber",
+                                                 "outcome": "unavailable"}) >= 1
+    assert metric("ballast_rpc_requests_total", {"chain": "localnet", "endpoint": "1", "method": "eth_call",
+                                                 "outcome": "ok"}) >= 3
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""`ballast localnet up` and `ballast demo` as a user runs them: a process, its output, its files, its shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BALLAST = [sys.executable, "-m", "agent.cli"]
+
+
+def port_open(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_localnet_up_is_ready_within_10s_writes_its_state_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> None:
+    started = time.monotonic()
+    process = subprocess.Popen([*BALLAST, "localnet", "up", "--json", "--state-dir", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        ready_after_s = time.monotonic() - started
+        info = json.loads(line)
+        assert ready_after_s < 10, f"ready after {ready_after_s:.1f}s"
+        assert info["chain_id"] == 31337 and port_open(info["rpc_url"])
+        assert {"Pool", "PoolAddressesProvider", "NonfungiblePositionManager", "SwapRouter", "QuoterV2",
+                "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC"} <= set(info["contracts"])
+        assert all(a["local_only"] for a in info["accounts"])
+        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp"}
+        assert json.loads((tmp_path / "localnet.json").read_text()) == info
+        for name in info["demo_accounts"]:
+            checked = subprocess.run([*BALLAST, "check-policy", str(tmp_path / "policies" / f"{name}.yaml")],
+                                     capture_output=True, text=True, timeout=60)
+            assert checked.returncode == 0, checked.stderr
+            assert checked.stdout.startswith(f"ok: {name}")
+    finally:
+        process.send_signal(stop_signal)
+        code = process.wait(timeout=20)
+    assert code == 0
+    assert not port_open(info["rpc_url"])
+    assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+
+
+def test_demo_prints_each_portfolio_read_from_the_chain(tmp_path: Path) -> None:
+    result = subprocess.run([*BALLAST, "demo", "--state-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "COLUMNS": "160"})
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "1.7010" in rows["leveraged-long"] and "97,000.00" in rows["leveraged-long"]
+    assert "1.8140" in rows["delta-neutral-lp"] and "1,600–2,500" in rows["delta-neutral-lp"]
