@@ -191,3 +191,45 @@ def test_portfolio_on_two_chains_reads_into_one_snapshot(
     accounts = [p for p in snapshot.positions if isinstance(p, AaveAccount)]
     assert [a.chain for a in accounts] == ["localnet", "second"]
     assert all(a.reported_health_factor_wad and a.reported_health_factor_wad < MAX_UINT256 for a in accounts)
+
+
+def test_sequencer_down_or_in_grace_period_marks_every_price_untrusted(
+    localnet: Localnet, chain: LocalChain, demo_policy: Callable[[str], Policy]
+) -> None:
+    deployer = localnet.accounts[0].address
+    sequencer = chain.deploy("LocalPriceFeed", 0, "L2 sequencer uptime", 1, sender=deployer)  # 1: down
+    base = demo_policy("leveraged-long")
+    local = base.portfolio.chains[0]
+    feeds = local.protocols.chainlink.model_copy(update={"sequencer_uptime_feed": sequencer.address,
+                                                         "grace_period_s": 3600})
+    chain_cfg = local.model_copy(update={"protocols": local.protocols.model_copy(update={"chainlink": feeds})})
+    policy = base.model_copy(update={"portfolio": base.portfolio.model_copy(update={"chains": (chain_cfg,)})})
+    reader = PortfolioReader(policy)
+
+    down = reader.read()
+    assert all(p.stale for p in down.chains[0].prices)
+    assert any(p.detail == "L2 sequencer is down" for p in down.problems)
+
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    chain.send(sequencer.functions.setAnswerAt(0, now - 600), deployer)  # up again 10 minutes ago
+    in_grace = reader.read()
+    assert all(p.stale for p in in_grace.chains[0].prices)
+    assert any("grace period" in p.detail for p in in_grace.problems)
+
+    chain.send(sequencer.functions.setAnswerAt(0, now - 7200), deployer)
+    assert not reader.read().problems
+
+
+def test_a_call_that_does_not_decode_is_reported_against_its_source(localnet: Localnet, chain: LocalChain) -> None:
+    from agent.chain.abi import Function, load_abi
+    from agent.chain.multicall import Call, read_batch
+
+    weth = localnet.world.tokens["WETH"]
+    erc20 = load_abi("erc20", "ERC20")
+    symbol_as_six_words = Function("symbol", (), ("uint256",) * 6)  # `symbol` returns 96 bytes, not 192
+    _block, (good, bad) = read_batch(chain.w3, [
+        Call("test:decimals", weth, erc20.fn("decimals")), Call("test:symbol-as-words", weth, symbol_as_six_words),
+    ])
+    assert good.ok and good.value == 18
+    assert not bad.ok and bad.error is not None
+    assert bad.error.startswith("test:symbol-as-words: cannot decode symbol")
