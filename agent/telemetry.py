@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 from structlog.typing import EventDict
 
 from agent import __version__
@@ -132,12 +132,75 @@ def new_registry() -> CollectorRegistry:
 
 REGISTRY = new_registry()
 
-# Metrics that code below the daemon updates. Labels never hold an address, a hash or a URL.
+# Every metric the agent exports, in base units (seconds, USD, ratios). Labels never hold an address, a hash or a URL:
+# a portfolio has one account per chain, so (portfolio, chain) names it.
 RPC_REQUESTS = Counter(
     "ballast_rpc_requests",
     "JSON-RPC requests by chain, endpoint index (in the policy's order), method and outcome (ok|error|unavailable).",
     ["chain", "endpoint", "method", "outcome"],
     registry=REGISTRY,
+)
+HEALTH_FACTOR = Gauge(
+    "ballast_health_factor", "Aave health factor of the portfolio's account on a chain (+Inf without debt).",
+    ["portfolio", "chain"], registry=REGISTRY,
+)
+LIQUIDATION_DISTANCE = Gauge(
+    "ballast_liquidation_distance_ratio",
+    "Smallest move of the underlying (fraction of spot) that takes any account below health factor 1.",
+    ["portfolio", "direction"], registry=REGISTRY,
+)
+GREEK = Gauge(
+    "ballast_greek_usd", "Portfolio Greeks in desk units (USD): delta_usd, gamma_usd_1pct, vega_usd_1vol, "
+    "theta_usd_1d, rho_usd_1pct.", ["portfolio", "greek"], registry=REGISTRY,
+)
+BAND = Gauge(
+    "ballast_band", "The policy's bands: bound is min, target or max; metric is health_factor or a Greek.",
+    ["portfolio", "metric", "bound"], registry=REGISTRY,
+)
+ORACLE_AGE = Gauge(
+    "ballast_oracle_age_seconds", "Age of each feed's price at the snapshot block.", ["chain", "feed"],
+    registry=REGISTRY,
+)
+ORACLE_STALE = Gauge(
+    "ballast_oracle_stale", "1 while a feed's price is stale or untrusted.", ["chain", "feed"], registry=REGISTRY,
+)
+CYCLE_DURATION = Histogram(
+    "ballast_cycle_duration_seconds", "Duration of one read-assess-plan-guard-execute cycle.", ["portfolio"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=REGISTRY,
+)
+CYCLES = Counter(
+    "ballast_cycles", "Cycles by outcome (ok, failed).", ["portfolio", "outcome"], registry=REGISTRY,
+)
+LAST_SUCCESSFUL_CYCLE = Gauge(
+    "ballast_last_successful_cycle_timestamp_seconds", "Unix time of the last cycle that completed.",
+    ["portfolio"], registry=REGISTRY,
+)
+BAND_BREACHES = Counter(
+    "ballast_band_breaches", "Cycles that found a band breached, by metric.", ["portfolio", "metric"],
+    registry=REGISTRY,
+)
+ACTIONS = Counter(
+    "ballast_actions", "Planned actions approved for execution, by kind.", ["portfolio", "kind"], registry=REGISTRY,
+)
+ACTION_COST = Counter(
+    "ballast_action_cost_usd", "Estimated cost of approved actions (fees, slippage, gas), USD.", ["portfolio", "kind"],
+    registry=REGISTRY,
+)
+INTENTS = Gauge(
+    "ballast_intents", "Intents in the journal by state.", ["portfolio", "state"], registry=REGISTRY,
+)
+TRANSACTIONS = Counter(
+    "ballast_transactions", "Transactions by outcome (sent, replaced, confirmed, failed, cancelled).",
+    ["portfolio", "state"], registry=REGISTRY,
+)
+GUARD_REFUSALS = Counter(
+    "ballast_guard_refusals", "Plans or actions the guard refused, by reason.", ["portfolio", "reason"],
+    registry=REGISTRY,
+)
+KILL_SWITCH = Gauge("ballast_kill_switch", "1 while the kill-switch file exists.", registry=REGISTRY)
+PAUSED = Gauge(
+    "ballast_portfolio_paused", "1 while a portfolio is paused (state read back missed the plan's prediction).",
+    ["portfolio"], registry=REGISTRY,
 )
 
 
