@@ -1,0 +1,274 @@
+"""The whole book against one underlying: value, desk-unit Greeks per position and in total, and every Aave
+account's health factor and distance to liquidation, in a `RiskReport`.
+
+Desk units (DESIGN.md): delta_usd = dV/dS·S; gamma_usd_1pct = d²V/dS²·S·(0.01·S), the change of delta_usd for a
+1% move; vega_usd_1vol = ∂V/∂σ / 100; theta_usd_1d = −∂V/∂T / 365; rho_usd_1pct = ∂V/∂r / 100. A perp's theta
+is a day of funding, an Aave account's a day of interest at its reserves' current APRs. Time to an option's
+expiry comes from `now_ts`, the block's timestamp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from agent.model import (
+    AaveAccount,
+    AaveReserve,
+    AccountHealth,
+    DeskGreeks,
+    LpPosition,
+    OptionPosition,
+    PerpPosition,
+    Position,
+    PositionRisk,
+    RiskReport,
+)
+from agent.risk import lending, lp, perps
+from agent.risk.greeks import black_scholes
+
+SECONDS_PER_YEAR = 365 * 86_400
+DAYS_PER_YEAR = 365.0
+
+
+def years_to_expiry(expiry_ts: int, now_ts: int) -> float:
+    """Return the time from `now_ts` to `expiry_ts` (unix seconds) in years of 365 days, 0 once expired."""
+    return max(expiry_ts - now_ts, 0) / SECONDS_PER_YEAR
+
+
+def value_usd(
+    position: Position,
+    underlying: str,
+    prices_usd: Mapping[str, float],
+    now_ts: int,
+    *,
+    spot_factor: ArrayLike = 1.0,
+    vol_factor: ArrayLike = 1.0,
+    rate: float = 0.0,
+) -> NDArray[np.float64]:
+    """Return the position's value in USD with the underlying's price multiplied by `spot_factor` and option vols
+    by `vol_factor` (both broadcast; the result has their broadcast shape).
+
+    Aave accounts are worth supplied − borrowed at the prices Aave uses (those that follow the underlying scaled);
+    an LP its tokens and tokens owed at the pool price implied by the spot map; a perp its equity; an option its
+    BSM price × quantity at its `vol_annual` (the venue's mark is not used, so that scenarios revalue consistently).
+    """
+    f = np.asarray(spot_factor, dtype=np.float64)
+    g = np.asarray(vol_factor, dtype=np.float64)
+    shape = np.broadcast_shapes(f.shape, g.shape)
+    f = np.broadcast_to(f, shape)
+    if isinstance(position, AaveAccount):
+        total = np.zeros(shape)
+        for reserve in position.reserves:
+            usd = _net_supply(reserve) * lending.effective_price_1e8(position, reserve) / 1e8
+            total = total + (usd * f if lending.price_follows(position, reserve) == underlying else usd)
+        return total
+    if isinstance(position, LpPosition):
+        if underlying not in (position.token0.symbol, position.token1.symbol):
+            amount0, amount1 = lp.position_amounts(position)
+            usd = (amount0 + position.tokens_owed0) / 10**position.token0.decimals * prices_usd[
+                position.token0.symbol
+            ] + (amount1 + position.tokens_owed1) / 10**position.token1.decimals * prices_usd[position.token1.symbol]
+            return np.full(shape, usd)
+        other = _other_symbol(position, underlying)
+        return lp.valuation(position, underlying, prices_usd[underlying] * f, prices_usd[other]).value_usd
+    if isinstance(position, PerpPosition):
+        factor = f if position.underlying == underlying else np.ones(shape)
+        return perps.equity_usd(position, prices_usd[position.underlying] * factor)
+    factor = f if position.underlying == underlying else np.ones(shape)
+    greeks = black_scholes(
+        position.is_call,
+        prices_usd[position.underlying] * factor,
+        position.strike_usd,
+        years_to_expiry(position.expiry_ts, now_ts),
+        position.vol_annual * g,
+        rate,
+    )
+    return np.broadcast_to(greeks.price * position.quantity, shape).copy()
+
+
+def position_risk(
+    position: Position, underlying: str, prices_usd: Mapping[str, float], now_ts: int, rate: float = 0.0
+) -> PositionRisk:
+    """Return the position's label, value (USD) and desk Greeks against `underlying` (zero Greeks for positions
+    on another underlying)."""
+    spot = prices_usd[underlying]
+    value = float(value_usd(position, underlying, prices_usd, now_ts, rate=rate))
+    greeks = DeskGreeks()
+    if isinstance(position, AaveAccount):
+        # Priced by Aave at the underlying's price, so it moves one for one with it: a supply is long, a debt short.
+        held_usd = sum(
+            _net_supply(r) * lending.effective_price_1e8(position, r) / 1e8
+            for r in position.reserves
+            if lending.price_follows(position, r) == underlying
+        )
+        # Interest is the lending position's time decay: supply earns, debt costs, per calendar day.
+        carry_usd = sum(
+            (
+                r.collateral_base_units * r.supply_apr
+                - (r.variable_debt_base_units + r.stable_debt_base_units) * r.variable_borrow_apr
+            )
+            / 10**r.token.decimals
+            * lending.effective_price_1e8(position, r)
+            / 1e8
+            for r in position.reserves
+        )
+        greeks = DeskGreeks(delta_usd=held_usd, theta_usd_1d=carry_usd / DAYS_PER_YEAR)
+        label = f"aave_v3:{position.chain}:{position.account}"
+    elif isinstance(position, LpPosition):
+        if underlying in (position.token0.symbol, position.token1.symbol):
+            other = _other_symbol(position, underlying)
+            lp_value = lp.valuation(position, underlying, spot, prices_usd[other])
+            greeks = DeskGreeks(
+                delta_usd=float(lp_value.delta_underlying) * spot,
+                gamma_usd_1pct=float(lp_value.gamma_underlying_per_usd) * spot * 0.01 * spot,
+            )
+        label = f"uniswap_v3:{position.chain}:{position.token_id}"
+    elif isinstance(position, PerpPosition):
+        if position.underlying == underlying:
+            greeks = DeskGreeks(
+                delta_usd=perps.delta_underlying(position) * spot,
+                theta_usd_1d=float(perps.funding_carry_usd(position, spot, 24.0)),
+            )
+        label = f"perp:{position.venue}:{position.underlying}"
+    else:
+        if position.underlying == underlying:
+            greeks = _option_greeks(position, spot, now_ts, rate)
+        kind = "C" if position.is_call else "P"
+        label = f"option:{position.venue}:{position.underlying}-{position.expiry_ts}-{position.strike_usd:g}-{kind}"
+    return PositionRisk(label, value, greeks)
+
+
+def account_health(
+    account: AaveAccount,
+    underlying: str,
+    spot_usd: float,
+    lp_collateral: Iterable[LpPosition] = (),
+    other_usd: float = 1.0,
+) -> AccountHealth:
+    """Return the account's exact health factor and the moves of the underlying (down, up, in % of spot) that
+    drive it below 1, every asset priced in the underlying moving together.
+
+    `lp_collateral` are LP positions whose tokens count as the account's collateral (the same owner's holdings,
+    valued with the liquidation threshold of the matching reserve): their composition changes with the price,
+    which the search follows. `other_usd` prices the LP's other token.
+    """
+    held = tuple(lp_collateral)
+    moved = (underlying,)
+
+    def health_at(factor: float) -> int:
+        shocked = lending.shocked_account(account, moved, factor)
+        return lending.health_factor_wad(_with_lp_collateral(shocked, held, underlying, spot_usd * factor, other_usd))
+
+    health_wad = health_at(1.0)
+    # Alone, an account's health factor crosses 1 at most once and has a closed form; with an LP's changing
+    # composition it need not, and the general search scans for the nearest crossing.
+    if held:
+        down, up = lending.liquidation_shocks(health_at)
+    else:
+        down, up = lending.account_liquidation_shocks(account, moved)
+    nearer = min((f for f in (down, up) if f is not None), key=lambda f: abs(f - 1.0), default=None)
+    return AccountHealth(
+        chain=account.chain,
+        account=account.account,
+        health_factor_wad=health_wad,
+        health_factor=lending.health_factor_float(health_wad),
+        liquidation_price_usd=None if nearer is None else spot_usd * nearer,
+        distance_down_pct=math.inf if down is None else (1.0 - down) * 100.0,
+        distance_up_pct=math.inf if up is None else (up - 1.0) * 100.0,
+    )
+
+
+def risk_report(
+    positions: Iterable[Position],
+    underlying: str,
+    prices_usd: Mapping[str, float],
+    now_ts: int,
+    *,
+    rate: float = 0.0,
+    lp_counts_as_collateral: bool = False,
+) -> RiskReport:
+    """Return the book's value, desk Greeks per position and in total, every Aave account's health, and the
+    smallest move of the underlying (in % of spot, down and up) that liquidates any account.
+
+    `prices_usd` maps every symbol in the book to its USD price; `now_ts` is the block timestamp; `rate` the
+    annual continuously compounded rate for options. With `lp_counts_as_collateral`, an LP position held by the
+    same chain and owner as an Aave account counts as that account's collateral in the liquidation search.
+    """
+    book = tuple(positions)
+    spot = prices_usd[underlying]
+    risks = tuple(position_risk(p, underlying, prices_usd, now_ts, rate) for p in book)
+    lps = [p for p in book if isinstance(p, LpPosition)]
+    accounts = []
+    for account in (p for p in book if isinstance(p, AaveAccount)):
+        owned = [
+            p
+            for p in lps
+            if lp_counts_as_collateral and p.chain == account.chain and p.owner.lower() == account.account.lower()
+        ]
+        other = prices_usd[_other_symbol(owned[0], underlying)] if owned else 1.0
+        accounts.append(account_health(account, underlying, spot, owned, other))
+    total = sum((r.greeks for r in risks), DeskGreeks())
+    return RiskReport(
+        underlying=underlying,
+        spot_usd=spot,
+        positions=risks,
+        total=total,
+        value_usd=sum(r.value_usd for r in risks),
+        accounts=tuple(accounts),
+        liquidation_distance_down_pct=min((a.distance_down_pct for a in accounts), default=math.inf),
+        liquidation_distance_up_pct=min((a.distance_up_pct for a in accounts), default=math.inf),
+    )
+
+
+def _option_greeks(position: OptionPosition, spot: float, now_ts: int, rate: float) -> DeskGreeks:
+    g = black_scholes(
+        position.is_call,
+        spot,
+        position.strike_usd,
+        years_to_expiry(position.expiry_ts, now_ts),
+        position.vol_annual,
+        rate,
+    )
+    qty = position.quantity
+    return DeskGreeks(
+        delta_usd=float(g.delta) * spot * qty,
+        gamma_usd_1pct=float(g.gamma) * spot * 0.01 * spot * qty,
+        vega_usd_1vol=float(g.vega) / 100.0 * qty,
+        theta_usd_1d=float(g.theta) / DAYS_PER_YEAR * qty,
+        rho_usd_1pct=float(g.rho) / 100.0 * qty,
+    )
+
+
+def _net_supply(reserve: AaveReserve) -> float:
+    """Supplied minus owed, in whole tokens."""
+    owed = reserve.variable_debt_base_units + reserve.stable_debt_base_units
+    return (reserve.collateral_base_units - owed) / 10**reserve.token.decimals
+
+
+def _other_symbol(position: LpPosition, underlying: str) -> str:
+    return position.token1.symbol if lp.underlying_index(position, underlying) == 0 else position.token0.symbol
+
+
+def _with_lp_collateral(
+    account: AaveAccount, held: tuple[LpPosition, ...], underlying: str, spot_usd: float, other_usd: float
+) -> AaveAccount:
+    """The account with each LP's current holdings added to the collateral of the reserve of the same token."""
+    if not held:
+        return account
+    extra: dict[str, int] = {}
+    for position in held:
+        root = np.sqrt(lp.pool_price(position, underlying, spot_usd, other_usd))
+        x0, x1 = lp.holdings(position, root)
+        for token, amount in ((position.token0, x0), (position.token1, x1)):
+            key = token.address.lower()
+            extra[key] = extra.get(key, 0) + int(amount)
+    reserves = tuple(
+        dataclasses.replace(r, collateral_base_units=r.collateral_base_units + extra.get(r.token.address.lower(), 0))
+        for r in account.reserves
+    )
+    return dataclasses.replace(account, reserves=reserves)

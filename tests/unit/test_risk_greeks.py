@@ -1,0 +1,169 @@
+"""Black-Scholes-Merton and Black-76 prices and Greeks against published values, parity and finite differences."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import QuantLib as ql
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.risk import greeks
+from agent.risk.greeks import black76, black_scholes
+
+HULL = {"price": 2.400527323, "delta": 0.521604661, "gamma": 0.065544039, "theta": -4.305329823,
+        "vega": 12.10547988, "rho": 8.906961950}
+
+kinds = st.booleans()
+spots = st.floats(20.0, 500.0)
+moneyness = st.floats(0.5, 2.0)
+expiries = st.floats(0.02, 5.0)
+vols = st.floats(0.05, 1.5)
+rates = st.floats(-0.02, 0.15)
+yields = st.floats(0.0, 0.10)
+
+
+def test_hull_call_matches_published_price_and_greeks_to_1e9():
+    g = black_scholes(True, 49.0, 50.0, 20 / 52, 0.2, 0.05)
+    for name, expected in HULL.items():
+        # 1e-9 relative, or half a unit of the last published decimal where that is coarser (gamma: 9 decimals).
+        assert float(getattr(g, name)) == pytest.approx(expected, rel=1e-9, abs=0.5e-9), name
+
+
+def test_hull_put_matches_published_price():
+    assert float(black_scholes(False, 49.0, 50.0, 20 / 52, 0.2, 0.05).price) == pytest.approx(2.448175, abs=5e-7)
+
+
+def test_haug_cases_match_to_1e4():
+    assert float(black_scholes(True, 60.0, 65.0, 0.25, 0.3, 0.08).price) == pytest.approx(2.1334, abs=1e-4)
+    assert float(black76(True, 19.0, 19.0, 0.75, 0.28, 0.10).price) == pytest.approx(1.7011, abs=1e-4)
+    g = black_scholes(True, 55.0, 60.0, 0.75, 0.3, 0.10)
+    assert float(g.gamma) == pytest.approx(0.0278, abs=1e-4)
+    assert float(g.vega) == pytest.approx(18.9358, abs=1e-4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(spots, moneyness, expiries, vols, rates, yields)
+def test_put_call_parity_holds(s, m, t, v, r, q):
+    k = s * m
+    call = black_scholes(True, s, k, t, v, r, q)
+    put = black_scholes(False, s, k, t, v, r, q)
+    forward_value = s * np.exp(-q * t) - k * np.exp(-r * t)
+    assert float(call.price - put.price) == pytest.approx(forward_value, abs=1e-9 * s)
+    assert float(call.delta - put.delta) == pytest.approx(np.exp(-q * t), abs=1e-12)
+    assert float(call.gamma) == pytest.approx(float(put.gamma), rel=1e-12)
+
+
+def _fd(f, x, h):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kinds, spots, moneyness, expiries, vols, rates, yields)
+def test_every_bsm_greek_is_the_finite_difference_of_price(c, s, m, t, v, r, q):
+    k = s * m
+    g = black_scholes(c, s, k, t, v, r, q)
+
+    def price(**kw):
+        args = {"spot": s, "t_years": t, "vol": v, "rate": r} | kw
+        return float(black_scholes(c, args["spot"], k, args["t_years"], args["vol"], args["rate"], q).price)
+
+    def delta_at(x):
+        return float(black_scholes(c, x, k, t, v, r, q).delta)
+
+    scale = s * 1e-6  # absolute floor: the finite difference itself is only this accurate
+    assert float(g.delta) == pytest.approx(_fd(lambda x: price(spot=x), s, s * 1e-5), rel=1e-5, abs=1e-6)
+    assert float(g.gamma) == pytest.approx(_fd(delta_at, s, s * 1e-5), rel=1e-4, abs=1e-6 / s)
+    assert float(g.vega) == pytest.approx(_fd(lambda x: price(vol=x), v, 1e-5), rel=1e-5, abs=scale)
+    assert float(g.rho) == pytest.approx(_fd(lambda x: price(rate=x), r, 1e-5), rel=1e-5, abs=scale)
+    h = min(1e-5, t / 10)
+    assert float(g.theta) == pytest.approx(-_fd(lambda x: price(t_years=x), t, h), rel=1e-4, abs=scale)
+
+
+@settings(max_examples=100, deadline=None)
+@given(kinds, spots, moneyness, expiries, vols, rates)
+def test_black76_greeks_are_finite_differences_holding_the_forward(c, f, m, t, v, r):
+    k = f * m
+    g = black76(c, f, k, t, v, r)
+
+    def price(x=f, tt=t, rr=r):
+        return float(black76(c, x, k, tt, v, rr).price)
+
+    assert float(g.delta) == pytest.approx(_fd(lambda x: price(x=x), f, f * 1e-5), rel=1e-5, abs=1e-6)
+    assert float(g.rho) == pytest.approx(_fd(lambda x: price(rr=x), r, 1e-5), rel=1e-5, abs=f * 1e-6)
+    assert float(g.rho) == pytest.approx(-t * float(g.price), rel=1e-12, abs=1e-15)
+    h = min(1e-5, t / 10)
+    assert float(g.theta) == pytest.approx(-_fd(lambda x: price(tt=x), t, h), rel=1e-4, abs=f * 1e-6)
+
+
+def test_expiry_and_zero_vol_give_intrinsic_value_and_finite_greeks_without_warnings():
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        g = black_scholes(
+            [True, False, True, False, True, True],
+            100.0,
+            [90.0, 90.0, 110.0, 110.0, 100.0, 90.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+            [0.3, 0.3, 0.3, 0.3, 0.3, 0.0],
+            0.05,
+        )
+    np.testing.assert_allclose(g.price[:5], [10.0, 0.0, 0.0, 10.0, 0.0])
+    # Zero vol, one year: the discounted forward intrinsic value.
+    assert g.price[5] == pytest.approx(100.0 - 90.0 * np.exp(-0.05))
+    np.testing.assert_array_equal(g.delta[:4], [1.0, 0.0, 0.0, -1.0])
+    for field in (g.price, g.delta, g.gamma, g.vega, g.theta, g.rho):
+        assert np.all(np.isfinite(field))
+    np.testing.assert_array_equal(g.gamma, 0.0)
+    np.testing.assert_array_equal(g.vega, 0.0)
+
+
+def test_arrays_and_scalars_broadcast_to_the_same_values_as_one_option_at_a_time():
+    strikes = np.array([[80.0], [100.0], [120.0]])
+    expiries_ = np.array([0.1, 1.0])
+    g = black_scholes(False, 100.0, strikes, expiries_, 0.4, 0.02, 0.01)
+    assert g.price.shape == (3, 2)
+    one = black_scholes(False, 100.0, 120.0, 1.0, 0.4, 0.02, 0.01)
+    assert g.theta[2, 1] == pytest.approx(float(one.theta), rel=1e-14)
+
+
+def test_threaded_blocks_give_the_same_result_as_one_block(monkeypatch):
+    rng = np.random.default_rng(7)
+    n = 50_000
+    args = (rng.random(n) < 0.5, 100.0, rng.uniform(50, 150, n), rng.uniform(0, 2, n), rng.uniform(0, 1, n), 0.03)
+    monkeypatch.setattr(greeks, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(greeks, "_BLOCK", 4096)
+    threaded = black_scholes(*args)
+    monkeypatch.setattr(greeks, "_PARALLEL_MIN", 10**9)
+    monkeypatch.setattr(greeks, "_BLOCK", 10**6)
+    single = black_scholes(*args)
+    np.testing.assert_array_equal(threaded.price, single.price)
+    np.testing.assert_array_equal(threaded.rho, single.rho)
+
+
+@pytest.mark.parametrize("is_call", [True, False])
+def test_quantlib_agrees_with_dividend_yield(is_call):
+    s, k, t, v, r, q = 2000.0, 2200.0, 0.5, 0.65, 0.04, 0.03
+    today = ql.Date(1, 1, 2025)
+    ql.Settings.instance().evaluationDate = today
+    dc = ql.Actual365Fixed()
+    expiry = today + round(t * 365)
+    t = dc.yearFraction(today, expiry)
+    process = ql.BlackScholesMertonProcess(
+        ql.QuoteHandle(ql.SimpleQuote(s)),
+        ql.YieldTermStructureHandle(ql.FlatForward(today, q, dc)),
+        ql.YieldTermStructureHandle(ql.FlatForward(today, r, dc)),
+        ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), v, dc)),
+    )
+    option = ql.EuropeanOption(
+        ql.PlainVanillaPayoff(ql.Option.Call if is_call else ql.Option.Put, k), ql.EuropeanExercise(expiry)
+    )
+    option.setPricingEngine(ql.AnalyticEuropeanEngine(process))
+    g = black_scholes(is_call, s, k, t, v, r, q)
+    assert float(g.price) == pytest.approx(option.NPV(), rel=1e-10)
+    assert float(g.delta) == pytest.approx(option.delta(), rel=1e-10)
+    assert float(g.gamma) == pytest.approx(option.gamma(), rel=1e-10)
+    assert float(g.vega) == pytest.approx(option.vega(), rel=1e-10)
+    assert float(g.rho) == pytest.approx(option.rho(), rel=1e-10)
+    assert float(g.theta) == pytest.approx(option.theta(), rel=1e-8)
