@@ -154,6 +154,22 @@ def _summary(file: Path, policy: Policy) -> dict[str, Any]:
     }
 
 
+@app.command("run")
+def run(
+    policies: Annotated[list[Path], typer.Option("--policy", metavar="FILE|DIR", help="A policy file or a directory "
+                                                 "of them; repeat for several portfolios.")],
+    drain_s: Annotated[float, typer.Option("--drain-s", help="On SIGTERM, how long to keep tracking sent "
+                                           "transactions before exiting.")] = 60.0,
+) -> None:
+    """Run the daemon: every portfolio on its schedule until SIGTERM or SIGINT (SIGHUP reloads the policies)."""
+    from agent import daemon
+
+    with user_errors():
+        settings = load_settings()
+        configure_logging(settings.log_format, settings.log_level)
+        daemon.run(policies, settings, drain_s)
+
+
 @app.command("status")
 def status(
     policy_file: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The policy YAML file.")],
@@ -174,6 +190,60 @@ def status(
             typer.echo(json.dumps(snapshot_json(snapshot)))
         else:
             Console().print(snapshot_tables(snapshot))
+
+
+@app.command("journal")
+def journal(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many intents and events.")] = 20,
+    portfolio: Annotated[str | None, typer.Option("--portfolio", help="Only this portfolio.")] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", metavar="PORTFOLIO", help="First lift the pause of PORTFOLIO.")
+    ] = None,
+) -> None:
+    """List recent intents with their transactions, and recent events (refusals, deferrals, pauses), from the
+    journal at BALLAST_DB."""
+    from agent.execution.journal import Journal
+    from agent.execution.listing import journal_json, journal_tables
+    from agent.settings import load_settings
+
+    with user_errors(as_json):
+        settings = load_settings()
+        store = Journal(settings.db)
+        try:
+            if resume is not None:
+                store.resume(resume)
+            data = journal_json(store, portfolio, limit)
+        finally:
+            store.close()
+        if as_json:
+            typer.echo(json.dumps(data))
+        else:
+            Console().print(journal_tables(data))
+
+
+@app.command("once")
+def once(
+    policy_file: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The policy YAML file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run one read → assess → plan cycle and print the risk report and the plan; nothing is sent."""
+    from agent.chain.reader import PortfolioReader
+    from agent.cycle import cycle_json, cycle_tables, run_cycle
+
+    with user_errors(as_json):
+        policy = load_policy(policy_file, env=policy_variables())
+        settings = load_settings()
+        configure_logging(settings.log_format, settings.log_level)
+        reader = PortfolioReader(policy)
+        try:
+            result = run_cycle(policy, reader)
+        finally:
+            reader.close()
+        if as_json:
+            typer.echo(json.dumps(cycle_json(result)))
+        else:
+            Console().print(cycle_tables(result))
 
 
 def main() -> None:

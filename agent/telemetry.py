@@ -186,22 +186,6 @@ ACTION_COST = Counter(
     "ballast_action_cost_usd", "Estimated cost of approved actions (fees, slippage, gas), USD.", ["portfolio", "kind"],
     registry=REGISTRY,
 )
-INTENTS = Gauge(
-    "ballast_intents", "Intents in the journal by state.", ["portfolio", "state"], registry=REGISTRY,
-)
-TRANSACTIONS = Counter(
-    "ballast_transactions", "Transactions by outcome (sent, replaced, confirmed, failed, cancelled).",
-    ["portfolio", "state"], registry=REGISTRY,
-)
-GUARD_REFUSALS = Counter(
-    "ballast_guard_refusals", "Plans or actions the guard refused, by reason.", ["portfolio", "reason"],
-    registry=REGISTRY,
-)
-KILL_SWITCH = Gauge("ballast_kill_switch", "1 while the kill-switch file exists.", registry=REGISTRY)
-PAUSED = Gauge(
-    "ballast_portfolio_paused", "1 while a portfolio is paused (state read back missed the plan's prediction).",
-    ["portfolio"], registry=REGISTRY,
-)
 
 
 def split_host_port(addr: str) -> tuple[str, int]:

@@ -12,7 +12,12 @@ from typing import Any
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector
 
-ABI_DIR = Path(os.environ.get("BALLAST_ABI_DIR", Path(__file__).resolve().parents[2] / "contracts_abi"))
+# An installed wheel carries the ABIs as agent/contracts_abi/; a source checkout has them at the repository's top.
+_PACKAGED_ABI_DIR = Path(__file__).resolve().parents[1] / "contracts_abi"
+_REPO_ABI_DIR = Path(__file__).resolve().parents[2] / "contracts_abi"
+ABI_DIR = Path(
+    os.environ.get("BALLAST_ABI_DIR") or (_PACKAGED_ABI_DIR if _PACKAGED_ABI_DIR.is_dir() else _REPO_ABI_DIR)
+)
 
 
 def _type_of(param: dict[str, Any]) -> str:

@@ -11,11 +11,12 @@ from web3 import Web3
 
 from agent.adapters import Adapter
 from agent.adapters.aave_v3 import AaveV3
-from agent.adapters.chainlink import ChainlinkFeeds
+from agent.adapters.chainlink import ChainlinkFeeds, latest_price_usd
 from agent.adapters.erc20 import Erc20Balances, TokenRegistry
 from agent.adapters.uniswap_v3 import QUOTE_FEES, QuoteRequest, UniswapV3
 from agent.chain.multicall import read_batch
 from agent.chain.rpc import RequestHook, connect
+from agent.errors import ChainUnavailable
 from agent.model import ChainSnapshot, Snapshot, Token
 from agent.policy import Chain, Policy
 
@@ -127,6 +128,19 @@ class PortfolioReader:
         chains: Sequence[ChainSnapshot] = list(self._pool.map(lambda reader: reader.read(), self.chains))
         portfolio = self.policy.portfolio
         return Snapshot(portfolio.name, portfolio.account, portfolio.underlying, tuple(chains))
+
+    def underlying_price_usd(self) -> float | None:
+        """Return the underlying's latest price from the first chain with a feed for it (one `eth_call`), or None
+        when no chain has one or it cannot be read now. Cheap enough for a watch between cycles."""
+        for reader in self.chains:
+            feeds = reader.chain.protocols.chainlink
+            if feeds is None or self.policy.portfolio.underlying not in feeds.feeds:
+                continue
+            try:
+                return latest_price_usd(reader.w3, feeds.feeds[self.policy.portfolio.underlying])
+            except ChainUnavailable:
+                return None
+        return None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

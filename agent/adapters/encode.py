@@ -1,0 +1,156 @@
+"""Actions into transactions: the call data of every action kind the planner may choose, and the ERC-20 approval
+an action needs first. Adapters own the ABIs, so this is where the executor's calls are encoded and decoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi import decode
+from web3 import Web3
+
+from agent.adapters.aave_v3 import POOL
+from agent.adapters.erc20 import ERC20
+from agent.adapters.uniswap_v3 import MANAGER
+from agent.chain.abi import load_abi
+from agent.model import Action, Token, TxRequest
+
+ROUTER = load_abi("uniswap_v3", "SwapRouter")
+VARIABLE_RATE = 2
+MAX_UINT128 = 2**128 - 1
+_APPROVE = ERC20.fn("approve")
+
+
+class EncodeError(ValueError):
+    """An action that cannot be encoded: an unknown kind, asset or venue. The message says which."""
+
+
+@dataclass(frozen=True)
+class Venues:
+    """One chain's contracts an account acts through, and the tokens it knows (by symbol and by address)."""
+
+    chain: str
+    account: str
+    aave_pool: str | None = None
+    swap_router: str | None = None
+    position_manager: str | None = None
+    tokens: tuple[Token, ...] = field(default_factory=tuple)
+
+    def token(self, asset: str) -> Token:
+        """Returns the token an action names by symbol or address. Raises EncodeError when unknown."""
+        for token in self.tokens:
+            if asset in (token.symbol, token.address) or asset.lower() == token.address.lower():
+                return token
+        raise EncodeError(f"unknown asset {asset!r} on chain {self.chain}")
+
+    def contracts(self) -> frozenset[str]:
+        """Returns the checksummed addresses of the protocol contracts (not the tokens)."""
+        return frozenset(a for a in (self.aave_pool, self.swap_router, self.position_manager) if a)
+
+
+def _required(address: str | None, what: str, chain: str) -> str:
+    if not address:
+        raise EncodeError(f"no {what} configured on chain {chain}")
+    return address
+
+
+def encode_supply(venues: Venues, asset: Token, amount: int) -> TxRequest:
+    """Returns Aave `Pool.supply(asset, amount, account, 0)`; needs an approval of `amount` to the pool."""
+    pool = _required(venues.aave_pool, "Aave v3 pool", venues.chain)
+    data = POOL.fn("supply").encode(asset.address, amount, venues.account, 0)
+    return TxRequest(venues.chain, pool, data, description=f"aave_v3 supply {amount} {asset.symbol}")
+
+
+def encode_withdraw(venues: Venues, asset: Token, amount: int) -> TxRequest:
+    """Returns Aave `Pool.withdraw(asset, amount, account)`."""
+    pool = _required(venues.aave_pool, "Aave v3 pool", venues.chain)
+    data = POOL.fn("withdraw").encode(asset.address, amount, venues.account)
+    return TxRequest(venues.chain, pool, data, description=f"aave_v3 withdraw {amount} {asset.symbol}")
+
+
+def encode_borrow(venues: Venues, asset: Token, amount: int) -> TxRequest:
+    """Returns Aave `Pool.borrow(asset, amount, variable, 0, account)`."""
+    pool = _required(venues.aave_pool, "Aave v3 pool", venues.chain)
+    data = POOL.fn("borrow").encode(asset.address, amount, VARIABLE_RATE, 0, venues.account)
+    return TxRequest(venues.chain, pool, data, description=f"aave_v3 borrow {amount} {asset.symbol}")
+
+
+def encode_repay(venues: Venues, asset: Token, amount: int) -> TxRequest:
+    """Returns Aave `Pool.repay(asset, amount, variable, account)`; needs an approval of `amount` to the pool."""
+    pool = _required(venues.aave_pool, "Aave v3 pool", venues.chain)
+    data = POOL.fn("repay").encode(asset.address, amount, VARIABLE_RATE, venues.account)
+    return TxRequest(venues.chain, pool, data, description=f"aave_v3 repay {amount} {asset.symbol}")
+
+
+def encode_swap(
+    venues: Venues, token_in: Token, token_out: Token, fee_pips: int, amount_in: int, min_amount_out: int,
+    deadline_ts: int,
+) -> TxRequest:
+    """Returns Uniswap v3 `SwapRouter.exactInputSingle` paying `amount_in` of `token_in` for at least
+    `min_amount_out` of `token_out`, to the account; needs an approval of `amount_in` to the router."""
+    router = _required(venues.swap_router, "Uniswap v3 swap router", venues.chain)
+    data = ROUTER.fn("exactInputSingle").encode(
+        (token_in.address, token_out.address, fee_pips, venues.account, deadline_ts, amount_in, min_amount_out, 0)
+    )
+    what = f"uniswap_v3 swap {amount_in} {token_in.symbol} for ≥{min_amount_out} {token_out.symbol}"
+    return TxRequest(venues.chain, router, data, description=what)
+
+
+def encode_remove_liquidity(venues: Venues, token_id: int, liquidity: int, deadline_ts: int) -> TxRequest:
+    """Returns one `NonfungiblePositionManager.multicall` of `decreaseLiquidity` and `collect` to the account:
+    the tokens leave the position and reach the wallet in the same transaction."""
+    manager = _required(venues.position_manager, "Uniswap v3 position manager", venues.chain)
+    decrease = MANAGER.fn("decreaseLiquidity").encode((token_id, liquidity, 0, 0, deadline_ts))
+    collect = MANAGER.fn("collect").encode((token_id, venues.account, MAX_UINT128, MAX_UINT128))
+    data = MANAGER.fn("multicall").encode([decrease, collect])
+    return TxRequest(venues.chain, manager, data,
+                     description=f"uniswap_v3 remove {liquidity} liquidity from position {token_id}")
+
+
+def encode_approve(chain: str, token: Token, spender: str, amount: int) -> TxRequest:
+    """Returns ERC-20 `approve(spender, amount)` on `token`."""
+    return TxRequest(chain, token.address, _APPROVE.encode(spender, amount),
+                     description=f"approve {amount} {token.symbol} to {spender}")
+
+
+def decode_approve(data: bytes) -> tuple[str, int] | None:
+    """Returns (spender, amount) when `data` is an ERC-20 `approve` call, else None."""
+    if data[:4] != _APPROVE.selector:
+        return None
+    spender, amount = decode(["address", "uint256"], data[4:])
+    return Web3.to_checksum_address(spender), int(amount)
+
+
+def encode_action(action: Action, venues: Venues, deadline_ts: int) -> TxRequest:
+    """Returns the transaction that carries out `action`. Raises EncodeError for an unknown kind or asset."""
+    kind = action.kind
+    if kind in ("supply", "withdraw", "borrow", "repay"):
+        asset = venues.token(action.asset)
+        encoder = {"supply": encode_supply, "withdraw": encode_withdraw, "borrow": encode_borrow,
+                   "repay": encode_repay}[kind]
+        return encoder(venues, asset, action.amount_base_units)
+    if kind == "swap":
+        return encode_swap(venues, venues.token(action.asset), venues.token(action.asset_out), action.fee_pips,
+                           action.amount_base_units, action.min_amount_out_base_units, deadline_ts)
+    if kind == "remove_liquidity":
+        return encode_remove_liquidity(venues, action.position_id, action.amount_base_units, deadline_ts)
+    raise EncodeError(f"no encoder for action kind {kind!r}")
+
+
+def approval_needed(action: Action, venues: Venues) -> tuple[Token, str, int] | None:
+    """Returns (token, spender, amount) of the allowance `action` spends, or None when it spends none."""
+    if action.kind in ("supply", "repay"):
+        return venues.token(action.asset), _required(venues.aave_pool, "Aave v3 pool", venues.chain), \
+            action.amount_base_units
+    if action.kind == "swap":
+        return venues.token(action.asset), _required(venues.swap_router, "Uniswap v3 swap router", venues.chain), \
+            action.amount_base_units
+    return None
+
+
+def read_allowance(w3: Web3, token: Token, owner: str, spender: str, block: int | str = "latest") -> int:
+    """Returns `token.allowance(owner, spender)` at `block`, in the token's base units."""
+    fn = ERC20.fn("allowance")
+    at: Any = block
+    raw = w3.eth.call({"to": token.address, "data": Web3.to_hex(fn.encode(owner, spender))}, block_identifier=at)
+    return int(fn.decode(raw)[0])

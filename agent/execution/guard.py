@@ -1,0 +1,151 @@
+"""The guard: what may be sent at all. Every refusal is a `Refusal` with a rule name and a reason an operator can
+act on; the executor journals it.
+
+Rules: the kill switch (a file; nothing is sent while it exists), a paused portfolio, a snapshot with stale or
+untrusted data, contracts outside the allowlist derived from the policy's protocols, per-transaction notional,
+rolling 24-hour turnover, and swap slippage against the oracle price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.adapters.encode import Venues, decode_approve
+from agent.errors import BallastError
+from agent.execution.journal import Journal
+from agent.execution.metrics import ExecutionMetrics
+from agent.model import Action, Plan, Snapshot, TxRequest
+from agent.policy import Policy
+
+DAY_S = 86_400.0
+# A failed quote only limits the planner's cost estimate; any other failed read leaves the picture incomplete.
+_HARMLESS_FAILED_SOURCES = ("uniswap_v3:quote:",)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why something may not be sent: `rule` names the check (kill_switch, paused, stale_prices, allowlist,
+    notional, turnover, slippage), `action_index` the plan's action it concerns (None: the whole plan)."""
+
+    rule: str
+    reason: str
+    action_index: int | None = None
+
+    def __str__(self) -> str:
+        where = "" if self.action_index is None else f"action {self.action_index}: "
+        return f"refused ({self.rule}): {where}{self.reason}"
+
+
+class GuardRefused(BallastError):
+    """A plan the guard refused; the message lists every refusal."""
+
+    def __init__(self, refusals: Sequence[Refusal]) -> None:
+        self.refusals = tuple(refusals)
+        super().__init__("; ".join(str(r) for r in refusals))
+
+    def lines(self) -> list[str]:
+        return [str(r) for r in self.refusals]
+
+
+def allowlist(venues: Venues) -> frozenset[str]:
+    """Returns the lowercase addresses a transaction may call on one chain: the policy's protocol contracts (the
+    Aave pool as its PoolAddressesProvider names it, the Uniswap router and position manager) and the tokens
+    known there (for approvals, whose spender must itself be a protocol contract)."""
+    return frozenset(a.lower() for a in (*venues.contracts(), *(t.address for t in venues.tokens)))
+
+
+class Guard:
+    """Checks plans and transactions against a policy's limits and the operator's switches."""
+
+    def __init__(
+        self, policy: Policy, journal: Journal, kill_switch: Path, venues: Mapping[str, Venues],
+        metrics: ExecutionMetrics, clock: Callable[[], float],
+    ) -> None:
+        self.policy = policy
+        self.journal = journal
+        self.kill_switch = kill_switch
+        self.venues = dict(venues)
+        self.metrics = metrics
+        self.clock = clock
+
+    def kill_switch_engaged(self) -> bool:
+        """Returns whether the kill-switch file exists (and updates its metric)."""
+        engaged = self.kill_switch.exists()
+        self.metrics.kill_switch.set(1 if engaged else 0)
+        return engaged
+
+    def sending_refusal(self) -> Refusal | None:
+        """Returns the refusal of any broadcast right now (the kill switch), or None."""
+        if self.kill_switch_engaged():
+            return Refusal("kill_switch", f"kill switch {self.kill_switch} exists: nothing is sent")
+        return None
+
+    def check_plan(self, plan: Plan, snapshot: Snapshot) -> list[Refusal]:
+        """Returns every refusal of `plan` as a whole and of each of its actions (empty: approved)."""
+        refusals: list[Refusal] = []
+        stop = self.sending_refusal()
+        if stop is not None:
+            refusals.append(stop)
+        paused = self.journal.paused(plan.portfolio)
+        if paused is not None:
+            refusals.append(Refusal("paused", f"portfolio {plan.portfolio} is paused: {paused}"))
+        untrusted = [p for p in snapshot.problems
+                     if p.kind != "failed_call" or not p.source.startswith(_HARMLESS_FAILED_SOURCES)]
+        if untrusted:
+            detail = "; ".join(f"{p.source}: {p.detail}" for p in untrusted[:3])
+            more = f" (and {len(untrusted) - 3} more)" if len(untrusted) > 3 else ""
+            refusals.append(Refusal("stale_prices", f"the snapshot has stale or untrusted data: {detail}{more}"))
+        limits = self.policy.limits
+        total = sum(a.notional_usd for a in plan.actions)
+        spent = self.journal.turnover_usd(plan.portfolio, self.clock() - DAY_S)
+        if spent + total > limits.max_daily_turnover_usd:
+            refusals.append(Refusal("turnover", f"{spent:,.0f} USD traded in 24 h plus this plan's {total:,.0f} USD "
+                                                f"exceeds max_daily_turnover_usd {limits.max_daily_turnover_usd:,.0f}"))
+        for index, action in enumerate(plan.actions):
+            if action.notional_usd > limits.max_notional_per_tx_usd:
+                refusals.append(Refusal("notional", f"{action.kind} of {action.notional_usd:,.0f} USD exceeds "
+                                        f"max_notional_per_tx_usd {limits.max_notional_per_tx_usd:,.0f}", index))
+            if action.kind == "swap":
+                refusal = self._slippage(action, snapshot, index)
+                if refusal is not None:
+                    refusals.append(refusal)
+        return refusals
+
+    def check_tx(self, request: TxRequest, index: int | None = None) -> Refusal | None:
+        """Returns the refusal of one transaction whose target (or approval spender) is off the allowlist."""
+        venues = self.venues.get(request.chain)
+        if venues is None:
+            return Refusal("allowlist", f"chain {request.chain} is not in the policy", index)
+        allowed = allowlist(venues)
+        if request.to.lower() not in allowed:
+            return Refusal("allowlist", f"{request.to} on {request.chain} is not a contract of the policy's "
+                                        "protocols", index)
+        approval = decode_approve(request.data)
+        if approval is not None and approval[0].lower() not in {a.lower() for a in venues.contracts()}:
+            return Refusal("allowlist", f"approval spender {approval[0]} is not a contract of the policy's "
+                                        "protocols", index)
+        if request.value_wei:
+            return Refusal("allowlist", f"a call to {request.to} may not carry value", index)
+        return None
+
+    def _slippage(self, action: Action, snapshot: Snapshot, index: int) -> Refusal | None:
+        venues = self.venues.get(action.chain)
+        try:
+            if venues is None:
+                raise ValueError(f"chain {action.chain} is not in the policy")
+            token_in, token_out = venues.token(action.asset), venues.token(action.asset_out)
+        except ValueError as error:
+            return Refusal("slippage", str(error), index)
+        price_in, price_out = snapshot.price_usd(token_in.symbol), snapshot.price_usd(token_out.symbol)
+        if not price_in or not price_out:
+            return Refusal("slippage", f"no fresh price for {token_in.symbol} and {token_out.symbol}", index)
+        fair_out = (action.amount_base_units / 10**token_in.decimals * price_in / price_out
+                    * 10**token_out.decimals)
+        slippage_bps = (1 - action.min_amount_out_base_units / fair_out) * 10_000 if fair_out > 0 else 10_000.0
+        limit = self.policy.hedging.max_slippage_bps
+        if slippage_bps > limit:
+            return Refusal("slippage", f"swap accepts {slippage_bps:,.1f} bps below the oracle price, more than "
+                                       f"max_slippage_bps {limit:g}", index)
+        return None

@@ -1,0 +1,373 @@
+"""The journal: every intent, every transaction signed for it (each hash sent at its nonce, with its raw bytes
+written before broadcast), the durable nonce of each (chain, account), refusals and pauses.
+
+SQLite in WAL mode with full fsync through SQLAlchemy 2 Core; the schema is migrated by Alembic to its head
+revision each time a journal opens. Timestamps are unix seconds from the executor's clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+
+from agent.model import INTENT_STATES, OPEN_INTENT_STATES, Action, Plan, TxRecord
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+metadata = sa.MetaData()
+intents = sa.Table(
+    "intents", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("portfolio", sa.String(64)), sa.Column("plan_id", sa.String(64)), sa.Column("chain", sa.String(64)),
+    sa.Column("chain_id", sa.Integer), sa.Column("account", sa.String(42)), sa.Column("action_index", sa.Integer),
+    sa.Column("step", sa.Integer), sa.Column("kind", sa.String(32)), sa.Column("mode", sa.String(16)),
+    sa.Column("state", sa.String(16)), sa.Column("to_address", sa.String(42)), sa.Column("data", sa.Text),
+    sa.Column("value_wei", sa.String(80)), sa.Column("description", sa.Text), sa.Column("notional_usd", sa.Float),
+    sa.Column("snapshot_block", sa.Integer), sa.Column("plan_reason", sa.Text), sa.Column("action_reason", sa.Text),
+    sa.Column("error", sa.Text), sa.Column("gas_limit", sa.Integer), sa.Column("nonce", sa.Integer),
+    sa.Column("bumps", sa.Integer), sa.Column("tx_hash", sa.String(66)), sa.Column("block_number", sa.Integer),
+    sa.Column("created_at", sa.Float), sa.Column("updated_at", sa.Float), sa.Column("signed_at", sa.Float),
+    sa.Column("sent_at", sa.Float), sa.Column("last_sent_at", sa.Float),
+)
+transactions = sa.Table(
+    "transactions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("intent_id", sa.String(64)), sa.Column("chain_id", sa.Integer), sa.Column("account", sa.String(42)),
+    sa.Column("nonce", sa.Integer), sa.Column("tx_hash", sa.String(66)), sa.Column("kind", sa.String(16)),
+    sa.Column("state", sa.String(16)), sa.Column("raw_tx", sa.Text), sa.Column("max_fee_per_gas_wei", sa.Integer),
+    sa.Column("max_priority_fee_per_gas_wei", sa.Integer), sa.Column("gas_limit", sa.Integer),
+    sa.Column("block_number", sa.Integer), sa.Column("status", sa.Integer), sa.Column("created_at", sa.Float),
+    sa.Column("sent_at", sa.Float),
+)
+nonces = sa.Table(
+    "nonces", metadata,
+    sa.Column("chain_id", sa.Integer, primary_key=True), sa.Column("account", sa.String(42), primary_key=True),
+    sa.Column("next_nonce", sa.Integer), sa.Column("updated_at", sa.Float),
+)
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("at", sa.Float),
+    sa.Column("portfolio", sa.String(64)), sa.Column("intent_id", sa.String(64)), sa.Column("kind", sa.String(32)),
+    sa.Column("detail", sa.Text),
+)
+portfolios = sa.Table(
+    "portfolios", metadata,
+    sa.Column("name", sa.String(64), primary_key=True), sa.Column("paused", sa.Boolean),
+    sa.Column("reason", sa.Text), sa.Column("updated_at", sa.Float),
+)
+
+# Which state may follow which; a terminal state has no successor.
+_NEXT: dict[str, frozenset[str]] = {
+    "planned": frozenset({"simulated", "failed", "expired", "cancelled"}),
+    "simulated": frozenset({"signed", "failed", "expired", "cancelled"}),
+    # A receipt found already deep enough (after a restart, or with one confirmation) skips the states between.
+    "signed": frozenset({"sent", "mined", "confirmed", "failed", "cancelled", "unknown"}),
+    "sent": frozenset({"mined", "confirmed", "failed", "cancelled", "unknown"}),
+    "mined": frozenset({"confirmed", "sent", "failed", "cancelled", "unknown"}),  # back to sent: a reorg
+}
+TERMINAL_STATES = frozenset(INTENT_STATES) - frozenset(_NEXT)
+
+
+class JournalError(RuntimeError):
+    """A journal invariant would break (e.g. an illegal state transition): a bug, never a user error."""
+
+
+def plan_id(plan: Plan) -> str:
+    """Returns the plan's deterministic id: a hash of its portfolio, snapshot blocks and actions."""
+    return _digest(plan.portfolio, repr(plan.blocks), *(repr(action) for action in plan.actions))[:32]
+
+
+def intent_id(portfolio: str, plan: str, snapshot_block: int, action_index: int, step: int) -> str:
+    """Returns an intent's deterministic id: the same plan from the same snapshot always gives the same ids, so
+    executing a plan twice (after a crash, or from two cycles) finds its intents already journaled."""
+    return _digest(portfolio, plan, str(snapshot_block), str(action_index), str(step))[:32]
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One transaction-to-be of a plan (an action, or the approval it needs: `step` 0, 1 …) and where it stands.
+
+    Times are unix seconds; `notional_usd` is the action's; `error` holds a refusal or revert reason.
+    """
+
+    id: str
+    portfolio: str
+    plan_id: str
+    chain: str
+    chain_id: int
+    account: str
+    action_index: int
+    step: int
+    kind: str
+    mode: str
+    state: str
+    to_address: str
+    data: str
+    value_wei: str
+    description: str
+    notional_usd: float
+    snapshot_block: int
+    plan_reason: str
+    action_reason: str
+    error: str | None
+    gas_limit: int | None
+    nonce: int | None
+    bumps: int
+    tx_hash: str | None
+    block_number: int | None
+    created_at: float
+    updated_at: float
+    signed_at: float | None
+    sent_at: float | None
+    last_sent_at: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def data_bytes(self) -> bytes:
+        return bytes.fromhex(self.data.removeprefix("0x"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTx:
+    """A transaction row: the `TxRecord` plus its raw signed bytes (0x hex) and times."""
+
+    record: TxRecord
+    raw_tx: str
+    created_at: float
+    sent_at: float | None
+
+
+def _intent(row: Any) -> Intent:
+    return Intent(**{f.name: getattr(row, f.name) for f in fields(Intent)})
+
+
+class Journal:
+    """The executor's durable memory. Open with a SQLite path (or an SQLAlchemy URL); the schema is migrated on open."""
+
+    def __init__(self, db: str | Path, clock: Callable[[], float] = time.time) -> None:
+        url = str(db) if "://" in str(db) else f"sqlite:///{Path(db).expanduser()}"
+        self.url = url
+        self.clock = clock
+        self.engine: Engine = sa.create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        with self.engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Yields a connection in one database transaction: everything done with it commits together, or not at all."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    # --- intents ------------------------------------------------------------------------------------------------
+
+    def add_intent(self, connection: Connection | None = None, **values: Any) -> bool:
+        """Inserts an intent in state `planned` (or the `state` given); returns False when its id already exists."""
+        now = self.clock()
+        row = {"state": "planned", "bumps": 0, "created_at": now, "updated_at": now, **values}
+        with self._connection(connection) as conn:
+            if conn.execute(sa.select(intents.c.id).where(intents.c.id == row["id"])).first():
+                return False
+            conn.execute(intents.insert().values(**row))
+        return True
+
+    def intent(self, id: str) -> Intent | None:
+        """Returns the intent with this id, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(intents).where(intents.c.id == id)).first()
+        return _intent(row) if row else None
+
+    def intents(
+        self, portfolio: str | None = None, states: Iterable[str] | None = None, plan: str | None = None,
+        mode: str | None = None, limit: int | None = None, newest_first: bool = False,
+    ) -> list[Intent]:
+        """Returns intents matching every filter given, oldest first (by creation, plan, action, step)."""
+        query = sa.select(intents)
+        if portfolio is not None:
+            query = query.where(intents.c.portfolio == portfolio)
+        if states is not None:
+            query = query.where(intents.c.state.in_(list(states)))
+        if plan is not None:
+            query = query.where(intents.c.plan_id == plan)
+        if mode is not None:
+            query = query.where(intents.c.mode == mode)
+        order = [intents.c.created_at, intents.c.plan_id, intents.c.action_index, intents.c.step]
+        query = query.order_by(*(c.desc() for c in order) if newest_first else order)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_intent(row) for row in conn.execute(query)]
+
+    def unresolved(self, portfolio: str | None = None) -> list[Intent]:
+        """Returns the live intents not yet at an end: planned and simulated steps still to send, and signed, sent
+        or mined transactions still to confirm."""
+        return self.intents(portfolio, states=("planned", "simulated", *OPEN_INTENT_STATES), mode="live")
+
+    def transition(self, id: str, state: str, connection: Connection | None = None, **values: Any) -> None:
+        """Moves an intent to `state` (setting `values` too). Raises JournalError for a transition the lifecycle
+        does not allow; staying in the same state only updates `values`."""
+        with self._connection(connection) as conn:
+            row = conn.execute(sa.select(intents.c.state).where(intents.c.id == id)).first()
+            if row is None:
+                raise JournalError(f"no intent {id}")
+            if state != row.state and state not in _NEXT.get(row.state, frozenset()):
+                raise JournalError(f"intent {id}: {row.state} → {state} is not a lifecycle transition")
+            conn.execute(intents.update().where(intents.c.id == id)
+                         .values(state=state, updated_at=self.clock(), **values))
+
+    # --- transactions -------------------------------------------------------------------------------------------
+
+    def add_tx(self, connection: Connection, record: TxRecord, raw_tx: bytes, chain_id: int, account: str) -> None:
+        """Stores a signed transaction (state `signed`) with its raw bytes, inside the caller's database transaction:
+        it is durable before anything is broadcast."""
+        connection.execute(transactions.insert().values(
+            intent_id=record.intent_id, chain_id=chain_id, account=account, nonce=record.nonce,
+            tx_hash=record.tx_hash, kind=record.kind, state=record.state, raw_tx="0x" + raw_tx.hex(),
+            max_fee_per_gas_wei=record.max_fee_per_gas_wei,
+            max_priority_fee_per_gas_wei=record.max_priority_fee_per_gas_wei, gas_limit=record.gas_limit,
+            created_at=self.clock(),
+        ))
+
+    def txs(self, intent_id: str) -> list[StoredTx]:
+        """Returns every transaction signed for an intent, in signing order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(transactions, intents.c.chain)
+                                .join(intents, intents.c.id == transactions.c.intent_id)
+                                .where(transactions.c.intent_id == intent_id).order_by(transactions.c.id))
+            return [_stored(row) for row in rows]
+
+    def update_tx(self, tx_hash: str, **values: Any) -> None:
+        """Sets fields of one transaction row (state, sent_at, block_number, status)."""
+        with self.engine.begin() as conn:
+            conn.execute(transactions.update().where(transactions.c.tx_hash == tx_hash).values(**values))
+
+    # --- nonces -------------------------------------------------------------------------------------------------
+
+    def stored_nonce(self, chain_id: int, account: str, connection: Connection | None = None) -> int | None:
+        """Returns the next nonce the journal holds for (chain, account), or None when it has none yet."""
+        with self._connection(connection) as conn:
+            row = conn.execute(sa.select(nonces.c.next_nonce).where(
+                nonces.c.chain_id == chain_id, nonces.c.account == account)).first()
+        return None if row is None else int(row.next_nonce)
+
+    def store_nonce(self, chain_id: int, account: str, next_nonce: int, connection: Connection | None = None) -> None:
+        """Sets the next nonce of (chain, account)."""
+        with self._connection(connection) as conn:
+            values = {"next_nonce": next_nonce, "updated_at": self.clock()}
+            updated = conn.execute(nonces.update().where(nonces.c.chain_id == chain_id, nonces.c.account == account)
+                                   .values(**values))
+            if not updated.rowcount:
+                conn.execute(nonces.insert().values(chain_id=chain_id, account=account, **values))
+
+    def highest_open_nonce(self, chain_id: int, account: str) -> int | None:
+        """Returns the highest nonce of a signed, sent or mined (unconfirmed) live intent of (chain, account)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(intents.c.nonce)).where(
+                intents.c.chain_id == chain_id, intents.c.account == account,
+                intents.c.state.in_(OPEN_INTENT_STATES))).scalar()
+        return None if value is None else int(value)
+
+    # --- turnover, events, pauses -------------------------------------------------------------------------------
+
+    def turnover_usd(self, portfolio: str, since: float) -> float:
+        """Returns the notional (USD) of the portfolio's live actions signed since `since` (approvals count zero),
+        whatever became of them: a sent transaction may still land."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.sum(intents.c.notional_usd)).where(
+                intents.c.portfolio == portfolio, intents.c.mode == "live", intents.c.signed_at >= since,
+                intents.c.kind != "approve")).scalar()
+        return float(value or 0.0)
+
+    def record_event(self, portfolio: str, kind: str, detail: str, intent_id: str | None = None) -> None:
+        """Appends an event (a refusal, a deferral, a pause, a reconciliation finding)."""
+        with self.engine.begin() as conn:
+            conn.execute(events.insert().values(at=self.clock(), portfolio=portfolio, intent_id=intent_id, kind=kind,
+                                                detail=detail))
+
+    def events(self, portfolio: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Returns the newest events first, as mappings (at, portfolio, intent_id, kind, detail)."""
+        query = sa.select(events).order_by(events.c.id.desc()).limit(limit)
+        if portfolio is not None:
+            query = query.where(events.c.portfolio == portfolio)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def pause(self, portfolio: str, reason: str) -> None:
+        """Pauses a portfolio: the guard refuses its plans until `resume`."""
+        self._set_paused(portfolio, True, reason)
+        self.record_event(portfolio, "paused", reason)
+
+    def resume(self, portfolio: str) -> None:
+        """Lifts a pause."""
+        self._set_paused(portfolio, False, "")
+        self.record_event(portfolio, "resumed", "resumed by the operator")
+
+    def paused(self, portfolio: str) -> str | None:
+        """Returns why the portfolio is paused, or None when it is not."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(portfolios).where(portfolios.c.name == portfolio)).first()
+        return row.reason if row is not None and row.paused else None
+
+    def _set_paused(self, portfolio: str, paused: bool, reason: str) -> None:
+        with self.engine.begin() as conn:
+            values = {"paused": paused, "reason": reason, "updated_at": self.clock()}
+            if not conn.execute(portfolios.update().where(portfolios.c.name == portfolio).values(**values)).rowcount:
+                conn.execute(portfolios.insert().values(name=portfolio, **values))
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Returns every row of every table as mappings (for `ballast journal --json --all` and audits)."""
+        with self.engine.connect() as conn:
+            return {table.name: [dict(row._mapping) for row in conn.execute(sa.select(table))]
+                    for table in metadata.sorted_tables}
+
+    @contextmanager
+    def _connection(self, connection: Connection | None) -> Iterator[Connection]:
+        if connection is not None:
+            yield connection
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+
+def _stored(row: Any) -> StoredTx:
+    record = TxRecord(row.intent_id, row.chain, row.nonce, row.tx_hash, row.kind, row.state, row.max_fee_per_gas_wei,
+                      row.max_priority_fee_per_gas_wei, row.gas_limit, row.block_number, row.status)
+    return StoredTx(record, row.raw_tx, row.created_at, row.sent_at)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a signed transaction must survive a power cut, not just a crash
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def action_notional(actions: Sequence[Action]) -> float:
+    """Returns the summed notional (USD) of `actions`."""
+    return sum(action.notional_usd for action in actions)

@@ -1,0 +1,230 @@
+"""The book a plan acts on, and what each action does to it: Aave balances, LP liquidity and the wallet.
+
+A plan's prediction is made by applying its actions, in order, to the positions of the snapshot and re-running the
+risk engine on the result. Swaps credit their expected output from the cost model, taking the price impact of the
+plan's earlier swaps through the same pool into account.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent.model import AaveAccount, AaveReserve, Action, LpPosition, Position, RiskReport, Snapshot, Token
+from agent.planner.costs import CostModel
+from agent.risk import lending
+from agent.risk import lp as lp_math
+from agent.risk.portfolio import risk_report
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """The acting chain's Aave account and LP positions, the wallet's idle balances (base units), and every other
+    position unchanged. `swapped_in` holds, per (token in, token out, fee), the base units the plan already swapped.
+    """
+
+    chain: str
+    owner: str
+    underlying: str
+    account: AaveAccount | None
+    lps: tuple[LpPosition, ...]
+    others: tuple[Position, ...]
+    wallet: tuple[tuple[str, int], ...]
+    tokens: tuple[Token, ...]
+    swapped_in: tuple[tuple[tuple[str, str, int], int], ...] = ()
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> Book:
+        """Return the book of the snapshot's first chain with an Aave account (else its first chain)."""
+        accounts = [p for p in snapshot.positions if isinstance(p, AaveAccount)]
+        chain = accounts[0].chain if accounts else snapshot.chains[0].chain
+        account = accounts[0] if accounts else None
+        lps = tuple(p for p in snapshot.positions if isinstance(p, LpPosition) and p.chain == chain
+                    and p.owner.lower() == snapshot.account.lower())
+        others = tuple(p for p in snapshot.positions if p is not account and p not in lps)
+        tokens: dict[str, Token] = {}
+        wallet: dict[str, int] = {}
+        for chain_snapshot in snapshot.chains:
+            if chain_snapshot.chain != chain:
+                continue
+            for balance in chain_snapshot.balances:
+                if balance.owner.lower() == snapshot.account.lower():
+                    tokens[balance.token.symbol] = balance.token
+                    wallet[balance.token.symbol] = wallet.get(balance.token.symbol, 0) + balance.amount_base_units
+            for quote in chain_snapshot.quotes:
+                tokens.setdefault(quote.token_in.symbol, quote.token_in)
+                tokens.setdefault(quote.token_out.symbol, quote.token_out)
+        for reserve in account.reserves if account else ():
+            tokens.setdefault(reserve.token.symbol, reserve.token)
+        for position in lps:
+            tokens.setdefault(position.token0.symbol, position.token0)
+            tokens.setdefault(position.token1.symbol, position.token1)
+        return cls(chain, snapshot.account, snapshot.underlying, account, lps, others, tuple(sorted(wallet.items())),
+                   tuple(sorted(tokens.values(), key=lambda t: t.symbol)))
+
+    def token(self, symbol: str) -> Token:
+        return next(t for t in self.tokens if t.symbol == symbol)
+
+    def balance(self, symbol: str) -> int:
+        """Return the wallet's idle balance of `symbol`, base units."""
+        return dict(self.wallet).get(symbol, 0)
+
+    def swapped(self, symbol_in: str, symbol_out: str, fee_pips: int) -> int:
+        return dict(self.swapped_in).get((symbol_in, symbol_out, fee_pips), 0)
+
+    def reserve(self, symbol: str) -> AaveReserve | None:
+        if self.account is None:
+            return None
+        return next((r for r in self.account.reserves if r.token.symbol == symbol), None)
+
+    def lp(self, token_id: int) -> LpPosition:
+        return next(p for p in self.lps if p.token_id == token_id)
+
+    def positions(self) -> tuple[Position, ...]:
+        head: tuple[Position, ...] = (self.account,) if self.account is not None else ()
+        return head + self.lps + self.others
+
+    def health_factor_wad(self) -> int:
+        """Return the acting account's exact health factor (2**256 − 1 with no debt or no account)."""
+        return lending.NO_DEBT_HEALTH_FACTOR if self.account is None else lending.health_factor_wad(self.account)
+
+    def health_factor(self) -> float:
+        return lending.health_factor_float(self.health_factor_wad())
+
+    def report(self, prices_usd: Mapping[str, float], now_ts: int) -> RiskReport:
+        """Return the risk engine's report on the book's positions."""
+        return risk_report(self.positions(), self.underlying, prices_usd, now_ts)
+
+    def _with_wallet(self, changes: Mapping[str, int]) -> Book:
+        wallet = dict(self.wallet)
+        for symbol, change in changes.items():
+            wallet[symbol] = wallet.get(symbol, 0) + change
+            if wallet[symbol] < 0:
+                raise ValueError(f"plan spends {-wallet[symbol]} base units of {symbol} it does not hold")
+        return dataclasses.replace(self, wallet=tuple(sorted(wallet.items())))
+
+    def _with_reserve(self, symbol: str, collateral: int = 0, debt: int = 0) -> Book:
+        assert self.account is not None
+        reserves = []
+        for r in self.account.reserves:
+            if r.token.symbol == symbol:
+                owed = r.variable_debt_base_units + debt
+                if owed < 0 or r.collateral_base_units + collateral < 0:
+                    raise ValueError(f"plan takes more {symbol} out of Aave than the account has")
+                supplied = r.collateral_base_units + collateral
+                # Aave turns a first supply into collateral when the asset has an LTV.
+                usage = r.usage_as_collateral or (collateral > 0 and r.collateral_base_units == 0 and r.ltv_bps > 0)
+                r = dataclasses.replace(r, collateral_base_units=supplied, variable_debt_base_units=owed,
+                                        usage_as_collateral=usage)
+            reserves.append(r)
+        return dataclasses.replace(self, account=dataclasses.replace(self.account, reserves=tuple(reserves)))
+
+    def apply(self, action: Action, costs: CostModel) -> Book:
+        """Return the book after `action`; ValueError when the action spends what the book does not hold."""
+        kind, asset, amount = action.kind, action.asset, action.amount_base_units
+        if kind == "repay":
+            return self._with_wallet({asset: -amount})._with_reserve(asset, debt=-amount)
+        if kind == "withdraw":
+            return self._with_reserve(asset, collateral=-amount)._with_wallet({asset: amount})
+        if kind == "supply":
+            return self._with_wallet({asset: -amount})._with_reserve(asset, collateral=amount)
+        if kind == "borrow":
+            return self._with_reserve(asset, debt=amount)._with_wallet({asset: amount})
+        if kind == "swap":
+            key = (asset, action.asset_out, action.fee_pips)
+            out = swap_output(self, costs, asset, action.asset_out, amount, action.fee_pips)
+            moved = dict(self.swapped_in)
+            moved[key] = moved.get(key, 0) + amount
+            book = self._with_wallet({asset: -amount, action.asset_out: out})
+            return dataclasses.replace(book, swapped_in=tuple(sorted(moved.items())))
+        if kind == "remove_liquidity":
+            position = self.lp(action.position_id)
+            amount0, amount1 = removal_proceeds(position, amount)
+            left = dataclasses.replace(position, liquidity=position.liquidity - amount, tokens_owed0=0,
+                                       tokens_owed1=0)
+            if left.liquidity < 0:
+                raise ValueError(f"plan removes more liquidity than position {position.token_id} has")
+            lps = tuple(left if p.token_id == position.token_id else p for p in self.lps)
+            book = dataclasses.replace(self, lps=lps)
+            return book._with_wallet({position.token0.symbol: amount0, position.token1.symbol: amount1})
+        raise ValueError(f"cannot simulate action kind {kind!r}")
+
+
+def removal_proceeds(position: LpPosition, liquidity: int) -> tuple[int, int]:
+    """Return (token0, token1) base units that decreasing `liquidity` and collecting everything owed pays out."""
+    amount0, amount1 = lp_math.position_amounts(dataclasses.replace(position, liquidity=liquidity))
+    return amount0 + position.tokens_owed0, amount1 + position.tokens_owed1
+
+
+def swap_output(book: Book, costs: CostModel, symbol_in: str, symbol_out: str, amount: int, fee_pips: int) -> int:
+    """Return the expected output of a swap through the pool with `fee_pips`, after the plan's earlier swaps."""
+    for curve in costs.curves[(book.chain, symbol_in, symbol_out)]:
+        if curve.fee_pips == fee_pips:
+            already = book.swapped(symbol_in, symbol_out, fee_pips)
+            return curve.amount_out(already + amount) - curve.amount_out(already)
+    raise KeyError(f"no {symbol_in}→{symbol_out} pool with fee {fee_pips}")
+
+
+def swapped_by_fee(book: Book, symbol_in: str, symbol_out: str) -> dict[int, int]:
+    """Return the base units the plan already swapped from one token to the other, per pool fee."""
+    return {fee: amount for (i, o, fee), amount in book.swapped_in if i == symbol_in and o == symbol_out}
+
+
+def swap_step(
+    book: Book, costs: CostModel, symbol_in: str, symbol_out: str, amount: int, max_slippage_bps: float, reason: str
+) -> Action:
+    """Return a swap of `amount` base units through the pool that pays the most, with `min_amount_out` the
+    expected output less the policy's slippage tolerance."""
+    estimate = costs.swap(book.chain, symbol_in, symbol_out, amount, swapped_by_fee(book, symbol_in, symbol_out))
+    min_out = int(estimate.expected_out_base_units * (1.0 - max_slippage_bps / 1e4))
+    notional = amount / 10 ** book.token(symbol_in).decimals * costs.prices_usd[symbol_in]
+    return Action("swap", book.chain, "uniswap_v3", symbol_in, amount, notional, reason,
+                  cost_usd=estimate.cost_usd, asset_out=symbol_out, min_amount_out_base_units=min_out,
+                  fee_pips=estimate.fee_pips)
+
+
+def aave_step(book: Book, costs: CostModel, kind: str, symbol: str, amount: int, reason: str) -> Action:
+    """Return an Aave v3 `kind` ("repay", "withdraw", "supply", "borrow") of `amount` base units of `symbol`."""
+    notional = amount / 10 ** book.token(symbol).decimals * costs.prices_usd[symbol]
+    return Action(kind, book.chain, "aave_v3", symbol, amount, notional, reason,
+                  cost_usd=costs.gas_usd(kind, book.chain))
+
+
+def remove_liquidity_step(book: Book, costs: CostModel, position: LpPosition, liquidity: int, reason: str) -> Action:
+    """Return a removal of `liquidity` from an LP position (decrease and collect); its notional is the proceeds'."""
+    amount0, amount1 = removal_proceeds(position, liquidity)
+    notional = (amount0 / 10**position.token0.decimals * costs.prices_usd[position.token0.symbol]
+                + amount1 / 10**position.token1.decimals * costs.prices_usd[position.token1.symbol])
+    return Action("remove_liquidity", book.chain, "uniswap_v3", f"{position.token0.symbol}/{position.token1.symbol}",
+                  liquidity, notional, reason, cost_usd=costs.gas_usd("remove_liquidity", book.chain),
+                  fee_pips=position.fee_pips, position_id=position.token_id)
+
+
+class Steps:
+    """A plan under construction: actions in order, each stamped with the health factor it leaves, and the book
+    after them."""
+
+    def __init__(self, book: Book, costs: CostModel) -> None:
+        self.book = book
+        self.costs = costs
+        self.actions: list[Action] = []
+
+    def add(self, action: Action) -> Action:
+        """Append `action` (after checking it against the book) and return it as stamped."""
+        self.book = self.book.apply(action, self.costs)
+        hf = self.book.health_factor() if self.book.account is not None else None
+        stamped = dataclasses.replace(action, predicted_health_factor=hf)
+        self.actions.append(stamped)
+        return stamped
+
+
+def chunks(amount: int, max_units: int) -> list[int]:
+    """Return `amount` split into near-equal parts of at most `max_units` each (no parts for 0)."""
+    if amount <= 0:
+        return []
+    if max_units <= 0 or amount <= max_units:
+        return [amount]
+    count = -(-amount // max_units)
+    base, extra = divmod(amount, count)
+    return [base + (1 if i < extra else 0) for i in range(count)]
