@@ -146,3 +146,15 @@ def test_multicall3_answers_at_the_canonical_address(localnet: Localnet, chain: 
     assert int.from_bytes(results[1][1], "big") == 18
     assert results[2][0] is False
     assert Web3.to_checksum_address(owner) == owner
+
+
+def test_market_move_sets_feed_and_arbitrages_every_pool_to_the_price(localnet: Localnet, chain: LocalChain) -> None:
+    from agent.localnet.market import set_weth_price
+
+    oracle = chain.at("AaveOracle", localnet.world.contracts["AaveOracle"])
+    for price in (1_500.0, 2_600.0):
+        set_weth_price(chain, localnet, price)
+        assert oracle.functions.getAssetPrice(localnet.world.tokens["WETH"]).call() == price * 10**8
+        for pool in localnet.world.pools.values():
+            tick = chain.at("UniswapV3Pool", pool).functions.slot0().call()[1]
+            assert weth_price_at_tick(tick, localnet.world) == pytest.approx(price, rel=2e-4)
