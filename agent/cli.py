@@ -226,8 +226,12 @@ def journal(
 def once(
     policy_file: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The policy YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    execute: Annotated[
+        bool, typer.Option("--execute", help="Execute the plan for real (the policy must be in live mode).")
+    ] = False,
 ) -> None:
-    """Run one read → assess → plan cycle and print the risk report and the plan; nothing is sent."""
+    """Run one read → assess → plan cycle and print the risk report and the plan; nothing is sent without
+    --execute."""
     from agent.chain.reader import PortfolioReader
     from agent.cycle import cycle_json, cycle_tables, run_cycle
 
@@ -235,15 +239,32 @@ def once(
         policy = load_policy(policy_file, env=policy_variables())
         settings = load_settings()
         configure_logging(settings.log_format, settings.log_level)
+        if execute and policy.execution.mode != "live":
+            raise UserInputError(f"once --execute: {policy_file} has execution.mode {policy.execution.mode}; "
+                                 "set it to live to send transactions")
         reader = PortfolioReader(policy)
+        execution = None
         try:
             result = run_cycle(policy, reader)
+            if execute:
+                from agent.execution.executor import open_executor
+
+                executor = open_executor(policy, settings)
+                execution = executor.execute_plan(result.plan, result.snapshot, wait_s=60.0)
+                if execution.intents and all(i.state == "confirmed" for i in execution.intents):
+                    executor.verify(result.plan, reader.read())  # a miss pauses the portfolio
         finally:
             reader.close()
         if as_json:
-            typer.echo(json.dumps(cycle_json(result)))
+            output = cycle_json(result)
+            if execution is not None:
+                output["execution"] = execution.to_json()
+            typer.echo(json.dumps(output))
         else:
             Console().print(cycle_tables(result))
+            if execution is not None:
+                states = ", ".join(f"{i.kind} {i.state}" for i in execution.intents) or "nothing to send"
+                Console().print(execution.deferred or "; ".join(str(r) for r in execution.refusals) or states)
 
 
 def main() -> None:

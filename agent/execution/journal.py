@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
-from agent.model import INTENT_STATES, OPEN_INTENT_STATES, Action, Plan, TxRecord
+from agent.model import INTENT_STATES, OPEN_INTENT_STATES, Plan, TxRecord
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -366,8 +366,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def action_notional(actions: Sequence[Action]) -> float:
-    """Returns the summed notional (USD) of `actions`."""
-    return sum(action.notional_usd for action in actions)
