@@ -1,18 +1,21 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (everything CI runs).
-# Each installs what it needs on first use: a .venv from pyproject.toml and `npm ci` in deploy/localnet.
+# Each installs what it needs on first use: a .venv from pyproject.toml and `npm ci` in deploy/localnet; the tests
+# also need Prometheus and promtool (Debian package `prometheus`).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := deploy/localnet/node_modules/.installed
+# apt-get needs root: sudo unless we are root already.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint unit chain bench schema deps clean
+.PHONY: demo test lint unit chain e2e bench schema deps promtool clean
 
 demo: deps
 	$(BIN)/ballast demo
 
-test: lint
+test: lint promtool
 	$(BIN)/python -m pytest
 
 lint: deps
@@ -25,6 +28,9 @@ unit: deps
 chain: deps
 	$(BIN)/python -m pytest -m chain
 
+e2e: deps
+	$(BIN)/python -m pytest -m e2e
+
 bench: deps
 	$(BIN)/python benchmarks/greeks.py
 
@@ -32,6 +38,12 @@ schema: deps
 	$(BIN)/ballast check-policy --write-schema config/policy.schema.json
 
 deps: $(PY_STAMP) $(NPM_STAMP)
+
+# promtool checks deploy/prometheus, and the end-to-end test scrapes the daemon with a real Prometheus server.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -19,7 +19,7 @@ from agent.errors import Issue, SettingsError
 from agent.telemetry import LogFormat, LogLevel, split_host_port
 
 ENV_PREFIX = "BALLAST_"
-_PRIVATE_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+_PRIVATE_KEYS = re.compile(r"(0x)?[0-9a-fA-F]{64}(,(0x)?[0-9a-fA-F]{64})*")
 # Never echoed back in an error, even when invalid.
 _SECRET_FIELDS = frozenset({"private_key"})
 
@@ -30,8 +30,9 @@ def _host_port(value: str) -> str:
 
 
 def _private_key(value: SecretStr | None) -> SecretStr | None:
-    if value is not None and not _PRIVATE_KEY.fullmatch(value.get_secret_value()):
-        raise ValueError("expected 32 bytes of hex (64 hex digits, optionally after 0x)")
+    if value is not None and not _PRIVATE_KEYS.fullmatch(value.get_secret_value()):
+        raise ValueError("expected 32 bytes of hex (64 hex digits, optionally after 0x), or several such keys "
+                         "separated by commas")
     return value
 
 
@@ -61,7 +62,8 @@ class Settings(BaseSettings):
     keystore_password_file: Path | None = None
     """File holding the keystore's password."""
     private_key: Annotated[SecretStr | None, AfterValidator(_private_key)] = None
-    """Raw private key, for the local chain only (the signer refuses it for any other chain id)."""
+    """Raw private key, for the local chain only (the signer refuses it for any other chain id); several keys
+    separated by commas when the daemon runs portfolios of several accounts (each uses the key of its account)."""
     kill_switch: Path = Path("./KILL")
     """While this file exists nothing is sent."""
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = "auto"

@@ -94,11 +94,13 @@ def keystore_signer(keystore: Path, password: str) -> LocalSigner:
     return LocalSigner(Account.from_key(key))
 
 
-def load_signer(settings: Settings, chain_id: int) -> Signer:
-    """Returns the signer the settings configure for `chain_id`: the keystore if set, else `BALLAST_PRIVATE_KEY`,
-    which is accepted for a local chain only (with a warning).
+def load_signer(settings: Settings, chain_id: int, account: str | None = None) -> Signer:
+    """Returns the signer the settings configure for `chain_id` and `account`: the keystore if set, else
+    `BALLAST_PRIVATE_KEY`, which is accepted for a local chain only (with a warning). Of several comma-separated
+    keys, the one of `account` is used.
 
-    Raises SignerError when no key is configured, or a plain key is configured for a chain that is not local.
+    Raises SignerError when no key is configured, no configured key is `account`'s, or a plain key is configured for
+    a chain that is not local.
     """
     if settings.keystore is not None:
         return keystore_signer(settings.keystore, keystore_password(settings))
@@ -108,7 +110,10 @@ def load_signer(settings: Settings, chain_id: int) -> Signer:
                 f"BALLAST_PRIVATE_KEY is refused for chain id {chain_id}: use an encrypted keystore "
                 "(BALLAST_KEYSTORE) on any chain but the local one"
             )
-        signer = LocalSigner(Account.from_key(settings.private_key.get_secret_value()))
+        signers = [LocalSigner(Account.from_key(k)) for k in settings.private_key.get_secret_value().split(",")]
+        signer = next((s for s in signers if account is None or s.address.lower() == account.lower()), None)
+        if signer is None:
+            raise SignerError(f"BALLAST_PRIVATE_KEY holds no key of account {account}")
         log.warning("signing with a plain private key: local chain only", chain_id=chain_id, account=signer.address)
         return signer
     raise SignerError("no signing key: set BALLAST_KEYSTORE (and its password), or BALLAST_PRIVATE_KEY on a local "

@@ -754,7 +754,7 @@ def open_executor(
     signer = None
     if policy.execution.mode == "live":
         chain_ids = {chain.chain_id for chain in policy.portfolio.chains}
-        signers = [load_signer(settings, chain_id) for chain_id in sorted(chain_ids)]
+        signers = [load_signer(settings, chain_id, policy.portfolio.account) for chain_id in sorted(chain_ids)]
         signer = signers[0]
     executor = Executor(policy, journal, signer, settings.kill_switch, clock=clock, registry=registry)
     executor.start()

@@ -51,7 +51,7 @@ class BandReading:
 
     @property
     def inside(self) -> bool:
-        return self.min <= self.value <= self.max
+        return within(self.value, self.min, self.max)
 
     def text(self) -> str:
         where = "in" if self.inside else "outside"
@@ -88,6 +88,12 @@ class Decision:
     readings: tuple[BandReading, ...]
     triggers: tuple[Trigger, ...]
     reason: str
+
+
+def within(value: float, low: float, high: float) -> bool:
+    """Whether `value` lies in [low, high], give or take float rounding (1e-9 of the bounds' size)."""
+    tolerance = 1e-9 * max(1.0, abs(low), abs(high))
+    return low - tolerance <= value <= high + tolerance
 
 
 def band_readings(report: RiskReport, policy: Policy) -> tuple[BandReading, ...]:
@@ -130,20 +136,22 @@ def decide(report: RiskReport, policy: Policy, state: HedgeState, now_ts: int) -
 
 def _trigger(reading: BandReading, policy: Policy, state: HedgeState, now_ts: int, spot_usd: float) -> Trigger | None:
     value = reading.value
+    below = value < reading.min and not reading.inside
+    above = value > reading.max and not reading.inside
     if reading.name == "health_factor":
         band = policy.bands.health_factor
         assert band is not None
         near_liquidation = value < 1.0 + policy.limits.gas_cap_lift_hf
-        if value < reading.min:
+        if below:
             urgent = near_liquidation or reading.min - value > 2 * (reading.target - reading.min)
             return Trigger(reading.name, "below_min", value, reading.target, reading.min, urgent)
-        if value > reading.max and band.boost and math.isfinite(value):
+        if above and band.boost and math.isfinite(value):
             return Trigger(reading.name, "above_max", value, reading.target, reading.max, False)
         return None
-    if value < reading.min:
+    if below:
         urgent = reading.min - value > 2 * (reading.target - reading.min)
         return Trigger(reading.name, "below_min", value, reading.target, reading.min, urgent)
-    if value > reading.max:
+    if above:
         urgent = value - reading.max > 2 * (reading.max - reading.target)
         return Trigger(reading.name, "above_max", value, reading.target, reading.max, urgent)
     edge = reading.max if value > reading.target else reading.min

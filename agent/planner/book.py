@@ -8,6 +8,7 @@ plan's earlier swaps through the same pool into account.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -228,3 +229,11 @@ def chunks(amount: int, max_units: int) -> list[int]:
     count = -(-amount // max_units)
     base, extra = divmod(amount, count)
     return [base + (1 if i < extra else 0) for i in range(count)]
+
+
+def add_removal(steps: Steps, token_id: int, liquidity: int, max_notional_usd: float, reason: str) -> None:
+    """Add the removal of `liquidity` from LP `token_id`, split so that each part's proceeds stay within the cap."""
+    whole = remove_liquidity_step(steps.book, steps.costs, steps.book.lp(token_id), liquidity, reason)
+    parts = max(1, math.ceil(whole.notional_usd / max_notional_usd)) if max_notional_usd > 0 else 1
+    for part in chunks(liquidity, -(-liquidity // parts)):
+        steps.add(remove_liquidity_step(steps.book, steps.costs, steps.book.lp(token_id), part, reason))

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.model import Action, LpPosition
-from agent.planner.book import Book, Steps, aave_step, chunks, remove_liquidity_step, swap_step
+from agent.planner.book import Book, Steps, aave_step, add_removal, chunks, remove_liquidity_step, swap_step
 from agent.planner.costs import CostModel, base_units, usd
 from agent.policy import Policy
 from agent.risk import lending
 
 WAD = 10**18
-MAX_ROUNDS = 8
+MAX_ROUNDS = 12
 DUST_USD = 1.0
 _MIN_FLOOR_GAP = 0.005  # below 1.005 a withdrawal would risk Aave's own HF < 1 revert
 
@@ -191,7 +191,8 @@ class _Deleverage:
         why = f"remove {liquidity / position.liquidity:.1%} of LP {position.token_id}, swap {other.symbol} " \
               f"for {self.debt}"
         before_debt, before_other = book.balance(self.debt), book.balance(other.symbol)
-        self.steps.add(remove_liquidity_step(book, self.costs, position, liquidity, f"{self.reason}: {why}"))
+        add_removal(self.steps, position.token_id, liquidity, self.policy.limits.max_notional_per_tx_usd,
+                    f"{self.reason}: {why}")
         got_other = self.steps.book.balance(other.symbol) - before_other
         direct = self.steps.book.balance(self.debt) - before_debt
         received = self.swap_to_debt(other.symbol, got_other, why) if got_other else 0

@@ -28,7 +28,15 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from agent.model import Action, LpPosition
-from agent.planner.book import Book, Steps, aave_step, removal_proceeds, remove_liquidity_step, swap_step
+from agent.planner.book import (
+    Book,
+    Steps,
+    aave_step,
+    add_removal,
+    chunks,
+    removal_proceeds,
+    swap_step,
+)
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.deleverage import Outcome, _least
 from agent.policy import Policy
@@ -253,13 +261,13 @@ def _emit(steps: Steps, costs: CostModel, policy: Policy, choice: HedgeChoice, r
             if candidate.instrument != "funding" or name == "idle_quote":
                 continue
             if name == "withdraw_quote":
-                steps.add(aave_step(steps.book, costs, "withdraw", q, base_units(x, book.token(q), price[q]), why))
+                _aave(steps, policy, "withdraw", q, base_units(x, book.token(q), price[q]), why)
             else:
                 position = steps.book.lp(candidate.position_id)
                 _, q_all = _lp_quote(position, q)
                 x_units = base_units(x, book.token(q), price[q])
                 liquidity = min(position.liquidity, int(position.liquidity * x_units / q_all) + 1) if q_all else 0
-                steps.add(remove_liquidity_step(steps.book, costs, position, liquidity, why))
+                add_removal(steps, position.token_id, liquidity, policy.limits.max_notional_per_tx_usd, why)
         wanted_u = base_units(sizes.get("repay_debt", 0.0) + sizes.get("buy_and_supply", 0.0), book.token(u), price[u])
         available_q = steps.book.balance(q)
         start = steps.book
@@ -273,42 +281,62 @@ def _emit(steps: Steps, costs: CostModel, policy: Policy, choice: HedgeChoice, r
         # Only what is certain to arrive is put into Aave: LP proceeds and the swap's minimum output.
         got_u = lp_u
         if amount_q:
-            got_u += steps.add(swap_step(steps.book, costs, q, u, amount_q, slip, why)).min_amount_out_base_units
+            got_u += _swap(steps, policy, q, u, amount_q, why)
         reserve = steps.book.reserve(u)
         assert reserve is not None
         repay = min(got_u, reserve.variable_debt_base_units) if "repay_debt" in sizes or got_u else 0
         if "buy_and_supply" in sizes and "repay_debt" not in sizes:
             repay = 0
         if repay:
-            steps.add(aave_step(steps.book, costs, "repay", u, repay, why))
+            _aave(steps, policy, "repay", u, repay, why)
         rest = got_u - repay
         if rest > 0:
-            steps.add(aave_step(steps.book, costs, "supply", u, rest, why))
+            _aave(steps, policy, "supply", u, rest, why)
         return
     sold = 0
     if "borrow_and_sell" in sizes:
         amount = base_units(sizes["borrow_and_sell"], book.token(u), price[u])
-        steps.add(aave_step(steps.book, costs, "borrow", u, amount, why))
+        _aave(steps, policy, "borrow", u, amount, why)
         sold += amount
     if "withdraw_and_sell" in sizes:
         reserve = steps.book.reserve(u)
         assert reserve is not None
         amount = min(base_units(sizes["withdraw_and_sell"], book.token(u), price[u]), reserve.collateral_base_units)
-        steps.add(aave_step(steps.book, costs, "withdraw", u, amount, why))
+        _aave(steps, policy, "withdraw", u, amount, why)
         sold += amount
     got_q = 0
     if sold:
-        got_q = steps.add(swap_step(steps.book, costs, u, q, sold, slip, why)).min_amount_out_base_units
+        got_q = _swap(steps, policy, u, q, sold, why)
     if "repay_quote_debt" in sizes:
         reserve = steps.book.reserve(q)
         assert reserve is not None
         repay = min(got_q, reserve.variable_debt_base_units, base_units(sizes["repay_quote_debt"], book.token(q),
                                                                          price[q]) + 1)
         if repay:
-            steps.add(aave_step(steps.book, costs, "repay", q, repay, why))
+            _aave(steps, policy, "repay", q, repay, why)
             got_q -= repay
     if "supply_quote" in sizes and got_q > 0:
-        steps.add(aave_step(steps.book, costs, "supply", q, got_q, why))
+        _aave(steps, policy, "supply", q, got_q, why)
+
+
+def _cap_units(steps: Steps, policy: Policy, symbol: str) -> int:
+    return base_units(policy.limits.max_notional_per_tx_usd, steps.book.token(symbol),
+                      steps.costs.prices_usd[symbol])
+
+
+def _aave(steps: Steps, policy: Policy, kind: str, symbol: str, amount: int, why: str) -> None:
+    """Add an Aave action, split into transactions within the per-transaction notional cap."""
+    for part in chunks(amount, _cap_units(steps, policy, symbol)):
+        steps.add(aave_step(steps.book, steps.costs, kind, symbol, part, why))
+
+
+def _swap(steps: Steps, policy: Policy, symbol_in: str, symbol_out: str, amount: int, why: str) -> int:
+    """Add a swap split within the cap; return the sum of the parts' minimum outputs."""
+    received = 0
+    for part in chunks(amount, _cap_units(steps, policy, symbol_in)):
+        received += steps.add(swap_step(steps.book, steps.costs, symbol_in, symbol_out, part,
+                                        policy.hedging.max_slippage_bps, why)).min_amount_out_base_units
+    return received
 
 
 def _lp_quote(position: LpPosition, q: str) -> tuple[int, float]:

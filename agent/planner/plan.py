@@ -8,11 +8,10 @@ on the book after all of them.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from agent.model import Action, Plan, RiskReport, Snapshot
-from agent.planner.bands import BandReading, HedgeState, band_readings, decide
+from agent.planner.bands import BandReading, HedgeState, band_readings, decide, within
 from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel
 from agent.planner.deleverage import plan_boost, plan_deleverage
@@ -75,7 +74,7 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
     delta_band = policy.bands.delta_usd
     if delta_band is not None:
         now = book.report(prices, snapshot.timestamp).total.delta_usd
-        outside = not delta_band.min <= now <= delta_band.max
+        outside = not within(now, delta_band.min, delta_band.max)
         if "delta_usd" in kinds or (outside and actions):
             why = kinds["delta_usd"].text() if "delta_usd" in kinds else (
                 f"delta_usd {now:,.0f} outside [{delta_band.min:g}, {delta_band.max:g}] after the deleverage")
@@ -84,9 +83,11 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
                 outcome = plan_hedge(book, costs, policy, now, delta_band.target, hf_min, why)
                 actions += outcome.actions
                 book = outcome.book
-                limits.append(outcome.limited_by)
                 now = book.report(prices, snapshot.timestamp).total.delta_usd
-                if outcome.limited_by or not outcome.actions or delta_band.min <= now <= delta_band.max:
+                inside = within(now, delta_band.min, delta_band.max)
+                # A limit that kept delta off target but inside its band did not stop the fix.
+                limits.append("" if inside else outcome.limited_by)
+                if outcome.limited_by or not outcome.actions or inside:
                     break
                 why = f"delta_usd {now:,.0f} still outside [{delta_band.min:g}, {delta_band.max:g}]"
     for band in ("gamma_usd_1pct", "vega_usd_1vol"):
@@ -123,16 +124,7 @@ def _ordered(start: Book, costs: CostModel, actions: list[Action]) -> tuple[tupl
     exact only before the plan's swaps move the pool), re-stamped with their health factors, and the final book."""
     removals = [a for a in actions if a.kind == "remove_liquidity"]
     rest = [a for a in actions if a.kind != "remove_liquidity"]
-    merged: dict[int, Action] = {}
-    for action in removals:
-        if action.position_id in merged:
-            first = merged[action.position_id]
-            merged[action.position_id] = dataclasses.replace(
-                first, amount_base_units=first.amount_base_units + action.amount_base_units,
-                notional_usd=first.notional_usd + action.notional_usd, reason=first.reason + "; " + action.reason)
-        else:
-            merged[action.position_id] = action
     steps = Steps(start, costs)
-    for action in [*merged.values(), *rest]:
+    for action in [*removals, *rest]:
         steps.add(action)
     return tuple(steps.actions), steps.book

@@ -70,8 +70,24 @@ def test_malformed_private_key_is_refused_without_echoing_it(monkeypatch: pytest
         load_settings()
 
     assert raised.value.lines() == [
-        "BALLAST_PRIVATE_KEY: expected 32 bytes of hex (64 hex digits, optionally after 0x)"
+        "BALLAST_PRIVATE_KEY: expected 32 bytes of hex (64 hex digits, optionally after 0x), or several such keys "
+        "separated by commas"
     ]
+
+
+def test_each_portfolio_account_signs_with_its_own_key_of_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eth_account import Account
+
+    from agent.chain.signer import SignerError, load_signer
+
+    keys = ["0x" + f"{i:064x}" for i in (11, 12)]
+    monkeypatch.setenv("BALLAST_PRIVATE_KEY", ",".join(keys))
+    settings = load_settings()
+    second = Account.from_key(keys[1]).address
+
+    assert load_signer(settings, 31337, second).address == second
+    with pytest.raises(SignerError, match="no key of account"):
+        load_signer(settings, 31337, Account.from_key("0x" + "13".rjust(64, "0")).address)
 
 
 def test_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
