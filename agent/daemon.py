@@ -187,7 +187,7 @@ class Daemon:
                 log.error("cycle failed", portfolio=name, problems=lines, exc_info=not isinstance(error, BallastError))
                 return None
             duration = time.monotonic() - started
-            if not report.refusals and not report.deferred:
+            if not report.refusals and not report.deferred:  # only an accepted plan counts as the last hedge
                 portfolio.hedge_state = result.state
             portfolio.last_success_s = self.clock()
             portfolio.last_spot_usd = result.report.spot_usd
@@ -240,7 +240,10 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
     for band in band_readings(report, policy):
         if not band.inside:
             telemetry.BAND_BREACHES.labels(name, band.name).inc()
-    approved = not execution.refusals and not execution.deferred
+    # A plan seen again (same snapshot block) reports its journaled intents, refused ones as failed.
+    intents = execution.intents
+    refused = bool(execution.refusals) or (bool(intents) and all(i.state == "failed" for i in intents))
+    approved = not refused and not execution.deferred
     if approved:
         for action in result.plan.actions:
             telemetry.ACTIONS.labels(name, action.kind).inc()
@@ -254,8 +257,7 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
         delta_usd=round(report.total.delta_usd, 2),
         gamma_usd_1pct=round(report.total.gamma_usd_1pct, 2),
         vega_usd_1vol=round(report.total.vega_usd_1vol, 2),
-        decision=("act" if approved else "refused" if execution.refusals else "deferred")
-        if result.plan.actions else "none",
+        decision=("act" if approved else "refused" if refused else "deferred") if result.plan.actions else "none",
         reason=result.plan.reason,
         actions=[f"{a.kind} {a.asset}" for a in result.plan.actions],
         refusals=[str(r) for r in execution.refusals] or None,

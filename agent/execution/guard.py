@@ -16,7 +16,7 @@ from agent.adapters.encode import Venues, decode_approve
 from agent.errors import BallastError
 from agent.execution.journal import Journal
 from agent.execution.metrics import ExecutionMetrics
-from agent.model import Action, Plan, Snapshot, TxRequest
+from agent.model import AaveAccount, Action, Plan, Snapshot, TxRequest
 from agent.policy import Policy
 
 DAY_S = 86_400.0
@@ -107,7 +107,9 @@ class Guard:
             if action.notional_usd > limits.max_notional_per_tx_usd:
                 refusals.append(Refusal("notional", f"{action.kind} of {action.notional_usd:,.0f} USD exceeds "
                                         f"max_notional_per_tx_usd {limits.max_notional_per_tx_usd:,.0f}", index))
-            if action.kind == "swap":
+            # Near liquidation the slippage cap is lifted, like the gas cap: better an expensive repay than a
+            # liquidation (the swap still carries its minimum output).
+            if action.kind == "swap" and not self._emergency(snapshot):
                 refusal = self._slippage(action, snapshot, index)
                 if refusal is not None:
                     refusals.append(refusal)
@@ -129,6 +131,12 @@ class Guard:
         if request.value_wei:
             return Refusal("allowlist", f"a call to {request.to} may not carry value", index)
         return None
+
+    def _emergency(self, snapshot: Snapshot) -> bool:
+        """Whether an account of the snapshot is within `limits.gas_cap_lift_hf` of liquidation."""
+        reported = [p.reported_health_factor_wad for p in snapshot.positions
+                    if isinstance(p, AaveAccount) and p.reported_health_factor_wad is not None]
+        return any(hf / 1e18 < 1 + self.policy.limits.gas_cap_lift_hf for hf in reported)
 
     def _slippage(self, action: Action, snapshot: Snapshot, index: int) -> Refusal | None:
         venues = self.venues.get(action.chain)

@@ -47,8 +47,9 @@ RATE_CURVES = {
     "volatile": (Fraction(8, 10), 0, Fraction(38, 1000), Fraction(80, 100)),
 }
 
-# Full-range liquidity the deployer seeds into each WETH/USDC pool (WETH amount; USDC at the feed price).
-POOL_DEPTH_WETH = {500: 5_000, 3000: 1_000}
+# Full-range liquidity the deployer seeds into each WETH/USDC pool (WETH amount; USDC at the feed price): about
+# $200M in the 0.05% pool, so that a $100k swap moves the price ~0.1%, as on mainnet's concentrated pools.
+POOL_DEPTH_WETH = {500: 50_000, 3000: 10_000}
 
 
 @dataclass

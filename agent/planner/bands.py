@@ -91,8 +91,8 @@ class Decision:
 
 
 def within(value: float, low: float, high: float) -> bool:
-    """Whether `value` lies in [low, high], give or take float rounding (1e-9 of the bounds' size)."""
-    tolerance = 1e-9 * max(1.0, abs(low), abs(high))
+    """Whether `value` lies in [low, high], give or take float rounding (1e-6 of the bounds' size)."""
+    tolerance = 1e-6 * max(1.0, abs(low), abs(high))
     return low - tolerance <= value <= high + tolerance
 
 

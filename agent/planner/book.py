@@ -176,9 +176,13 @@ def swap_step(
     book: Book, costs: CostModel, symbol_in: str, symbol_out: str, amount: int, max_slippage_bps: float, reason: str
 ) -> Action:
     """Return a swap of `amount` base units through the pool that pays the most, with `min_amount_out` the
-    expected output less the policy's slippage tolerance."""
+    oracle value of `amount` less the policy's slippage tolerance (the guard's measure: fees and price impact
+    included), or the expected output where that is lower (the guard then refuses the swap as too costly)."""
     estimate = costs.swap(book.chain, symbol_in, symbol_out, amount, swapped_by_fee(book, symbol_in, symbol_out))
-    min_out = int(estimate.expected_out_base_units * (1.0 - max_slippage_bps / 1e4))
+    token_in, token_out = book.token(symbol_in), book.token(symbol_out)
+    fair_out = (amount / 10**token_in.decimals * costs.prices_usd[symbol_in] / costs.prices_usd[symbol_out]
+                * 10**token_out.decimals)
+    min_out = min(estimate.expected_out_base_units, int(fair_out * (1.0 - max_slippage_bps / 1e4)))
     notional = amount / 10 ** book.token(symbol_in).decimals * costs.prices_usd[symbol_in]
     return Action("swap", book.chain, "uniswap_v3", symbol_in, amount, notional, reason,
                   cost_usd=estimate.cost_usd, asset_out=symbol_out, min_amount_out_base_units=min_out,

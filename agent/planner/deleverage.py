@@ -6,9 +6,8 @@ swap and repay follow; without a flash loan no non-atomic withdraw → swap → 
 withdrawal is sized to keep the health factor at or above the *withdraw floor*, 1 + half the distance to
 liquidation the account had when the plan started, and each round (withdraw, swap, repay) ends above where it
 began. Rounds repeat until the target is reached, the per-transaction notional cap or the floor stops them
-(`limited_by` says which), or MAX_ROUNDS are spent. Boost is the mirror image: borrow the debt asset, swap it for
-the collateral and supply it, never letting the health factor fall below the target in between... except for the
-borrow itself, which stays above the band's min.
+(`limited_by` says which), or MAX_ROUNDS are spent. Boost is the mirror image: borrow the debt asset (the borrow
+leaves the health factor at or above the band's min), swap it for the collateral and supply it.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from agent.planner.book import (
     swap_step,
 )
 from agent.planner.costs import CostModel, base_units, usd
-from agent.planner.deleverage import Outcome, _least
+from agent.planner.deleverage import DUST_USD, Outcome, _least
 from agent.policy import Policy
 from agent.risk import lending
 from agent.risk import lp as lp_math
@@ -325,7 +325,9 @@ def _cap_units(steps: Steps, policy: Policy, symbol: str) -> int:
 
 
 def _aave(steps: Steps, policy: Policy, kind: str, symbol: str, amount: int, why: str) -> None:
-    """Add an Aave action, split into transactions within the per-transaction notional cap."""
+    """Add an Aave action, split into transactions within the per-transaction notional cap (nothing for dust)."""
+    if usd(amount, steps.book.token(symbol), steps.costs.prices_usd[symbol]) < DUST_USD:
+        return
     for part in chunks(amount, _cap_units(steps, policy, symbol)):
         steps.add(aave_step(steps.book, steps.costs, kind, symbol, part, why))
 

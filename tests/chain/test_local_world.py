@@ -92,17 +92,17 @@ def test_swap_on_uniswap_pool_moves_its_price(localnet: Localnet, chain: LocalCh
     tick_before = pool.functions.slot0().call()[1]
     assert weth_price_at_tick(tick_before, localnet.world) == pytest.approx(2_000, rel=1e-3)
 
-    # buy WETH with 2,000,000 USDC: the WETH price rises
-    chain.send(usdc.functions.mint(trader, 2_000_000 * 10**6), trader)
+    # buy WETH with 20,000,000 USDC: the WETH price rises
+    chain.send(usdc.functions.mint(trader, 20_000_000 * 10**6), trader)
     chain.send(usdc.functions.approve(router.address, MAX_UINT256), trader)
     deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
     chain.send(router.functions.exactInputSingle(
-        (usdc.address, weth.address, 500, trader, deadline, 2_000_000 * 10**6, 0, 0)), trader)
+        (usdc.address, weth.address, 500, trader, deadline, 20_000_000 * 10**6, 0, 0)), trader)
 
     tick_after = pool.functions.slot0().call()[1]
     assert weth_price_at_tick(tick_after, localnet.world) > 2_000 * 1.05
-    # the average price paid lies above the start price: fewer than 1,000 WETH for $2M
-    assert 800 * WAD < weth.functions.balanceOf(trader).call() < 1_000 * WAD
+    # the average price paid lies above the start price: fewer than 10,000 WETH for $20M
+    assert 8_000 * WAD < weth.functions.balanceOf(trader).call() < 10_000 * WAD
 
 
 def test_liquidator_liquidates_leveraged_long_after_a_crash(localnet: Localnet, chain: LocalChain) -> None:

@@ -11,6 +11,7 @@ import pytest
 from agent.chain.reader import PortfolioReader
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
+from agent.localnet.market import set_weth_price
 from agent.localnet.readback import aave_account
 from agent.localnet.world import MAX_UINT256
 from agent.model import AaveAccount, LpPosition
@@ -129,20 +130,11 @@ def test_lp_amounts_equal_what_decrease_liquidity_pays_in_and_out_of_range(
 ) -> None:
     owner = localnet.demo_accounts["delta-neutral-lp"]
     manager = chain.at("NonfungiblePositionManager", localnet.world.contracts["NonfungiblePositionManager"])
-    router = chain.at("SwapRouter", localnet.world.contracts["SwapRouter"])
-    trader = localnet.accounts[6].address
-    weth, usdc = (chain.at("MintableERC20", localnet.world.tokens[s]) for s in ("WETH", "USDC"))
-    for token in (weth, usdc):
-        chain.send(token.functions.mint(trader, 10**30), trader)
-        chain.send(token.functions.approve(router.address, MAX_UINT256), trader)
     reader = PortfolioReader(demo_policy("delta-neutral-lp"))
     regions = set()
-    for push in (None, (usdc, weth, 8_000_000 * 10**6), (weth, usdc, 9_000 * WAD)):
-        if push is not None:
-            deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
-            token_in, token_out, amount = push
-            chain.send(router.functions.exactInputSingle(
-                (token_in.address, token_out.address, 500, trader, deadline, amount, 0, 0)), trader)
+    for price in (None, 2_800.0, 1_300.0):  # inside the 1,600–2,500 range, above it, below it
+        if price is not None:
+            set_weth_price(chain, localnet, price)
         (position,) = (p for p in reader.read().positions if isinstance(p, LpPosition))
         deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
         paid = manager.functions.decreaseLiquidity(
