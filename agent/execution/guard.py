@@ -153,7 +153,7 @@ class Guard:
                     * 10**token_out.decimals)
         slippage_bps = (1 - action.min_amount_out_base_units / fair_out) * 10_000 if fair_out > 0 else 10_000.0
         limit = self.policy.hedging.max_slippage_bps
-        if slippage_bps > limit:
+        if slippage_bps > limit + 1e-6:  # the minimum output is a whole base unit: allow its rounding
             return Refusal("slippage", f"swap accepts {slippage_bps:,.1f} bps below the oracle price, more than "
                                        f"max_slippage_bps {limit:g}", index)
         return None

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from agent.chain.reader import PortfolioReader
 from agent.localnet import Anvil, Localnet, build_localnet, write_state
+from agent.localnet.scenario import run_scenario
 from agent.model import AaveAccount, LpPosition
 from agent.policy import load_policy
 from agent.status import health_factor_text, lp_price_range
@@ -41,14 +42,19 @@ def status_table(localnet: Localnet, state_dir: Path) -> Table:
 
 
 def run_demo(console: Console, state_dir: Path) -> None:
-    """Start the local chain, deploy and seed it, print the demo portfolios' status, and shut down."""
-    with console.status("starting anvil and deploying Aave v3, Uniswap v3 and the demo portfolios…"), Anvil() as node:
+    """The main job: the local world with both demo portfolios, the daemon in live mode, a scripted crash and
+    rally on the feeds and pools, the daemon's actions step by step, and a report per portfolio."""
+    with console.status("starting anvil and deploying Aave v3, Uniswap v3 and the demo portfolios…"):
+        node = Anvil().start()
+    try:
         localnet = build_localnet(node.url, node.chain_id)
         write_state(localnet, state_dir)
-        table = status_table(localnet, state_dir)
-    console.print(table)
-    console.print(f"Policies for these portfolios: {state_dir / 'policies'}/ (the chain is gone now; "
-                  "`ballast localnet up` keeps one running)")
+        console.print(status_table(localnet, state_dir))
+        run_scenario(console, localnet, state_dir / "demo")
+    finally:
+        node.stop()
+    console.print(f"Daemon log and journal: {state_dir / 'demo'}/; policies for `ballast localnet up`: "
+                  f"{state_dir / 'policies'}/")
 
 
 def serve(console: Console, state_dir: Path, port: int, as_json: bool) -> None:

@@ -19,8 +19,11 @@ BANDS = {
 }
 
 
-def render_policy(name: str, account: str, localnet: Localnet) -> str:
-    """Return the YAML policy for demo portfolio `name` on the local world."""
+def render_policy(
+    name: str, account: str, localnet: Localnet, mode: str = "dry-run", interval_s: float = 12, cooldown_s: float = 60
+) -> str:
+    """Return the YAML policy for demo portfolio `name` on the local world (dry-run and a 12 s interval unless told;
+    the demo and the end-to-end test run it live and faster)."""
     contracts = localnet.world.contracts
     feeds = "\n".join(f"            {symbol}: \"{address}\"" for symbol, address in localnet.world.feeds.items())
     return f"""\
@@ -47,8 +50,8 @@ portfolio:
 {feeds}
 bands:
 {BANDS[name]}\
-triggers: {{interval_s: 12, max_hedge_age_s: 86400, price_move_pct: 2.0, cooldown_s: 60}}
+triggers: {{interval_s: {interval_s:g}, max_hedge_age_s: 86400, price_move_pct: 2.0, cooldown_s: {cooldown_s:g}}}
 hedging: {{instruments: [aave_borrow, spot_swap], max_slippage_bps: 30, min_trade_usd: 500}}
 limits: {{max_notional_per_tx_usd: 250000, max_daily_turnover_usd: 2000000, max_gas_price_gwei: 200}}
-execution: {{mode: dry-run, confirmations: 1, replace_after_s: 30, deadline_s: 600}}
+execution: {{mode: {mode}, confirmations: 1, replace_after_s: 30, deadline_s: 600}}
 """

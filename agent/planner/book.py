@@ -182,7 +182,7 @@ def swap_step(
     token_in, token_out = book.token(symbol_in), book.token(symbol_out)
     fair_out = (amount / 10**token_in.decimals * costs.prices_usd[symbol_in] / costs.prices_usd[symbol_out]
                 * 10**token_out.decimals)
-    min_out = min(estimate.expected_out_base_units, int(fair_out * (1.0 - max_slippage_bps / 1e4)))
+    min_out = min(estimate.expected_out_base_units, math.ceil(fair_out * (1.0 - max_slippage_bps / 1e4)))
     notional = amount / 10 ** book.token(symbol_in).decimals * costs.prices_usd[symbol_in]
     return Action("swap", book.chain, "uniswap_v3", symbol_in, amount, notional, reason,
                   cost_usd=estimate.cost_usd, asset_out=symbol_out, min_amount_out_base_units=min_out,

@@ -32,12 +32,6 @@ CRASH = [2_000 * (0.95**i) for i in range(1, 10)]  # down 5% a step to ~1,260 (â
 RALLY = [1_300 * (1.06**i) for i in range(1, 18)]  # up 6% a step to ~3,500
 
 
-def live_policy(name: str, localnet: Localnet) -> str:
-    text = render_policy(name, localnet.demo_accounts[name], localnet)
-    return (text.replace("mode: dry-run", "mode: live").replace("interval_s: 12", "interval_s: 1")
-            .replace("cooldown_s: 60", "cooldown_s: 0"))
-
-
 def get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode())
@@ -57,7 +51,8 @@ def daemon(localnet: Localnet, tmp_path: Path) -> Iterator[tuple[subprocess.Pope
     policies = tmp_path / "policies"
     policies.mkdir()
     for name in localnet.demo_accounts:
-        (policies / f"{name}.yaml").write_text(live_policy(name, localnet))
+        policy = render_policy(name, localnet.demo_accounts[name], localnet, mode="live", interval_s=1, cooldown_s=0)
+        (policies / f"{name}.yaml").write_text(policy)
     keys = {a.address: a.private_key for a in localnet.accounts}
     port = free_port()
     env = {
