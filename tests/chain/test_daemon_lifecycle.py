@@ -1,0 +1,108 @@
+"""The daemon's lifecycle in-process on the local chain: health endpoints, policy reload, the fast price watch."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from agent.daemon import Daemon, load_policies
+from agent.localnet import Localnet
+from agent.localnet.chain import LocalChain
+from agent.localnet.market import set_weth_price
+from agent.localnet.policies import render_policy
+from agent.settings import Settings
+
+
+def status(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for(condition, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def policy_dir(localnet: Localnet, tmp_path: Path) -> Path:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    for name, account in localnet.demo_accounts.items():
+        (directory / f"{name}.yaml").write_text(render_policy(name, account, localnet, interval_s=3600))
+    return directory
+
+
+@pytest.fixture
+def daemon(policy_dir: Path, tmp_path: Path) -> Iterator[tuple[Daemon, str, Clock]]:
+    clock = Clock()
+    settings = Settings(db=str(tmp_path / "journal.sqlite"), metrics_addr="127.0.0.1:0",
+                        kill_switch=tmp_path / "KILL")
+    daemon = Daemon(load_policies([policy_dir]), settings, clock=clock)
+    daemon.start()
+    assert daemon._server is not None
+    url = f"http://127.0.0.1:{daemon._server.server_address[1]}"
+    try:
+        yield daemon, url, clock
+    finally:
+        daemon.stop(drain_s=5)
+
+
+def test_healthz_follows_the_age_of_the_last_successful_cycle_and_readyz_the_start(
+    daemon: tuple[Daemon, str, Clock],
+) -> None:
+    d, url, clock = daemon
+    assert status(url + "/readyz") == (200, "ready\n")
+    wait_for(lambda: all(p.last_success_s for p in d.portfolios.values()))
+    assert status(url + "/healthz")[0] == 200
+    clock.offset = 3 * 3600 + 1  # three intervals later without a cycle
+    code, why = status(url + "/healthz")
+    assert code == 503 and "no successful cycle in the last 10800s" in why
+    assert "ballast_health_factor" in status(url + "/metrics")[1]
+
+
+def test_reload_refuses_an_invalid_policy_and_keeps_the_running_one(
+    daemon: tuple[Daemon, str, Clock], policy_dir: Path
+) -> None:
+    d, _url, _clock = daemon
+    path = policy_dir / "leveraged-long.yaml"
+    before = d.portfolios["leveraged-long"].policy
+    path.write_text(path.read_text().replace("min: 1.5, target: 1.8", "min: 1.9, target: 1.8"))
+    with capture_logs() as logs:
+        d.reload([policy_dir])
+    assert d.portfolios["leveraged-long"].policy is before
+    refused = [entry for entry in logs if entry["event"].startswith("policy reload refused")]
+    assert refused and any("leveraged-long.yaml" in line for line in refused[0]["problems"])
+
+    path.write_text(path.read_text().replace("min: 1.9, target: 1.8", "min: 1.4, target: 1.8"))
+    d.reload([policy_dir])
+    band = d.portfolios["leveraged-long"].policy.bands.health_factor
+    assert band is not None and band.min == 1.4
+
+
+def test_a_price_move_beyond_price_move_pct_runs_a_cycle_before_the_interval(
+    daemon: tuple[Daemon, str, Clock], localnet: Localnet, chain: LocalChain
+) -> None:
+    d, _url, _clock = daemon
+    wait_for(lambda: all(p.last_success_s for p in d.portfolios.values()))
+    first = {name: p.last_success_s for name, p in d.portfolios.items()}
+    set_weth_price(chain, localnet, 2_000 * 1.03)  # 3% > price_move_pct 2%; the interval is an hour
+    wait_for(lambda: all(p.last_success_s != first[name] for name, p in d.portfolios.items()), timeout_s=20)
