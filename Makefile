@@ -33,6 +33,7 @@ e2e: deps
 
 bench: deps
 	$(BIN)/python benchmarks/greeks.py
+	$(BIN)/python benchmarks/snapshot.py
 
 schema: deps
 	$(BIN)/ballast check-policy --write-schema config/policy.schema.json
