@@ -161,6 +161,16 @@ def test_daemon_deleverages_in_a_crash_and_a_rally_and_stops_cleanly(
         time.sleep(1)
     assert result and float(result[0]["value"][1]) >= 1.4
 
+    # SIGHUP with a policy that no longer validates: refused, the running one kept
+    broken = workdir / "policies" / "leveraged-long.yaml"
+    broken.write_text(broken.read_text().replace("min: 1.5, target: 1.8", "min: 1.9, target: 1.8"))
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "policy reload refused" not in (workdir / "daemon.log").read_text():
+        assert time.monotonic() < deadline, "SIGHUP was not answered"
+        time.sleep(0.2)
+    settle(url, cycles=1)
+
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     journal = Journal(workdir / "journal.sqlite")
