@@ -56,18 +56,6 @@ class _Reserve:
     stable_debt_token: str
 
 
-@dataclass(frozen=True)
-class AaveAccountData:
-    """`getUserAccountData` as the pool reports it (base currency 1e8, health factor in wad)."""
-
-    total_collateral_1e8: int
-    total_debt_1e8: int
-    available_borrows_1e8: int
-    liquidation_threshold_bps: int
-    ltv_bps: int
-    health_factor_wad: int
-
-
 class AaveV3:
     """One account on one Aave v3 market, found through its PoolAddressesProvider."""
 
@@ -147,7 +135,7 @@ class AaveV3:
         if problems:  # a partial Aave account would misstate the health factor: report it, do not guess
             return Reading(problems=problems)
         values = iter(r.value for r in results)
-        reported = AaveAccountData(*next(values))
+        reported_health_factor_wad = next(values)[5]  # getUserAccountData's last field
         user_emode = int(next(values))
         (user_config,) = next(values)
         reserves = []
@@ -177,5 +165,5 @@ class AaveV3:
             if c == user_emode:
                 emode = EModeCategory(c, ltv, threshold, bonus, price)
         account = AaveAccount(self.chain, self.account, tuple(reserves), emode,
-                              reported_health_factor_wad=reported.health_factor_wad)
+                              reported_health_factor_wad=reported_health_factor_wad)
         return Reading(positions=(account,))
