@@ -14,6 +14,8 @@ stdout) and a documented exit code, never a traceback. `user_errors` does it for
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -265,6 +267,111 @@ def once(
             if execution is not None:
                 states = ", ".join(f"{i.kind} {i.state}" for i in execution.intents) or "nothing to send"
                 Console().print(execution.deferred or "; ".join(str(r) for r in execution.refusals) or states)
+
+
+@contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """Send what native code writes to file descriptor 1 to stderr for the block: the MILP solver (HiGHS) may print
+    a line there, which would break the one JSON object `--json` prints."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    from agent.sim.market import parse_date
+
+    return (parse_date(start, "--from") if start else None, parse_date(end, "--to") if end else None)
+
+
+@app.command("backtest")
+def backtest(
+    policy_file: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The policy YAML file.")],
+    portfolio_file: Annotated[Path, typer.Option("--portfolio", metavar="FILE", help="The starting portfolio "
+                                                 "(e.g. config/portfolio.leveraged-long.yaml).")],
+    prices: Annotated[Path, typer.Option("--prices", metavar="CSV", help="Hourly OHLCV of the underlying.")],
+    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="First bar (UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last bar or day (UTC).")] = None,
+    alt_policies: Annotated[list[Path] | None, typer.Option("--alt-policy", metavar="FILE",
+                                                            help="An alternative policy; repeatable.")] = None,
+    alt_delta_bands: Annotated[list[float] | None, typer.Option(
+        "--alt-delta-band", metavar="USD", help="The policy with its delta band at target ± USD; repeatable.")] = None,
+    report_dir: Annotated[Path | None, typer.Option("--report", metavar="DIR",
+                                                    help="Write PNG charts and index.html here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run the portfolio along the price path in a simulated market: managed by the policy, unmanaged, and under
+    each alternative, side by side."""
+    from agent.sim.backtest import alternative_label, run_backtest, with_delta_band
+    from agent.sim.market import load_prices
+    from agent.sim.portfolio import load_portfolio
+    from agent.sim.report import table, write_report
+
+    with user_errors(as_json):
+        policy = load_policy(policy_file, env=policy_variables())
+        spec = load_portfolio(portfolio_file)
+        path = load_prices(prices, *_window(start, end))
+        alternatives: dict[str, Policy] = {}
+        for file in alt_policies or []:
+            alternatives[alternative_label(file, {"managed", "unmanaged", *alternatives})] = load_policy(
+                file, env=policy_variables())
+        for width in alt_delta_bands or []:
+            alternatives[f"delta ±{width:g}"] = with_delta_band(policy, width)
+        with _native_stdout_to_stderr():
+            result = run_backtest(spec, path, policy, alternatives)
+        output = result.to_json()
+        if report_dir is not None:
+            output["report"] = str(write_report(report_dir, result.title(), result.runs, policy, result.figures(),
+                                                result.notes()))
+        if as_json:
+            typer.echo(json.dumps(output))
+        else:
+            Console().print(table(result.title(), result.figures()))
+            if report_dir is not None:
+                Console().print(f"report: {output['report']}")
+
+
+@app.command("replay")
+def replay(
+    policy_file: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The policy YAML file (its "
+                                              "portfolio names the demo portfolio to replay).")],
+    prices: Annotated[Path, typer.Option("--prices", metavar="CSV", help="Hourly OHLCV of the underlying.")],
+    start: Annotated[str, typer.Option("--from", metavar="DATE", help="First bar (UTC).")],
+    end: Annotated[str, typer.Option("--to", metavar="DATE", help="Last bar or day (UTC).")],
+    report_dir: Annotated[Path | None, typer.Option("--report", metavar="DIR",
+                                                    help="Write PNG charts and index.html here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Replay the price path on a fresh local chain with the real Aave v3 and Uniswap v3: feeds and pools follow
+    the path (rescaled to start at the demo's $2,000), a liquidator liquidates what it can, and the daemon keeps
+    the demo portfolio; an unmanaged twin of it runs alongside."""
+    from agent.sim.market import load_prices
+    from agent.sim.replay import run_replay
+    from agent.sim.report import table, write_report
+
+    with user_errors(as_json):
+        policy = load_policy(policy_file, env=policy_variables())
+        path = load_prices(prices, *_window(start, end))
+        # The daemon's cycle lines would drown the report: warnings and errors only, on stderr.
+        configure_logging(load_settings().log_format, "warning")
+        with _native_stdout_to_stderr():
+            result = run_replay(policy, path)
+        output = result.to_json()
+        if report_dir is not None:
+            output["report"] = str(write_report(report_dir, result.title(), result.runs, policy, result.figures(),
+                                                result.notes()))
+        if as_json:
+            typer.echo(json.dumps(output))
+        else:
+            Console().print(table(result.title(), result.figures()))
+            if report_dir is not None:
+                Console().print(f"report: {output['report']}")
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ class OptionPosition:
     """A European option on `underlying`: `quantity` is signed in units of the underlying (+ long).
 
     `expiry_ts` is a unix timestamp in seconds, `vol_annual` the implied vol (0.6 = 60%), `mark_price_usd` the
-    venue's price per unit when it has one.
+    venue's price per unit when it has one; `series_id` is the venue's id of the series (None where it has none).
     """
 
     venue: str
@@ -124,6 +124,7 @@ class OptionPosition:
     quantity: float
     vol_annual: float
     mark_price_usd: float | None = None
+    series_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,71 @@ Position = AaveAccount | LpPosition | PerpPosition | OptionPosition
 
 
 @dataclass(frozen=True, slots=True)
+class PerpMarket:
+    """A perp venue's market on `underlying` at the snapshot block, what a perp trade is priced with.
+
+    `index_price_usd` is the venue's oracle price; a trade of q units fills at index · (1 + (skew + q/2) / skew
+    scale) plus `fee_fraction` of its notional. `funding_rate_per_hour` is the fraction of notional a long pays per
+    hour now (negative: longs receive), proportional to the skew. Margins are fractions of notional: growing a
+    position needs equity ≥ the initial one, below the maintenance one it can be liquidated. `margin_token` is the
+    symbol margin is paid in.
+    """
+
+    chain: str
+    venue: str
+    address: str
+    underlying: str
+    margin_token: str
+    index_price_usd: float
+    skew_underlying: float
+    skew_scale_underlying: float
+    fee_fraction: float
+    funding_rate_per_hour: float
+    initial_margin_fraction: float
+    maintenance_margin_fraction: float
+    max_funding_rate_per_hour: float = 0.0  # the funding rate at a skew as large as the skew scale
+
+    def fill_price_usd(self, size_delta_underlying: float) -> float:
+        """Return the price (USD) a trade of `size_delta_underlying` (signed) fills at, before the fee."""
+        premium = (self.skew_underlying + size_delta_underlying / 2) / self.skew_scale_underlying
+        return self.index_price_usd * (1.0 + premium)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSeries:
+    """A listed European option series at the snapshot block, what an option trade is priced with.
+
+    `mark_price_usd` is the venue's price per unit of the underlying, computed by the venue from `spot_usd`, the
+    strike, the time to `expiry_ts`, `vol_annual` and `rate_annual`; a buyer pays it plus `fee_fraction` of it, a
+    seller receives it less that. `quote_token` is the symbol premiums are paid in. Past expiry the mark is the
+    intrinsic value (at the settlement price once settled).
+    """
+
+    chain: str
+    venue: str
+    address: str
+    underlying: str
+    quote_token: str
+    series_id: int
+    is_call: bool
+    strike_usd: float
+    expiry_ts: int
+    vol_annual: float
+    rate_annual: float
+    spot_usd: float
+    mark_price_usd: float
+    fee_fraction: float
+
+    @property
+    def label(self) -> str:
+        """Returns e.g. "WETH-1700000000-1800-P"."""
+        return f"{self.underlying}-{self.expiry_ts}-{self.strike_usd:g}-{'C' if self.is_call else 'P'}"
+
+
+Market = PerpMarket | OptionSeries
+
+
+@dataclass(frozen=True, slots=True)
 class TokenBalance:
     """An account's idle balance of a token, in base units."""
 
@@ -253,6 +319,7 @@ class Reading:
     balances: tuple[TokenBalance, ...] = ()
     quotes: tuple[SwapQuote, ...] = ()
     problems: tuple[DataProblem, ...] = ()
+    markets: tuple[Market, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +337,7 @@ class ChainSnapshot:
     balances: tuple[TokenBalance, ...]
     quotes: tuple[SwapQuote, ...]
     problems: tuple[DataProblem, ...]
+    markets: tuple[Market, ...] = ()  # the derivatives venues' markets: perp market state, listed option series
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +356,10 @@ class Snapshot:
     @property
     def problems(self) -> tuple[DataProblem, ...]:
         return tuple(p for c in self.chains for p in c.problems)
+
+    @property
+    def markets(self) -> tuple[Market, ...]:
+        return tuple(m for c in self.chains for m in c.markets)
 
     @property
     def timestamp(self) -> int:
@@ -312,9 +384,18 @@ class Action:
 
     `kind` is one of: "repay", "withdraw", "supply", "borrow" (Aave v3: `asset` is the reserve), "swap" (Uniswap v3:
     `asset` in, `asset_out` out, at pool `fee_pips`, receiving at least `min_amount_out_base_units`),
-    "remove_liquidity" (Uniswap v3 position `position_id`, `amount_base_units` of liquidity), and the venue kinds
-    added with them. `reason` says which band and by how much; `predicted_health_factor` is the account's health
-    factor once this step is done (None where it does not apply).
+    "remove_liquidity" (Uniswap v3 position `position_id`, `amount_base_units` of liquidity), and the derivatives
+    venues' kinds (`protocol` "perps" or "options"):
+    - "perp": change the perp position by `amount_base_units` (signed, 1e18 units of the underlying `asset`, +
+      buys) at a fill no worse than `acceptable_price_1e18` (USD, 1e18: a buy fills at or below it, a sell at or
+      above);
+    - "perp_deposit", "perp_withdraw": move `amount_base_units` of the margin token `asset` into or out of the
+      perp market;
+    - "option_buy", "option_sell": buy or sell back `amount_base_units` options (1e18 units of the underlying) of
+      the venue's series `position_id` (`asset` names it, e.g. "WETH-1700000000-1800-P"), paying at most
+      `max_amount_in_base_units` or receiving at least `min_amount_out_base_units` of the venue's quote token.
+    `reason` says which band and by how much; `predicted_health_factor` is the account's health factor once this
+    step is done (None where it does not apply).
     """
 
     kind: str
@@ -330,6 +411,8 @@ class Action:
     fee_pips: int = 0
     position_id: int = 0
     predicted_health_factor: float | None = None
+    acceptable_price_1e18: int = 0
+    max_amount_in_base_units: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from eth_utils import is_checksum_address, to_checksum_address
@@ -45,6 +45,7 @@ _VAR = r"[A-Za-z_][A-Za-z0-9_]*"
 _ENV_REF = re.compile(rf"\$\{{({_VAR})\}}")
 _ENV_REF_SCHEMA = rf"\$\{{{_VAR}\}}"
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_M = TypeVar("_M", bound=BaseModel)
 # A location in the policy: mapping keys and list indexes, as in pydantic's error locations.
 _Loc = tuple[str | int, ...]
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}"
@@ -150,12 +151,32 @@ class Chainlink(_Model):
     """Seconds to wait after the sequencer is back up."""
 
 
+class Perps(_Model):
+    """A perpetual-futures venue: its market on the portfolio's underlying."""
+
+    market: Address
+    """The market contract (the local reference venue: PerpMarket)."""
+    venue: Literal["local"] = "local"
+    """Which venue adapter reads and trades it."""
+
+
+class Options(_Model):
+    """An options venue: European options on the portfolio's underlying."""
+
+    market: Address
+    """The market contract (the local reference venue: OptionsMarket)."""
+    venue: Literal["local"] = "local"
+    """Which venue adapter reads and trades it."""
+
+
 class Protocols(_Model):
     """The protocols the agent reads and trades on one chain; each is optional, at least one is required."""
 
     aave_v3: AaveV3 | None = None
     uniswap_v3: UniswapV3 | None = None
     chainlink: Chainlink | None = None
+    perps: Perps | None = None
+    options: Options | None = None
 
     def names(self) -> list[str]:
         """Returns the names of the configured protocols, in declaration order."""
@@ -390,16 +411,20 @@ def load_policy(path: str | Path, env: Mapping[str, str] | None = None) -> Polic
 
     Raises PolicyError with one issue per problem found in the file.
     """
+    return parse_policy(read_text(path), str(path), env)
+
+
+def read_text(path: str | Path) -> str:
+    """Returns the UTF-8 text of an input file; PolicyError (one issue naming the file) when it cannot be read."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyError([Issue(source, None, "", "no such file")]) from None
     except UnicodeDecodeError:
         raise PolicyError([Issue(source, None, "", "expected UTF-8 text")]) from None
     except OSError as error:
         raise PolicyError([Issue(source, None, "", f"cannot read ({error.strerror})")]) from None
-    return parse_policy(text, source, env)
 
 
 def parse_policy(text: str, source: str = "<policy>", env: Mapping[str, str] | None = None) -> Policy:
@@ -408,6 +433,15 @@ def parse_policy(text: str, source: str = "<policy>", env: Mapping[str, str] | N
     Raises PolicyError with one issue per problem: YAML syntax (then nothing else), duplicate keys, unset
     environment variables and every validation error, ordered by line.
     """
+    return parse_model(text, Policy, source, env)
+
+
+def parse_model(
+    text: str, model: type[_M], source: str, env: Mapping[str, str] | None = None, what: str = "policy sections"
+) -> _M:
+    """Returns `model` validated from the YAML `text` the way `parse_policy` validates a policy (the same
+    file:line errors, `${VAR}` expansion and duplicate-key checks), for other YAML inputs such as the backtest's
+    portfolio files. Raises PolicyError with one issue per problem."""
     reader = YAML()
     reader.allow_duplicate_keys = True  # reported by _duplicate_keys, with their paths, among the rest
     try:
@@ -422,7 +456,7 @@ def parse_policy(text: str, source: str = "<policy>", env: Mapping[str, str] | N
     issues = list(_duplicate_keys(document, (), source))
     if not isinstance(tree, CommentedMap):
         line = tree.lc.line + 1 if isinstance(tree, CommentedSeq) else 1
-        expected = f"expected a mapping of policy sections (got {_shown(tree)})"
+        expected = f"expected a mapping of {what} (got {_shown(tree)})"
         raise PolicyError([Issue(source, line, "", expected)])
     unset: dict[_Loc, list[str]] = {}
     data = _expanded(tree, (), env if env is not None else os.environ, unset)
@@ -431,15 +465,15 @@ def parse_policy(text: str, source: str = "<policy>", env: Mapping[str, str] | N
         for name in names:
             issues.append(Issue(source, line, _dotted(loc), f"environment variable {name} is not set"))
     try:
-        policy = Policy.model_validate(data)
+        value = model.model_validate(data)
     except ValidationError as error:
         for detail in error.errors():
-            issue = _issue(detail, tree, source)
+            issue = _issue(detail, tree, source, model)
             if issue is not None and detail["loc"] not in unset:
                 issues.append(issue)
     if issues:
         raise PolicyError(sorted(issues, key=lambda issue: issue.line or 0))
-    return policy
+    return value
 
 
 def _one_line(text: str) -> str:
@@ -532,7 +566,7 @@ _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", "≥"), "le
            "less_than_equal": ("le", "≤")}  # fmt: skip
 
 
-def _issue(error: ErrorDetails, tree: CommentedMap, source: str) -> Issue | None:
+def _issue(error: ErrorDetails, tree: CommentedMap, source: str, root: type[BaseModel] = Policy) -> Issue | None:
     """Returns the error as an issue on the line where the file writes it, or None when it only echoes the
     errors of the items of a list (pydantic checks a tuple's length after dropping its invalid items)."""
     kind, ctx = error["type"], error.get("ctx", {})
@@ -543,7 +577,7 @@ def _issue(error: ErrorDetails, tree: CommentedMap, source: str) -> Issue | None
     if kind == "missing":
         return Issue(source, line, _dotted(loc), "required field missing")
     if kind == "extra_forbidden":
-        allowed = ", ".join(_model_at(loc[:-1]).model_fields)
+        allowed = ", ".join(_model_at(loc[:-1], root).model_fields)
         return Issue(source, line, _dotted(loc), f"unknown field; expected one of {allowed}")
     if kind in _TYPES:
         expected = f"expected {_TYPES[kind]}"
@@ -580,9 +614,9 @@ def _shown(written: Any) -> str:
     return repr(written)
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
-    """Returns the model class that validates the value at `loc` of a policy."""
-    annotation: Any = Policy
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel] = Policy) -> type[BaseModel]:
+    """Returns the model class that validates the value at `loc` of a `root` (a policy by default)."""
+    annotation: Any = root
     for part in loc:
         annotation = _unwrapped(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):

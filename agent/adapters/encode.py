@@ -4,13 +4,15 @@ an action needs first. Adapters own the ABIs, so this is where the executor's ca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_abi import decode
 from web3 import Web3
 
 from agent.adapters.aave_v3 import POOL
 from agent.adapters.erc20 import ERC20
+from agent.adapters.options import OptionsVenue
+from agent.adapters.perps import PerpVenue
 from agent.adapters.uniswap_v3 import MANAGER
 from agent.chain.abi import load_abi
 from agent.model import Action, Token, TxRequest
@@ -19,6 +21,7 @@ ROUTER = load_abi("uniswap_v3", "SwapRouter")
 VARIABLE_RATE = 2
 MAX_UINT128 = 2**128 - 1
 _APPROVE = ERC20.fn("approve")
+_V = TypeVar("_V")
 
 
 class EncodeError(ValueError):
@@ -35,6 +38,8 @@ class Venues:
     swap_router: str | None = None
     position_manager: str | None = None
     tokens: tuple[Token, ...] = field(default_factory=tuple)
+    perps: PerpVenue | None = None  # the perp venue's adapter (its market is a protocol contract)
+    options: OptionsVenue | None = None  # the options venue's adapter
 
     def token(self, asset: str) -> Token:
         """Returns the token an action names by symbol or address. Raises EncodeError when unknown."""
@@ -45,7 +50,8 @@ class Venues:
 
     def contracts(self) -> frozenset[str]:
         """Returns the checksummed addresses of the protocol contracts (not the tokens)."""
-        return frozenset(a for a in (self.aave_pool, self.swap_router, self.position_manager) if a)
+        venues = (self.perps.market if self.perps else None, self.options.market if self.options else None)
+        return frozenset(a for a in (self.aave_pool, self.swap_router, self.position_manager, *venues) if a)
 
 
 def _required(address: str | None, what: str, chain: str) -> str:
@@ -134,7 +140,29 @@ def encode_action(action: Action, venues: Venues, deadline_ts: int) -> TxRequest
                            action.amount_base_units, action.min_amount_out_base_units, deadline_ts)
     if kind == "remove_liquidity":
         return encode_remove_liquidity(venues, action.position_id, action.amount_base_units, deadline_ts)
+    if kind in ("perp", "perp_deposit", "perp_withdraw"):
+        perps = _venue(venues.perps, "perp venue", venues.chain)
+        if kind == "perp":
+            if action.amount_base_units == 0 or action.acceptable_price_1e18 <= 0:
+                raise EncodeError("a perp trade needs a non-zero size and an acceptable price")
+            return perps.encode_modify_position(action.amount_base_units, action.acceptable_price_1e18)
+        if kind == "perp_deposit":
+            return perps.encode_deposit_margin(action.amount_base_units)
+        return perps.encode_withdraw_margin(action.amount_base_units)
+    if kind in ("option_buy", "option_sell"):
+        options = _venue(venues.options, "options venue", venues.chain)
+        if kind == "option_buy":
+            if action.max_amount_in_base_units <= 0:
+                raise EncodeError("an option purchase needs a maximum cost")
+            return options.encode_buy(action.position_id, action.amount_base_units, action.max_amount_in_base_units)
+        return options.encode_sell(action.position_id, action.amount_base_units, action.min_amount_out_base_units)
     raise EncodeError(f"no encoder for action kind {kind!r}")
+
+
+def _venue(venue: _V | None, what: str, chain: str) -> _V:
+    if venue is None:
+        raise EncodeError(f"no {what} configured on chain {chain}")
+    return venue
 
 
 def approval_needed(action: Action, venues: Venues) -> tuple[Token, str, int] | None:
@@ -145,6 +173,14 @@ def approval_needed(action: Action, venues: Venues) -> tuple[Token, str, int] | 
     if action.kind == "swap":
         return venues.token(action.asset), _required(venues.swap_router, "Uniswap v3 swap router", venues.chain), \
             action.amount_base_units
+    if action.kind == "perp_deposit":
+        perps = _venue(venues.perps, "perp venue", venues.chain)
+        return venues.token(action.asset), perps.market, action.amount_base_units
+    if action.kind == "option_buy":
+        options = _venue(venues.options, "options venue", venues.chain)
+        if options.quote_token is None:
+            raise EncodeError(f"the options venue on chain {venues.chain} has no quote token")
+        return options.quote_token, options.market, action.max_amount_in_base_units
     return None
 
 

@@ -13,8 +13,10 @@ from agent.adapters import Adapter
 from agent.adapters.aave_v3 import AaveV3
 from agent.adapters.chainlink import ChainlinkFeeds, latest_price_usd
 from agent.adapters.erc20 import Erc20Balances, TokenRegistry
+from agent.adapters.options import options_venue
+from agent.adapters.perps import perp_venue
 from agent.adapters.uniswap_v3 import QUOTE_FEES, QuoteRequest, UniswapV3
-from agent.chain.multicall import read_batch
+from agent.chain.multicall import PinningLost, read_batch
 from agent.chain.rpc import RequestHook, connect
 from agent.errors import ChainUnavailable
 from agent.model import ChainSnapshot, Snapshot, Token
@@ -22,6 +24,8 @@ from agent.policy import Chain, Policy
 
 QUOTE_NOTIONAL_USD = (10_000.0, 100_000.0)
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+_REDISCOVER_ON = ("uniswap_v3:balanceOf", "options:seriesCount")
+PIN_ATTEMPTS = 3
 
 
 class ChainReader:
@@ -59,6 +63,20 @@ class ChainReader:
                                        feeds.grace_period_s)
             chainlink.discover(self.w3)
             adapters.append(chainlink)
+        if protocols.perps:
+            perps = perp_venue(protocols.perps.venue, name, self.account, protocols.perps.market, self.underlying,
+                               self.tokens)
+            perps.discover(self.w3)
+            adapters.append(perps)
+            if perps.margin_token is not None:
+                held[perps.margin_token.address] = perps.margin_token
+        if protocols.options:
+            options = options_venue(protocols.options.venue, name, self.account, protocols.options.market,
+                                    self.underlying, self.tokens)
+            options.discover(self.w3)
+            adapters.append(options)
+            if options.quote_token is not None:
+                held[options.quote_token.address] = options.quote_token
         adapters.append(Erc20Balances(name, self.account, sorted(held.values(), key=lambda t: t.symbol)))
         self.adapters = adapters
         self._discovered = True
@@ -92,13 +110,22 @@ class ChainReader:
         if not self._discovered:
             self.discover()
         per_adapter = [adapter.calls() for adapter in self.adapters]
-        block, results = read_batch(self.w3, [call for calls in per_adapter for call in calls])
+        batch = [call for calls in per_adapter for call in calls]
+        for attempt in range(PIN_ATTEMPTS):
+            try:
+                block, results = read_batch(self.w3, batch)
+                break
+            except PinningLost:
+                # anvil can answer a call pinned to the newest block from the next one when a block is mined
+                # meanwhile; the batch is read again at the new newest block.
+                if attempt == PIN_ATTEMPTS - 1:
+                    raise
         readings, start = [], 0
         for adapter, calls in zip(self.adapters, per_adapter, strict=True):
             readings.append(adapter.decode(results[start:start + len(calls)], block))
             start += len(calls)
-        if any(p.kind == "mismatch" and p.source == "uniswap_v3:balanceOf" for r in readings for p in r.problems):
-            self._discovered = False  # positions changed: rediscover before the next cycle
+        if any(p.kind == "mismatch" and p.source in _REDISCOVER_ON for r in readings for p in r.problems):
+            self._discovered = False  # positions or listed series changed: rediscover before the next cycle
         return ChainSnapshot(
             chain=self.chain.name, chain_id=self.chain.chain_id, block_number=block.number, block_hash=block.hash,
             timestamp=block.timestamp, base_fee_wei=block.base_fee_wei,
@@ -107,6 +134,7 @@ class ChainReader:
             balances=tuple(b for r in readings for b in r.balances),
             quotes=tuple(q for r in readings for q in r.quotes),
             problems=tuple(p for r in readings for p in r.problems),
+            markets=tuple(m for r in readings for m in r.markets),
         )
 
 

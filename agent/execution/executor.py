@@ -36,6 +36,8 @@ from agent.adapters.encode import (
     read_allowance,
 )
 from agent.adapters.erc20 import TokenRegistry
+from agent.adapters.options import OptionsVenue, options_venue
+from agent.adapters.perps import PerpVenue, perp_venue
 from agent.chain.fees import (
     CANCEL_GAS,
     FeeCapExceeded,
@@ -179,12 +181,27 @@ def discover_venues(chain: Chain, account: str, w3: Web3) -> Venues:
         aave.discover(w3)
         pool, tokens = aave.pool, aave.tokens
     uniswap = protocols.uniswap_v3
+    perps, options = _derivatives_venues(chain, account, w3)
     return Venues(
         chain=chain.name, account=Web3.to_checksum_address(account), aave_pool=pool,
         swap_router=uniswap.swap_router if uniswap else None,
         position_manager=uniswap.position_manager if uniswap else None,
-        tokens=tuple(tokens),
+        tokens=tuple(tokens), perps=perps, options=options,
     )
+
+
+def _derivatives_venues(chain: Chain, account: str, w3: Web3) -> tuple[PerpVenue | None, OptionsVenue | None]:
+    """Returns the policy's perp and options venue adapters on one chain, discovered (None where not configured)."""
+    protocols, registry = chain.protocols, TokenRegistry()
+    # The underlying only labels what the venues read; the executor encodes trades, which do not need it.
+    perps = options = None
+    if protocols.perps is not None:
+        perps = perp_venue(protocols.perps.venue, chain.name, account, protocols.perps.market, "", registry)
+        perps.discover(w3)
+    if protocols.options is not None:
+        options = options_venue(protocols.options.venue, chain.name, account, protocols.options.market, "", registry)
+        options.discover(w3)
+    return perps, options
 
 
 class Executor:

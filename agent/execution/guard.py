@@ -3,7 +3,8 @@ act on; the executor journals it.
 
 Rules: the kill switch (a file; nothing is sent while it exists), a paused portfolio, a snapshot with stale or
 untrusted data, contracts outside the allowlist derived from the policy's protocols, per-transaction notional,
-rolling 24-hour turnover, and swap slippage against the oracle price.
+rolling 24-hour turnover, swap slippage against the oracle price, and the price bounds of perp and option trades
+against the venue's index price and mark.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from agent.adapters.encode import Venues, decode_approve
 from agent.errors import BallastError
 from agent.execution.journal import Journal
 from agent.execution.metrics import ExecutionMetrics
-from agent.model import AaveAccount, Action, Plan, Snapshot, TxRequest
+from agent.model import AaveAccount, Action, OptionSeries, Plan, Snapshot, TxRequest
 from agent.policy import Policy
 
 DAY_S = 86_400.0
@@ -113,6 +114,10 @@ class Guard:
                 refusal = self._slippage(action, snapshot, index)
                 if refusal is not None:
                     refusals.append(refusal)
+            if action.kind in ("perp", "option_buy", "option_sell"):
+                refusal = self._venue_slippage(action, snapshot, index)
+                if refusal is not None:
+                    refusals.append(refusal)
         return refusals
 
     def check_tx(self, request: TxRequest, index: int | None = None) -> Refusal | None:
@@ -137,6 +142,35 @@ class Guard:
         reported = [p.reported_health_factor_wad for p in snapshot.positions
                     if isinstance(p, AaveAccount) and p.reported_health_factor_wad is not None]
         return any(hf / 1e18 < 1 + self.policy.limits.gas_cap_lift_hf for hf in reported)
+
+    def _venue_slippage(self, action: Action, snapshot: Snapshot, index: int) -> Refusal | None:
+        """A perp trade's acceptable price against the index price, an option trade's cost bound against the
+        venue's mark with its fee: neither may concede more than `max_slippage_bps`."""
+        limit = self.policy.hedging.max_slippage_bps
+        if action.kind == "perp":
+            price = snapshot.price_usd(action.asset)
+            if not price or action.acceptable_price_1e18 <= 0:
+                return Refusal("slippage", f"no fresh price for {action.asset} or no acceptable price", index)
+            side = 1 if action.amount_base_units > 0 else -1
+            conceded = side * (action.acceptable_price_1e18 / 1e18 / price - 1) * 10_000
+            what = "perp trade accepts a fill"
+        else:
+            series = next((m for m in snapshot.markets if isinstance(m, OptionSeries) and m.chain == action.chain
+                           and m.series_id == action.position_id), None)
+            venues = self.venues.get(action.chain)
+            if series is None or venues is None:
+                return Refusal("slippage", f"option series {action.position_id} is not in the snapshot", index)
+            decimals = venues.token(series.quote_token).decimals
+            buy = action.kind == "option_buy"
+            fair = (action.amount_base_units / 1e18 * series.mark_price_usd
+                    * (1 + (series.fee_fraction if buy else -series.fee_fraction)) * 10**decimals)
+            bound = action.max_amount_in_base_units if buy else action.min_amount_out_base_units
+            conceded = ((bound / fair - 1) if buy else (1 - bound / fair)) * 10_000 if fair > 0 else 10_000.0
+            what = "option trade accepts a price"
+        if conceded > limit + 1e-6:  # rounding to base units and to 1e18
+            return Refusal("slippage", f"{what} {conceded:,.1f} bps worse than the venue's, more than "
+                                       f"max_slippage_bps {limit:g}", index)
+        return None
 
     def _slippage(self, action: Action, snapshot: Snapshot, index: int) -> Refusal | None:
         venues = self.venues.get(action.chain)

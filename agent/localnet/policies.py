@@ -48,10 +48,14 @@ portfolio:
           max_age_s: 3600
           feeds:
 {feeds}
+        perps:
+          market: "{contracts["PerpMarket"]}"
+        options:
+          market: "{contracts["OptionsMarket"]}"
 bands:
 {BANDS[name]}\
 triggers: {{interval_s: {interval_s:g}, max_hedge_age_s: 86400, price_move_pct: 2.0, cooldown_s: {cooldown_s:g}}}
-hedging: {{instruments: [aave_borrow, spot_swap], max_slippage_bps: 30, min_trade_usd: 500}}
+hedging: {{instruments: [perp, aave_borrow, spot_swap, options], max_slippage_bps: 30, min_trade_usd: 500}}
 limits: {{max_notional_per_tx_usd: 250000, max_daily_turnover_usd: 2000000, max_gas_price_gwei: 200}}
 execution: {{mode: {mode}, confirmations: 1, replace_after_s: 30, deadline_s: 600}}
 """

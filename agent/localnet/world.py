@@ -51,6 +51,21 @@ RATE_CURVES = {
 # $200M in the 0.05% pool, so that a $100k swap moves the price ~0.1%, as on mainnet's concentrated pools.
 POOL_DEPTH_WETH = {500: 50_000, 3000: 10_000}
 
+# The reference derivatives venues (deploy/localnet/contracts/PerpMarket.sol, OptionsMarket.sol), in 1e18 fixed
+# point: a 100,000 WETH skew scale (a 10 WETH trade moves its fill 0.5 bp), a 5 bp fee, funding of 100%/day at a
+# skew as large as the scale (0.1%/day at 100 WETH), 10% initial and 5% maintenance margin, 0.5% liquidation reward.
+PERP_PARAMS = {"skew_scale": 100_000 * 10**18, "fee_bps": 5, "max_funding_rate_per_day": 10**18,
+               "initial_margin_fraction": 10**17, "maintenance_margin_fraction": 5 * 10**16,
+               "liquidation_reward_bps": 50}
+OPTIONS_FEE_BPS = 50  # of the premium
+OPTIONS_RATE = 0  # annual rate of the options' pricing (the risk engine's default rate is 0 too)
+VENUE_FUNDING_USDC = 10_000_000  # what the deployer puts in each venue's pool
+# Listed option series: days to expiry → {strike: implied vol}, a call and a put at each (a smile around $2,000).
+OPTION_SERIES = {
+    7: {1800: 0.74, 2000: 0.70, 2200: 0.72},
+    30: {1600: 0.75, 1800: 0.69, 2000: 0.65, 2200: 0.66, 2400: 0.70},
+}
+
 
 @dataclass
 class World:
@@ -83,6 +98,7 @@ def deploy_world(chain: LocalChain, deployer: str, chain_id: int) -> World:
     world.contracts["Multicall3"] = MULTICALL3_ADDRESS
     _deploy_aave(chain, deployer, world)
     _deploy_uniswap(chain, deployer, world)
+    _deploy_derivatives(chain, deployer, world)
     return world
 
 
@@ -204,6 +220,24 @@ def _deploy_uniswap(chain: LocalChain, deployer: str, world: World) -> None:
             amounts[token0], amounts[token1], 0, 0, deployer, 2**64,
         )
         chain.send(manager.functions.mint(mint), deployer)
+
+
+def _deploy_derivatives(chain: LocalChain, deployer: str, world: World) -> None:
+    """Deploy the reference perp and options venues on the WETH feed, settled in USDC, fund their pools and list
+    the option series."""
+    usdc, feed = world.tokens["USDC"], world.feeds["WETH"]
+    perp = chain.deploy("PerpMarket", usdc, 6, feed, *PERP_PARAMS.values(), sender=deployer)
+    options = chain.deploy("OptionsMarket", usdc, 6, feed, OPTIONS_RATE, OPTIONS_FEE_BPS, sender=deployer)
+    token = chain.at("MintableERC20", usdc)
+    for venue in (perp, options):
+        chain.send(token.functions.mint(venue.address, VENUE_FUNDING_USDC * 10**6), deployer)
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    for days, smile in OPTION_SERIES.items():
+        for strike, vol in smile.items():
+            for is_call in (True, False):
+                chain.send(options.functions.addSeries(is_call, strike * 10**18, now + days * 86_400,
+                                                       round(vol * 10**18)), deployer)
+    world.contracts.update({"PerpMarket": perp.address, "OptionsMarket": options.address})
 
 
 def _weth_usdc_raw_scale(world: World) -> tuple[float, bool]:

@@ -12,7 +12,18 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.model import AaveAccount, AaveReserve, Action, LpPosition, Position, RiskReport, Snapshot, Token
+from agent.model import (
+    AaveAccount,
+    AaveReserve,
+    Action,
+    LpPosition,
+    OptionPosition,
+    PerpPosition,
+    Position,
+    RiskReport,
+    Snapshot,
+    Token,
+)
 from agent.planner.costs import CostModel
 from agent.risk import lending
 from agent.risk import lp as lp_math
@@ -149,7 +160,72 @@ class Book:
             lps = tuple(left if p.token_id == position.token_id else p for p in self.lps)
             book = dataclasses.replace(self, lps=lps)
             return book._with_wallet({position.token0.symbol: amount0, position.token1.symbol: amount1})
+        if kind in ("perp", "perp_deposit", "perp_withdraw"):
+            return self._with_perp(action, costs)
+        if kind in ("option_buy", "option_sell"):
+            return self._with_option(action, costs)
         raise ValueError(f"cannot simulate action kind {kind!r}")
+
+    def perp(self) -> PerpPosition | None:
+        """Returns the book's perp position on the underlying (None: no margin or position at a perp venue)."""
+        return next((p for p in self.others if isinstance(p, PerpPosition) and p.underlying == self.underlying),
+                    None)
+
+    def option(self, venue: str, series_id: int) -> OptionPosition | None:
+        return next((p for p in self.others if isinstance(p, OptionPosition) and p.venue == venue
+                     and p.series_id == series_id), None)
+
+    def _replace_other(self, old: Position | None, new: Position | None) -> Book:
+        others = tuple(p for p in self.others if p is not old)
+        return dataclasses.replace(self, others=others + ((new,) if new is not None else ()))
+
+    def _with_perp(self, action: Action, costs: CostModel) -> Book:
+        """The book after a perp trade or margin move, as the reference venue books it: the fee comes out of the
+        margin, a reduction realises its P&L at the fill price, a growth averages the entry."""
+        market = costs.perp_market(self.chain, self.underlying)
+        if market is None:
+            raise ValueError(f"no perp market on {self.underlying} on {self.chain}")
+        old = self.perp()
+        position = old or PerpPosition(market.venue, self.underlying, 0.0, 0.0, 0.0,
+                                       market.maintenance_margin_fraction, market.funding_rate_per_hour)
+        book = self
+        if action.kind in ("perp_deposit", "perp_withdraw"):
+            token = self.token(action.asset)
+            sign = 1 if action.kind == "perp_deposit" else -1
+            book = self._with_wallet({action.asset: -sign * action.amount_base_units})
+            margin = position.margin_usd + sign * action.amount_base_units / 10**token.decimals
+            return book._replace_other(old, dataclasses.replace(position, margin_usd=margin))
+        delta = action.amount_base_units / 1e18
+        fill = market.fill_price_usd(delta)
+        size, entry, margin = position.size_underlying, position.entry_price_usd, position.margin_usd
+        margin -= abs(delta) * fill * market.fee_fraction
+        after = size + delta
+        if size == 0 or (size > 0) == (delta > 0):
+            entry = (abs(size) * entry + abs(delta) * fill) / abs(after)
+        else:
+            closed = min(abs(delta), abs(size))
+            margin += closed * (fill - entry) * (1 if size > 0 else -1)
+            entry = 0.0 if abs(after) < 1e-12 else (fill if (after > 0) != (size > 0) else entry)
+        moved = dataclasses.replace(position, size_underlying=after, entry_price_usd=entry, margin_usd=margin)
+        return book._replace_other(old, moved)
+
+    def _with_option(self, action: Action, costs: CostModel) -> Book:
+        """The book after buying (the wallet pays mark plus fee) or selling back (receives mark less fee) options."""
+        series = costs.series(self.chain, action.position_id)
+        amount = action.amount_base_units / 1e18
+        sign = 1 if action.kind == "option_buy" else -1
+        premium = amount * series.mark_price_usd * (1 + sign * series.fee_fraction)
+        token = self.token(series.quote_token)
+        book = self._with_wallet({series.quote_token: -sign * math.ceil(premium * 10**token.decimals)
+                                  if sign > 0 else int(premium * 10**token.decimals)})
+        old = self.option(series.venue, series.series_id)
+        quantity = (old.quantity if old else 0.0) + sign * amount
+        if quantity < -1e-12:
+            raise ValueError(f"plan sells more of option series {series.series_id} than it holds")
+        new = None if abs(quantity) < 1e-12 else OptionPosition(
+            series.venue, series.underlying, series.is_call, series.strike_usd, series.expiry_ts, quantity,
+            series.vol_annual, series.mark_price_usd, series.series_id)
+        return book._replace_other(old, new)
 
 
 def removal_proceeds(position: LpPosition, liquidity: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.model import AaveAccount, LpPosition, Snapshot, SwapQuote, Token
+from agent.model import AaveAccount, LpPosition, OptionSeries, PerpMarket, Snapshot, SwapQuote, Token
 from agent.risk import lp as lp_math
 
 SECONDS_PER_YEAR = 365 * 86_400
@@ -22,6 +22,12 @@ GAS_UNITS = {
     "borrow": 280_000,
     "swap": 150_000,
     "remove_liquidity": 250_000,
+    # The reference derivatives venues (an option trade prices the series on-chain: ~130k of it).
+    "perp": 150_000,
+    "perp_deposit": 80_000,
+    "perp_withdraw": 100_000,
+    "option_buy": 250_000,
+    "option_sell": 250_000,
 }
 # Largest price-impact fraction the extrapolation of quotes may reach: past it, a swap is not worth modelling.
 _MAX_LOSS = 0.95
@@ -127,6 +133,9 @@ class CostModel:
         self.curves: dict[tuple[str, str, str], list[SwapCurve]] = {}
         self.borrow_apr: dict[str, float] = {}
         self.supply_apr: dict[str, float] = {}
+        self.now_ts = snapshot.timestamp
+        self.perp_markets = tuple(m for m in snapshot.markets if isinstance(m, PerpMarket))
+        self.option_series = tuple(m for m in snapshot.markets if isinstance(m, OptionSeries))
         pool_prices: dict[tuple[str, str, str, int], tuple[int, int, bool]] = {}
         for position in snapshot.positions:
             if isinstance(position, AaveAccount):
@@ -178,6 +187,17 @@ class CostModel:
         if not p_in or not p_out:
             return None
         return p_in / p_out * 10.0 ** (token_out.decimals - token_in.decimals)
+
+    def perp_market(self, chain: str, underlying: str) -> PerpMarket | None:
+        """Returns the first perp market on `underlying` on the chain (None: no perp venue there)."""
+        return next((m for m in self.perp_markets if m.chain == chain and m.underlying == underlying), None)
+
+    def series(self, chain: str, series_id: int) -> OptionSeries:
+        """Returns the listed option series with this id on the chain (KeyError when none)."""
+        for series in self.option_series:
+            if series.chain == chain and series.series_id == series_id:
+                return series
+        raise KeyError(f"no option series {series_id} on {chain}")
 
     def can_swap(self, chain: str, symbol_in: str, symbol_out: str) -> bool:
         """Whether the snapshot has a route (quotes or pool data) from one token to the other."""

@@ -40,7 +40,7 @@ from agent.planner.book import (
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.deleverage import DUST_USD, Outcome, _least
 from agent.policy import Policy
-from agent.risk import lending
+from agent.risk import lending, perps
 from agent.risk import lp as lp_math
 
 SLACK_PENALTY_PER_USD = 1.0
@@ -76,7 +76,46 @@ class HedgeChoice:
 
 
 def candidates(book: Book, costs: CostModel, policy: Policy, gap_usd: float, hf_min: float) -> list[Candidate]:
-    """Return the trades that can move delta by `gap_usd` (their direction), with their coefficients."""
+    """Return the trades that can move delta by `gap_usd` (their direction), with their coefficients: the perp's
+    and the lending and spot trades'."""
+    perp = perp_candidate(book, costs, policy, gap_usd) if "perp" in policy.hedging.instruments else None
+    return ([perp] if perp is not None else []) + _spot_candidates(book, costs, policy, gap_usd, hf_min)
+
+
+def perp_candidate(book: Book, costs: CostModel, policy: Policy, gap_usd: float) -> Candidate | None:
+    """Return the perp trade in the direction of `gap_usd`, or None without a perp market or margin there.
+
+    Per USD of notional it costs the venue's fee, its price impact at the size of the whole gap and the funding
+    the position pays over the hedge horizon at the skew it leaves; its size is capped by what the equity backs at
+    90% of the initial margin (a reduction needs none)."""
+    market = costs.perp_market(book.chain, book.underlying)
+    position = book.perp()
+    if market is None or position is None or gap_usd == 0:
+        return None
+    price = market.index_price_usd
+    side = 1.0 if gap_usd > 0 else -1.0
+    size = position.size_underlying
+    equity = float(perps.equity_usd(position, price))
+    if equity <= 0:
+        return None
+    backed = 0.9 * equity / market.initial_margin_fraction
+    held = abs(size) * price
+    capacity = held + backed if size * side < 0 else max(backed - held, 0.0)
+    if capacity <= 0:
+        return None
+    trade = side * abs(gap_usd) / price
+    impact = side * (market.skew_underlying + trade / 2) / market.skew_scale_underlying
+    skew_after = market.skew_underlying + trade
+    hours = costs.horizon_years * 365 * 24
+    carry = side * market.max_funding_rate_per_hour * skew_after / market.skew_scale_underlying * hours
+    cost = max(market.fee_fraction + impact + carry, 0.0)
+    cap = policy.limits.max_notional_per_tx_usd
+    return Candidate("perp", "perp", side, 0.0, 0.0, cost, costs.gas_usd("perp", book.chain), min(capacity, cap),
+                     policy.hedging.min_trade_usd)
+
+
+def _spot_candidates(book: Book, costs: CostModel, policy: Policy, gap_usd: float,
+                     hf_min: float) -> list[Candidate]:
     account, u = book.account, book.underlying
     if account is None or gap_usd == 0 or u not in costs.prices_usd:
         return []
@@ -246,14 +285,19 @@ def plan_hedge(book: Book, costs: CostModel, policy: Policy, delta_usd: float, t
 def _emit(steps: Steps, costs: CostModel, policy: Policy, choice: HedgeChoice, reason: str) -> None:
     book = steps.book
     u = book.underlying
-    q = _quote_symbol(book, costs)
-    assert q is not None
     price = costs.prices_usd
     sizes = {c.name: x for c, x in choice.sizes_usd}
     by_name = {c.name: c for c, _x in choice.sizes_usd}
     slip = policy.hedging.max_slippage_bps
     plan_text = ", ".join(f"{c.instrument}:{c.name} {x:,.0f} USD" for c, x in choice.sizes_usd)
     why = f"{reason}; cheapest: {plan_text}"
+    if "perp" in sizes:
+        steps.add(perp_step(book, costs, by_name["perp"].delta * sizes.pop("perp"), slip, why))
+        if not sizes:
+            return
+        book = steps.book
+    q = _quote_symbol(book, costs)
+    assert q is not None
     if "repay_debt" in sizes or "buy_and_supply" in sizes:
         u_before = book.balance(u)
         for name, x in sizes.items():
@@ -317,6 +361,22 @@ def _emit(steps: Steps, costs: CostModel, policy: Policy, choice: HedgeChoice, r
             got_q -= repay
     if "supply_quote" in sizes and got_q > 0:
         _aave(steps, policy, "supply", q, got_q, why)
+
+
+def perp_step(book: Book, costs: CostModel, delta_usd: float, max_slippage_bps: float, reason: str) -> Action:
+    """Return the perp trade that moves delta by `delta_usd` (signed), accepting a fill up to `max_slippage_bps`
+    worse than the index price (the trade's own price impact included)."""
+    market = costs.perp_market(book.chain, book.underlying)
+    assert market is not None
+    price = market.index_price_usd
+    size = int(delta_usd / price * 1e18)
+    side = 1 if size > 0 else -1
+    acceptable = int(price * (1 + side * max_slippage_bps / 1e4) * 1e18)
+    notional = abs(size) / 1e18 * price
+    fill = market.fill_price_usd(size / 1e18)
+    cost = abs(size) / 1e18 * (fill * market.fee_fraction + side * (fill - price)) + costs.gas_usd("perp", book.chain)
+    return Action("perp", book.chain, "perps", book.underlying, size, notional, reason, cost_usd=cost,
+                  acceptable_price_1e18=acceptable)
 
 
 def _cap_units(steps: Steps, policy: Policy, symbol: str) -> int:

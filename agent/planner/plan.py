@@ -1,9 +1,9 @@
 """The planner's entry point: from a snapshot, its risk report, the policy and the planner's state to a `Plan`.
 
-Order of work: the health factor first (deleverage below min, boost above max when enabled), then delta on the
-book as the deleverage leaves it (a deleverage moves delta too), then gamma and vega, which only options can
-hedge. Every action is applied to the book as it is chosen; the plan's `predicted` report is the risk engine run
-on the book after all of them.
+Order of work: the health factor first (deleverage below min, boost above max when enabled), then gamma and vega,
+which only options can hedge, then delta on the book as those steps leave it (a deleverage or an option trade
+moves delta too). Every action is applied to the book as it is chosen; the plan's `predicted` report is the risk
+engine run on the book after all of them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel
 from agent.planner.deleverage import plan_boost, plan_deleverage
 from agent.planner.hedge import actions_text, plan_hedge
+from agent.planner.options import OPTION_BANDS, plan_options
 from agent.policy import Policy
 
 HEDGE_PASSES = 2
@@ -71,6 +72,15 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
         book = outcome.book
         limits.append(outcome.limited_by)
 
+    breached = {t.band for t in decision.triggers if t.band in OPTION_BANDS}
+    if breached:
+        # Options first: their delta is then hedged with the rest of the book's.
+        why = "; ".join(t.text() for t in decision.triggers if t.band in breached)
+        outcome = plan_options(book, costs, policy, breached, why)
+        actions += outcome.actions
+        book = outcome.book
+        limits.append(outcome.limited_by)
+
     delta_band = policy.bands.delta_usd
     if delta_band is not None:
         now = book.report(prices, snapshot.timestamp).total.delta_usd
@@ -90,11 +100,6 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
                 if outcome.limited_by or not outcome.actions or inside:
                     break
                 why = f"delta_usd {now:,.0f} still outside [{delta_band.min:g}, {delta_band.max:g}]"
-    for band in ("gamma_usd_1pct", "vega_usd_1vol"):
-        if band in kinds:
-            # Options are the only instrument for gamma and vega, and no option venue is wired yet.
-            limits.append("no_instrument")
-
     ordered, book = _ordered(start, costs, actions)
     predicted = book.report(prices, snapshot.timestamp)
     readings = band_readings(predicted, policy)

@@ -203,7 +203,8 @@ def test_pending_hedge_is_sent_once_and_later_cycles_send_nothing_until_it_is_mi
     assert w3.eth.get_transaction_count(account) == nonce + 1
     weth_debt = lambda s: sum(r.variable_debt_base_units for p in s.positions  # noqa: E731
                               for r in getattr(p, "reserves", ()) if r.token.symbol == "WETH")
-    assert weth_debt(hedged) - weth_debt(first) >= 2 * 10**18
+    # Aave books debt in scaled units (ray division): a borrow may show up one wei short.
+    assert weth_debt(hedged) - weth_debt(first) >= 2 * 10**18 - 1
     # The next cycle sees the hedged state and may act again.
     report = executor.execute_plan(plan(hedged, borrow_usdc(1)), hedged)
     assert report.deferred == "" and report.states == ("sent",)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -50,12 +49,3 @@ def test_localnet_up_is_ready_within_10s_writes_its_state_and_stops_cleanly(tmp_
     assert code == 0
     assert not port_open(info["rpc_url"])
     assert "Traceback" not in (process.stderr.read() if process.stderr else "")
-
-
-def test_demo_prints_each_portfolio_read_from_the_chain(tmp_path: Path) -> None:
-    result = subprocess.run([*BALLAST, "demo", "--state-dir", str(tmp_path)], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "COLUMNS": "160"})
-    assert result.returncode == 0, result.stderr
-    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
-    assert "1.7010" in rows["leveraged-long"] and "97,000.00" in rows["leveraged-long"]
-    assert "1.8140" in rows["delta-neutral-lp"] and "1,600–2,500" in rows["delta-neutral-lp"]

@@ -95,6 +95,16 @@ def _execute_one(chain: LocalChain, localnet: Localnet, owner: str, action: dict
         token_id = action["position_id"]
         chain.send(manager.functions.decreaseLiquidity((token_id, amount, 0, 0, deadline)), owner)
         chain.send(manager.functions.collect((token_id, owner, MAX_UINT128, MAX_UINT128)), owner)
+    elif kind == "perp":
+        perp = chain.at("PerpMarket", world.contracts["PerpMarket"])
+        chain.send(perp.functions.modifyPosition(amount, action["acceptable_price_1e18"]), owner)
+    elif kind in ("option_buy", "option_sell"):
+        options = chain.at("OptionsMarket", world.contracts["OptionsMarket"])
+        usdc = chain.at("MintableERC20", world.tokens["USDC"])
+        chain.send(usdc.functions.approve(options.address, MAX_UINT256), owner)
+        trade = options.functions.buy if kind == "option_buy" else options.functions.sell
+        bound = action["max_amount_in_base_units"] if kind == "option_buy" else action["min_amount_out_base_units"]
+        chain.send(trade(action["position_id"], amount, bound), owner)
     else:
         raise AssertionError(f"no helper for {kind}")
 

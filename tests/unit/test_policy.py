@@ -47,7 +47,8 @@ MALFORMED = {
     "several-problems.yaml": [
         ":13: portfolio.chains[0].protocols.aave_v3.pool_addresses_provider: expected an address in quotes: "
         "YAML reads an unquoted 0x… as a number (got the number 0x5fbdb2315678afecb367f032d93f642f64180aa3)",
-        ":14: portfolio.chains[0].protocols.perps: unknown field; expected one of aave_v3, uniswap_v3, chainlink",
+        ":14: portfolio.chains[0].protocols.gmx: unknown field; expected one of aave_v3, uniswap_v3, chainlink, perps, "
+        "options",
         ":17: execution.mode: expected 'dry-run' or 'live' (got 'yolo')",
     ],
 }
@@ -175,7 +176,7 @@ def test_chain_without_protocol_is_refused() -> None:
 
     assert problems(text) == [
         "p.yaml:10: portfolio.chains[0].protocols: expected at least one protocol of aave_v3, uniswap_v3, "
-        "chainlink (got an empty mapping)"
+        "chainlink, perps, options (got an empty mapping)"
     ]
 
 

@@ -1,0 +1,219 @@
+"""The backtest's starting portfolio: a YAML file of positions (the snapshot's position types), each sized in tokens
+or in USD at the window's first price, so that a window starts at the leverage the file describes; and the
+simulated market's parameters (pool depth and volume share, gas price, Aave rates).
+
+Loaded with the policy's loader (`agent.policy.parse_model`): the same file:line errors and `${VAR}` expansion.
+Aave reserve parameters (LTV, liquidation threshold, bonus) are the local world's (`agent.localnet.world.RESERVES`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+
+from agent.localnet.world import RESERVES
+from agent.model import AaveAccount, AaveReserve, LpPosition, OptionPosition, PerpPosition, Token
+from agent.policy import _Model, _problem, parse_model, read_text
+from agent.risk import lp as lp_math
+
+SIM_CHAIN = "sim"
+SIM_OWNER = "0x000000000000000000000000000000000000bA11"
+# Mainnet addresses, so that token0 / token1 of the WETH/USDC pool are ordered as on mainnet (USDC is token0).
+TOKENS = {
+    "WETH": Token("WETH", "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", 18),
+    "USDC": Token("USDC", "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", 6),
+}
+Symbol = Literal["WETH", "USDC"]
+
+
+class Amount(_Model):
+    """An amount of a token: `tokens` (whole tokens) or `usd` (at the window's first price), exactly one."""
+
+    tokens: NonNegativeFloat | None = None
+    usd: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Amount:
+        if (self.tokens is None) == (self.usd is None):
+            raise _problem("expected exactly one of tokens or usd")
+        return self
+
+    def in_tokens(self, price_usd: float) -> float:
+        return self.tokens if self.tokens is not None else (self.usd or 0.0) / price_usd
+
+
+class Rates(_Model):
+    """An Aave reserve's rates, fractions per year (0.04 = 4%), held constant over the window."""
+
+    borrow_apr: NonNegativeFloat = 0.0
+    supply_apr: NonNegativeFloat = 0.0
+
+
+class Aave(_Model):
+    """The Aave v3 account: what it supplies (as collateral) and borrows (variable rate)."""
+
+    supply: dict[Symbol, Amount] = Field(default_factory=dict)
+    borrow: dict[Symbol, Amount] = Field(default_factory=dict)
+
+
+class Lp(_Model):
+    """A Uniswap v3 WETH/USDC position: `range` is the price range as multiples of the window's first price, funded
+    with `underlying` of WETH and the USDC that the range needs at that price."""
+
+    range: tuple[PositiveFloat, PositiveFloat]
+    underlying: Amount
+    fee_pips: PositiveInt = 500
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Lp:
+        low, high = self.range
+        if not low < 1.0 < high:
+            raise _problem("expected [low, high] around the first price: low < 1 < high", "range")
+        return self
+
+
+class Perp(_Model):
+    """A perpetual future entered at the window's first price: `size` signed by `side`."""
+
+    side: Literal["long", "short"]
+    size: Amount
+    margin_usd: PositiveFloat
+    maintenance_margin_fraction: PositiveFloat = 0.03
+    funding_rate_per_hour: float = 0.00001
+    """Fraction of notional a long pays per hour, held constant (the data set has no funding history)."""
+
+
+class Option(_Model):
+    """A European option on the underlying: strike as a multiple of the first price, expiry in days from the
+    window's start, quantity signed by `side`."""
+
+    kind: Literal["call", "put"]
+    side: Literal["long", "short"]
+    strike: PositiveFloat
+    expiry_days: PositiveFloat
+    quantity: Amount
+
+
+DEFAULT_RATES: dict[Symbol, Rates] = {
+    "WETH": Rates(borrow_apr=0.025, supply_apr=0.005), "USDC": Rates(borrow_apr=0.04, supply_apr=0.025)}
+
+
+class Market(_Model):
+    """The simulated market: the WETH/USDC pool the planner swaps in and the LP earns from, gas and Aave rates."""
+
+    pool_fee_pips: PositiveInt = 500
+    pool_depth_usd: PositiveFloat = 100_000_000.0
+    """Per side, as a full-range (constant-product) pool: the local world's 0.05% pool holds 50,000 WETH at $2,000."""
+    pool_volume_share: NonNegativeFloat = 0.1
+    """The pool's share of the price file's (exchange) volume: what the LP earns fees from."""
+    gas_price_gwei: NonNegativeFloat = 30.0
+    rates: dict[Symbol, Rates] = Field(default_factory=lambda: dict(DEFAULT_RATES))
+
+
+class PortfolioSpec(_Model):
+    """A starting portfolio for `ballast backtest`."""
+
+    version: Literal[1]
+    name: str
+    underlying: Literal["WETH"] = "WETH"
+    quote: Literal["USDC"] = "USDC"
+    aave: Aave = Field(default_factory=Aave)
+    wallet: dict[Symbol, Amount] = Field(default_factory=dict)
+    lp: tuple[Lp, ...] = ()
+    perps: tuple[Perp, ...] = ()
+    options: tuple[Option, ...] = ()
+    market: Market = Field(default_factory=Market)
+
+
+def load_portfolio(path: str | Path) -> PortfolioSpec:
+    """Return the validated portfolio file; PolicyError with one `FILE:LINE: field: problem` issue per problem."""
+    return parse_model(read_text(path), PortfolioSpec, str(path), env={}, what="portfolio sections")
+
+
+def parse_portfolio(text: str, source: str = "<portfolio>") -> PortfolioSpec:
+    """Return the portfolio in the YAML `text`; `source` names it in errors."""
+    return parse_model(text, PortfolioSpec, source, env={}, what="portfolio sections")
+
+
+@dataclass
+class SimBook:
+    """The simulated portfolio at one moment: its Aave account, LP positions, perps, options, idle wallet (base
+    units) and the gas paid so far (USD, paid in ETH outside the book)."""
+
+    account: AaveAccount | None
+    lps: tuple[LpPosition, ...]
+    perps: tuple[PerpPosition, ...]
+    options: tuple[OptionPosition, ...]
+    wallet: dict[str, int] = field(default_factory=dict)
+    gas_paid_usd: float = 0.0
+
+
+def price_1e8(price_usd: float) -> int:
+    return round(price_usd * 1e8)
+
+
+def sqrt_price_x96_for(position: LpPosition, underlying: str, price_usd: float) -> tuple[int, int]:
+    """Return the pool's (sqrtPriceX96, tick) at which the underlying is worth `price_usd` (the other token $1)."""
+    raw = float(lp_math.pool_price(position, underlying, price_usd, 1.0))
+    root = math.sqrt(raw)
+    sqrt_x96 = min(max(int(root * lp_math.Q96), lp_math.MIN_SQRT_RATIO), lp_math.MAX_SQRT_RATIO - 1)
+    tick = math.floor(math.log(raw) / math.log(1.0001))
+    # float rounding can put the tick one off the exact TickMath answer: keep them consistent
+    if lp_math.sqrt_ratio_at_tick(tick) > sqrt_x96:
+        tick -= 1
+    elif lp_math.sqrt_ratio_at_tick(tick + 1) <= sqrt_x96:
+        tick += 1
+    return sqrt_x96, tick
+
+
+def starting_book(spec: PortfolioSpec, price_usd: float, start_s: int) -> SimBook:
+    """Return the portfolio of `spec` at the window's first price `price_usd` and time `start_s` (unix s)."""
+    prices = {spec.underlying: price_usd, spec.quote: 1.0}
+    params = {r.symbol: r for r in RESERVES}
+    account = None
+    if spec.aave.supply or spec.aave.borrow:
+        reserves = []
+        for symbol in (spec.underlying, spec.quote):
+            token = TOKENS[symbol]
+            supplied = spec.aave.supply.get(symbol)
+            borrowed = spec.aave.borrow.get(symbol)
+            rates = spec.market.rates.get(symbol, Rates())
+            p = params[symbol]
+            collateral = round(supplied.in_tokens(prices[symbol]) * 10**token.decimals) if supplied else 0
+            debt = round(borrowed.in_tokens(prices[symbol]) * 10**token.decimals) if borrowed else 0
+            reserves.append(AaveReserve(token, collateral, debt, price_1e8(prices[symbol]), p.ltv_bps,
+                                        p.liquidation_threshold_bps, p.liquidation_bonus_bps, collateral > 0,
+                                        variable_borrow_apr=rates.borrow_apr, supply_apr=rates.supply_apr))
+        account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves))
+    token0, token1 = sorted((TOKENS[spec.underlying], TOKENS[spec.quote]), key=lambda t: int(t.address, 16))
+    lps = []
+    for index, lp in enumerate(spec.lp, start=1):
+        spacing = 10 if lp.fee_pips == 500 else 60
+        shell = LpPosition(SIM_CHAIN, SIM_OWNER, index, token0, token1, lp.fee_pips, 0, 0, 0, 0, 0, 0, 0)
+        ticks = sorted(sqrt_price_x96_for(shell, spec.underlying, price_usd * bound)[1] for bound in lp.range)
+        lower, upper = (ticks[0] // spacing * spacing, -(-ticks[1] // spacing) * spacing)
+        root, tick = sqrt_price_x96_for(shell, spec.underlying, price_usd)
+        amount_u = round(lp.underlying.in_tokens(price_usd) * 10**TOKENS[spec.underlying].decimals)
+        plenty = 10**40
+        amounts = (amount_u, plenty) if token0.symbol == spec.underlying else (plenty, amount_u)
+        liquidity = lp_math.liquidity_for_amounts(root, lp_math.sqrt_ratio_at_tick(lower),
+                                                  lp_math.sqrt_ratio_at_tick(upper), *amounts)
+        lps.append(LpPosition(SIM_CHAIN, SIM_OWNER, index, token0, token1, lp.fee_pips, lower, upper, liquidity, 0, 0,
+                              root, tick))
+    perps = tuple(
+        PerpPosition("sim", spec.underlying, (1 if p.side == "long" else -1) * p.size.in_tokens(price_usd), price_usd,
+                     p.margin_usd, p.maintenance_margin_fraction, p.funding_rate_per_hour)
+        for p in spec.perps)
+    options = tuple(
+        OptionPosition("sim", spec.underlying, o.kind == "call", o.strike * price_usd,
+                       start_s + round(o.expiry_days * 86_400),
+                       (1 if o.side == "long" else -1) * o.quantity.in_tokens(price_usd), 0.8)
+        for o in spec.options)
+    wallet: dict[str, int] = {s: 0 for s in (spec.underlying, spec.quote)}
+    for symbol, amount in spec.wallet.items():
+        wallet[symbol] = round(amount.in_tokens(prices[symbol]) * 10**TOKENS[symbol].decimals)
+    return SimBook(account, tuple(lps), perps, options, wallet)

@@ -1,0 +1,28 @@
+"""`make demo`, the main job, as a user runs it: status, the scripted crash and rally under the daemon, a report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def rows(text: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.count("│") > 3]
+
+
+def test_demo_runs_the_daemon_through_a_crash_and_a_rally_without_a_liquidatable_step(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "demo", "--state-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = rows(result.stdout)
+    status = {r[0]: r for r in table if len(r) == 6}
+    assert status["leveraged-long"][2] == "1.7010" and status["leveraged-long"][4] == "97,000.00"
+    assert status["delta-neutral-lp"][2] == "1.8140" and status["delta-neutral-lp"][5] == "1,600–2,500"
+    steps = [r for r in table if len(r) == 7 and r[0].split()[-1] in ("crash", "rally")]
+    assert len(steps) >= 20 and all(r[6] == "no" for r in steps)
+    report = {r[0]: r for r in table if len(r) == 7 and r[0] in status}
+    assert set(report) == {"leveraged-long", "delta-neutral-lp"}
+    assert all(int(r[4]) > 0 for r in report.values())  # each portfolio had confirmed transactions
+    assert (tmp_path / "demo" / "journal.sqlite").exists() and "Traceback" not in result.stderr
