@@ -12,6 +12,7 @@ decimals) and USDC (6) the pool may quote WETH in USDC or USDC in WETH depending
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -64,6 +65,7 @@ class LpValuation:
     gamma_underlying_per_usd: NDArray[np.float64]
 
 
+@lru_cache(maxsize=4096)  # a book's range ticks recur every revaluation; the 20-step bit ladder is not free
 def sqrt_ratio_at_tick(tick: int) -> int:
     """Return sqrt(1.0001^tick)·2^96 as a Q64.96 integer, exactly as TickMath.getSqrtRatioAtTick."""
     abs_tick = abs(tick)
