@@ -21,7 +21,7 @@ from agent.telemetry import LogFormat, LogLevel, split_host_port
 ENV_PREFIX = "BALLAST_"
 _PRIVATE_KEYS = re.compile(r"(0x)?[0-9a-fA-F]{64}(,(0x)?[0-9a-fA-F]{64})*")
 # Never echoed back in an error, even when invalid.
-_SECRET_FIELDS = frozenset({"private_key"})
+_SECRET_FIELDS = frozenset({"private_key", "keystore_password"})
 
 
 def _host_port(value: str) -> str:
@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     """host:port of /metrics, /healthz and /readyz."""
     keystore: Path | None = None
     """Encrypted JSON keystore of the executing account."""
+    keystore_password: SecretStr | None = None
+    """The keystore's password (prefer the file in production: the environment is visible to the process's user)."""
     keystore_password_file: Path | None = None
     """File holding the keystore's password."""
     private_key: Annotated[SecretStr | None, AfterValidator(_private_key)] = None

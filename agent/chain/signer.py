@@ -7,7 +7,6 @@ The key never leaves this module: it is not in any repr, log line, metric, error
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +21,6 @@ from agent.settings import Settings
 log = structlog.get_logger(__name__)
 
 LOCAL_CHAIN_IDS = frozenset({31337})
-PASSWORD_ENV = "BALLAST_KEYSTORE_PASSWORD"
 
 
 class SignerError(UserInputError):
@@ -69,11 +67,11 @@ class LocalSigner:
 def keystore_password(settings: Settings) -> str:
     """Returns the keystore password: `BALLAST_KEYSTORE_PASSWORD`, else the first line of
     `BALLAST_KEYSTORE_PASSWORD_FILE`. Raises SignerError when neither is set."""
-    if os.environ.get(PASSWORD_ENV):
-        return os.environ[PASSWORD_ENV]
+    if settings.keystore_password is not None:
+        return settings.keystore_password.get_secret_value()
     path = settings.keystore_password_file
     if path is None:
-        raise SignerError(f"keystore password missing: set {PASSWORD_ENV} or BALLAST_KEYSTORE_PASSWORD_FILE")
+        raise SignerError("keystore password missing: set BALLAST_KEYSTORE_PASSWORD or BALLAST_KEYSTORE_PASSWORD_FILE")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
