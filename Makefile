@@ -34,6 +34,7 @@ e2e: deps
 bench: deps
 	$(BIN)/python benchmarks/greeks.py
 	$(BIN)/python benchmarks/snapshot.py
+	$(BIN)/python benchmarks/backtest.py
 
 schema: deps
 	$(BIN)/ballast check-policy --write-schema config/policy.schema.json
