@@ -311,7 +311,6 @@ def backtest(
     from agent.sim.backtest import alternative_label, run_backtest, with_delta_band
     from agent.sim.market import load_prices
     from agent.sim.portfolio import load_portfolio
-    from agent.sim.report import table, write_report
 
     with user_errors(as_json):
         policy = load_policy(policy_file, env=policy_variables())
@@ -325,16 +324,23 @@ def backtest(
             alternatives[f"delta ±{width:g}"] = with_delta_band(policy, width)
         with _native_stdout_to_stderr():
             result = run_backtest(spec, path, policy, alternatives)
-        output = result.to_json()
+        _print_runs(result, policy, report_dir, as_json)
+
+
+def _print_runs(result: Any, policy: Policy, report_dir: Path | None, as_json: bool) -> None:
+    """Print a backtest's or a replay's runs as a table or one JSON object, and write the report if asked."""
+    from agent.sim.report import table, write_report
+
+    output = result.to_json()
+    if report_dir is not None:
+        output["report"] = str(write_report(report_dir, result.title(), result.runs, policy, result.figures(),
+                                            result.notes()))
+    if as_json:
+        typer.echo(json.dumps(output))
+    else:
+        Console().print(table(result.title(), result.figures()))
         if report_dir is not None:
-            output["report"] = str(write_report(report_dir, result.title(), result.runs, policy, result.figures(),
-                                                result.notes()))
-        if as_json:
-            typer.echo(json.dumps(output))
-        else:
-            Console().print(table(result.title(), result.figures()))
-            if report_dir is not None:
-                Console().print(f"report: {output['report']}")
+            Console().print(f"report: {output['report']}")
 
 
 @app.command("replay")
@@ -353,7 +359,6 @@ def replay(
     the demo portfolio; an unmanaged twin of it runs alongside."""
     from agent.sim.market import load_prices
     from agent.sim.replay import run_replay
-    from agent.sim.report import table, write_report
 
     with user_errors(as_json):
         policy = load_policy(policy_file, env=policy_variables())
@@ -362,16 +367,7 @@ def replay(
         configure_logging(load_settings().log_format, "warning")
         with _native_stdout_to_stderr():
             result = run_replay(policy, path)
-        output = result.to_json()
-        if report_dir is not None:
-            output["report"] = str(write_report(report_dir, result.title(), result.runs, policy, result.figures(),
-                                                result.notes()))
-        if as_json:
-            typer.echo(json.dumps(output))
-        else:
-            Console().print(table(result.title(), result.figures()))
-            if report_dir is not None:
-                Console().print(f"report: {output['report']}")
+        _print_runs(result, policy, report_dir, as_json)
 
 
 def main() -> None:
