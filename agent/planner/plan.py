@@ -2,8 +2,9 @@
 
 Order of work: the health factor first (deleverage below min, boost above max when enabled), then gamma and vega,
 which only options can hedge, then delta on the book as those steps leave it (a deleverage or an option trade
-moves delta too). Every action is applied to the book as it is chosen; the plan's `predicted` report is the risk
-engine run on the book after all of them.
+moves delta too), and last a perp position whose liquidation price has come too near gets margin (`margin.py`),
+whether or not a band calls for action. Every action is applied to the book as it is chosen; the plan's
+`predicted` report is the risk engine run on the book after all of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel
 from agent.planner.deleverage import plan_boost, plan_deleverage
 from agent.planner.hedge import actions_text, plan_hedge
+from agent.planner.margin import perp_at_risk, plan_perp_margin
 from agent.planner.options import OPTION_BANDS, plan_options
 from agent.policy import Policy
 
@@ -47,14 +49,16 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
     """
     blocks = tuple((c.chain, c.block_number) for c in snapshot.chains)
     decision = decide(report, policy, state or HedgeState(), snapshot.timestamp)
-    if not decision.triggers:
-        return Plan(snapshot.portfolio, blocks, (), decision.reason, predicted=report)
     prices = prices_usd(snapshot)
+    start = Book.from_snapshot(snapshot)
+    # A perp near liquidation is acted on whatever the bands and the cooldown say.
+    perp_risk = snapshot.underlying in prices and perp_at_risk(start.perp(), prices[snapshot.underlying])
+    if not decision.triggers and not perp_risk:
+        return Plan(snapshot.portfolio, blocks, (), decision.reason, predicted=report)
     if snapshot.underlying not in prices:
         return Plan(snapshot.portfolio, blocks, (), f"{decision.reason}; no price for {snapshot.underlying}",
                     predicted=report, limited_by="stale_price")
     costs = CostModel(snapshot, policy.triggers.max_hedge_age_s, prices)
-    start = Book.from_snapshot(snapshot)
     book = start
     actions: list[Action] = []
     limits: list[str] = []
@@ -100,6 +104,11 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
                 if outcome.limited_by or not outcome.actions or inside:
                     break
                 why = f"delta_usd {now:,.0f} still outside [{delta_band.min:g}, {delta_band.max:g}]"
+    if perp_risk:
+        outcome = plan_perp_margin(book, costs, policy, hf_min)
+        actions += outcome.actions
+        book = outcome.book
+        limits.append(outcome.limited_by)
     ordered, book = _ordered(start, costs, actions)
     predicted = book.report(prices, snapshot.timestamp)
     readings = band_readings(predicted, policy)

@@ -10,7 +10,9 @@ from quotes of the simulated pool, gas at the market's gas price). The keeper ac
 a bar's wick can liquidate a managed account before it can react, as it would a keeper on an hourly schedule.
 
 A cheap gate saves the full cycle on quiet bars: the planner's own trigger test (`planner.bands.decide`) on the
-same health factor and desk Greeks, without the liquidation-distance search that only the full report needs.
+same health factor and desk Greeks, without the liquidation-distance search that only the full report needs, or
+a perp within the planner's margin distance (`planner.margin.perp_at_risk`). Perps trade and take margin at a
+simulated venue (quote-token margin, 5 bps fee, no price impact) that the snapshot lists as a market.
 The plan is refused, as the daemon's guard would refuse it, past `max_daily_turnover_usd` over 24 hours or when a
 swap's minimum output is further below the oracle than `max_slippage_bps` (lifted near liquidation).
 """
@@ -33,6 +35,8 @@ from agent.model import (
     DeskGreeks,
     LpPosition,
     OptionPosition,
+    PerpMarket,
+    PerpPosition,
     Plan,
     Position,
     PriceReading,
@@ -46,6 +50,7 @@ from agent.planner import HedgeState
 from agent.planner.bands import decide as decide_triggers
 from agent.planner.book import Book
 from agent.planner.costs import GAS_UNITS, CostModel
+from agent.planner.margin import perp_at_risk
 from agent.policy import Policy
 from agent.risk import lending
 from agent.risk.portfolio import position_risk
@@ -65,6 +70,8 @@ HOURS_PER_YEAR = 8_760
 DAY_S = 86_400
 QUOTE_NOTIONAL_USD = (10_000.0, 100_000.0)  # what the daemon's reader quotes
 MAX_LIQUIDATIONS_PER_BAR = 20
+PERP_FEE_FRACTION = 0.0005  # the simulated perp venue: a 5 bps fee, a skew scale deep enough for no price impact
+PERP_SKEW_SCALE = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,8 +309,18 @@ class Simulation:
                   PriceReading(SIM_CHAIN, self.q, 1.0, f"sim:{self.q}", now, 0))
         balances = tuple(TokenBalance(SIM_CHAIN, SIM_OWNER, TOKENS[s], book.wallet.get(s, 0)) for s in (self.u, self.q))
         chain = ChainSnapshot(SIM_CHAIN, 31337, now // 12, "0x" + format(now, "064x"), now, self.base_fee_wei,
-                              positions, prices, balances, self._quotes(price), ())
+                              positions, prices, balances, self._quotes(price), (), self._perp_markets(book, price))
         return Snapshot(portfolio, SIM_OWNER, self.u, (chain,))
+
+    def _perp_markets(self, book: SimBook, price: float) -> tuple[PerpMarket, ...]:
+        """The simulated perp venue's market on the underlying (margin in the quote token), when the book has a perp:
+        what the planner adds margin to."""
+        if not book.perps:
+            return ()
+        p = book.perps[0]
+        return (PerpMarket(SIM_CHAIN, p.venue, "0x" + "00" * 19 + "01", self.u, self.q, price, 0.0, PERP_SKEW_SCALE,
+                           PERP_FEE_FRACTION, p.funding_rate_per_hour, 2 * p.maintenance_margin_fraction,
+                           p.maintenance_margin_fraction),)
 
     def _quotes(self, price: float) -> tuple[SwapQuote, ...]:
         """Quotes of a constant-product pool `pool_depth_usd` deep on each side (a full-range Uniswap v3 pool)."""
@@ -326,7 +343,8 @@ class Simulation:
     ) -> tuple[SimBook, HedgeState, RiskReport]:
         """One daemon cycle at the bar's close: the planner's triggers, then (only when one fires) the full cycle,
         the guard's turnover and slippage rules, and the plan's actions applied to the book."""
-        if self.gate and not decide_triggers(report, policy, state, now).triggers:
+        if self.gate and not decide_triggers(report, policy, state, now).triggers and not any(
+                perp_at_risk(p, price) for p in book.perps):
             return book, state.after(_NO_PLAN, now, price), report
         snapshot = self.snapshot(book, price, now, policy.portfolio.name)
         cycle = decide_cycle(snapshot, policy, state, log_decision=False)
@@ -347,7 +365,8 @@ class Simulation:
             gas_total += record.gas_usd
             result.actions.append(record)
             turnover.append((now, action.notional_usd))
-        book = SimBook(after.account, after.lps, book.perps, book.options, dict(after.wallet),
+        perps = tuple(p for p in after.others if isinstance(p, PerpPosition))
+        book = SimBook(after.account, after.lps, perps, book.options, dict(after.wallet),
                        book.gas_paid_usd + gas_total)
         if book.account is not None:
             book = dataclasses.replace(book, account=dataclasses.replace(book.account, reported_health_factor_wad=None))
