@@ -6,28 +6,17 @@ from __future__ import annotations
 import math
 
 import pytest
+from policy_support import local_policy
 
 from agent.model import AccountHealth, DeskGreeks, Plan, RiskReport
 from agent.planner.bands import HedgeState, decide, whalley_wilmott_half_width_usd
-from agent.policy import Policy, parse_policy
+from agent.policy import Policy
 
 NOW = 1_800_000_000
 
 
 def policy(boost: bool = False) -> Policy:
-    return parse_policy(f"""\
-version: 1
-portfolio:
-  name: bands
-  account: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-  underlying: WETH
-  chains:
-    - name: localnet
-      chain_id: 31337
-      rpc: ["http://127.0.0.1:8545"]
-      protocols:
-        aave_v3:
-          pool_addresses_provider: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    return local_policy("bands", f"""\
 bands:
   health_factor: {{min: 1.5, target: 1.8, max: 3.0, boost: {str(boost).lower()}}}
   delta_usd: {{min: -5000, target: 0, max: 5000}}

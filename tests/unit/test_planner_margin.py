@@ -5,6 +5,7 @@ min, else the perp is reduced (limited by no_funds); the prediction includes the
 from __future__ import annotations
 
 import pytest
+from policy_support import OWNER, local_policy
 
 from agent.model import (
     AaveAccount,
@@ -19,11 +20,10 @@ from agent.model import (
 )
 from agent.planner import HedgeState, plan
 from agent.planner.margin import MIN_DISTANCE, TARGET_DISTANCE, liquidation_distance, margin_needed_usd
-from agent.policy import Policy, parse_policy
+from agent.policy import Policy
 from agent.risk.perps import liquidation_price_usd
 from agent.risk.portfolio import risk_report
 
-OWNER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 WETH = Token("WETH", "0x5FbDB2315678afecb367f032d93F642f64180aa3", 18)
 USDC = Token("USDC", "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0", 6)
 NOW = 1_800_000_000
@@ -32,19 +32,7 @@ VENUE = "local:0x0000000000000000000000000000000000000B0b"
 
 
 def policy(instruments: str = "[aave_borrow, spot_swap]") -> Policy:
-    return parse_policy(f"""\
-version: 1
-portfolio:
-  name: margin
-  account: "{OWNER}"
-  underlying: WETH
-  chains:
-    - name: localnet
-      chain_id: 31337
-      rpc: ["http://127.0.0.1:8545"]
-      protocols:
-        aave_v3:
-          pool_addresses_provider: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    return local_policy("margin", f"""\
 bands:
   health_factor: {{min: 1.5, target: 1.8, max: 3.0}}
 hedging: {{instruments: {instruments}, max_slippage_bps: 30, min_trade_usd: 500}}

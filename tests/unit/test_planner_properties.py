@@ -10,6 +10,7 @@ import math
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from policy_support import OWNER, local_policy
 
 from agent.model import AaveAccount, AaveReserve, ChainSnapshot, PriceReading, Snapshot, SwapQuote, Token, TokenBalance
 from agent.planner import HedgeState, plan
@@ -17,10 +18,9 @@ from agent.planner.bands import band_readings
 from agent.planner.costs import CostModel
 from agent.planner.deleverage import withdraw_floor
 from agent.planner.plan import KNOWN_LIMITS
-from agent.policy import Policy, parse_policy
+from agent.policy import Policy
 from agent.risk.portfolio import risk_report
 
-OWNER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 WETH = Token("WETH", "0x5FbDB2315678afecb367f032d93F642f64180aa3", 18)
 USDC = Token("USDC", "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0", 6)
 NOW = 1_800_000_000
@@ -30,19 +30,7 @@ EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 def policy(bands: str, hedging: str = "{instruments: [aave_borrow, spot_swap], max_slippage_bps: 30, "
            "min_trade_usd: 500}", limits: str = "{max_notional_per_tx_usd: 250000}") -> Policy:
-    return parse_policy(f"""\
-version: 1
-portfolio:
-  name: random
-  account: "{OWNER}"
-  underlying: WETH
-  chains:
-    - name: localnet
-      chain_id: 31337
-      rpc: ["http://127.0.0.1:8545"]
-      protocols:
-        aave_v3:
-          pool_addresses_provider: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    return local_policy("random", f"""\
 bands:
 {bands}
 hedging: {hedging}
