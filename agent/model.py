@@ -6,6 +6,7 @@ decimals, `_1e8`) or in wad (1e18) where exactness matters; everything else is a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -365,6 +366,15 @@ class Snapshot:
     def timestamp(self) -> int:
         """The newest block time among the chains (seconds): the cycle's notion of "now"."""
         return max(c.timestamp for c in self.chains)
+
+    @property
+    def lowest_health_factor(self) -> float | None:
+        """The lowest health factor Aave reported among the snapshot's accounts (inf without debt), or None."""
+        values = [
+            math.inf if p.reported_health_factor_wad >= 2**256 - 1 else p.reported_health_factor_wad / 1e18
+            for p in self.positions if isinstance(p, AaveAccount) and p.reported_health_factor_wad is not None
+        ]
+        return min(values) if values else None
 
     def price_usd(self, symbol: str) -> float | None:
         """Return the first fresh price of `symbol` across chains, or None when every reading is stale or absent."""

@@ -54,7 +54,7 @@ from agent.execution.guard import Guard, Refusal
 from agent.execution.journal import Intent, Journal, StoredTx, intent_id, plan_id
 from agent.execution.metrics import execution_metrics
 from agent.execution.nonce import NonceAllocator
-from agent.model import AaveAccount, Plan, Snapshot, Token, TxRecord, TxRequest
+from agent.model import Plan, Snapshot, Token, TxRecord, TxRequest
 from agent.policy import Chain, Policy
 from agent.settings import Settings
 from agent.telemetry import REGISTRY
@@ -266,7 +266,7 @@ class Executor:
         """
         if not self._started:
             self.start()
-        self.health_factor = _lowest_health_factor(snapshot)
+        self.health_factor = snapshot.lowest_health_factor
         pid = plan_id(plan)
         mode = self.policy.execution.mode
         if plan.empty:
@@ -349,7 +349,7 @@ class Executor:
             predicted_hf = min(a.health_factor for a in plan.predicted.accounts)
         elif any(a.predicted_health_factor is not None for a in plan.actions):
             predicted_hf = [a.predicted_health_factor for a in plan.actions if a.predicted_health_factor][-1]
-        actual_hf = _lowest_health_factor(after)
+        actual_hf = after.lowest_health_factor
         misses = []
         if predicted_hf is not None and math.isfinite(predicted_hf) and actual_hf is not None and (
                 abs(actual_hf - predicted_hf) > health_factor_tolerance * predicted_hf):
@@ -739,15 +739,6 @@ def _request(intent: Intent) -> TxRequest:
 
 def _short(message: str) -> str:
     return message if len(message) <= 200 else message[:199] + "…"
-
-
-def _lowest_health_factor(snapshot: Snapshot) -> float | None:
-    """Returns the lowest health factor Aave reports among the snapshot's accounts (inf without debt), or None."""
-    values = [
-        math.inf if p.reported_health_factor_wad >= 2**256 - 1 else p.reported_health_factor_wad / 1e18
-        for p in snapshot.positions if isinstance(p, AaveAccount) and p.reported_health_factor_wad is not None
-    ]
-    return min(values) if values else None
 
 
 def _delta_usd(snapshot: Snapshot) -> float | None:

@@ -17,7 +17,7 @@ from agent.adapters.encode import Venues, decode_approve
 from agent.errors import BallastError
 from agent.execution.journal import Journal
 from agent.execution.metrics import ExecutionMetrics
-from agent.model import AaveAccount, Action, OptionSeries, Plan, Snapshot, TxRequest
+from agent.model import Action, OptionSeries, Plan, Snapshot, TxRequest
 from agent.policy import Policy
 
 DAY_S = 86_400.0
@@ -139,9 +139,8 @@ class Guard:
 
     def _emergency(self, snapshot: Snapshot) -> bool:
         """Whether an account of the snapshot is within `limits.gas_cap_lift_hf` of liquidation."""
-        reported = [p.reported_health_factor_wad for p in snapshot.positions
-                    if isinstance(p, AaveAccount) and p.reported_health_factor_wad is not None]
-        return any(hf / 1e18 < 1 + self.policy.limits.gas_cap_lift_hf for hf in reported)
+        lowest = snapshot.lowest_health_factor
+        return lowest is not None and lowest < 1 + self.policy.limits.gas_cap_lift_hf
 
     def _venue_slippage(self, action: Action, snapshot: Snapshot, index: int) -> Refusal | None:
         """A perp trade's acceptable price against the index price, an option trade's cost bound against the
