@@ -1,0 +1,206 @@
+"""The policy: bands, triggers, hedging, limits and execution, the whole `Policy`, and its JSON schema.
+
+A policy is meant to be reviewed and committed by its owner, so secrets stay out of it: any string may hold
+`${VAR}` references, expanded from the environment at load time (`loader.py`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    WithJsonSchema,
+    model_validator,
+)
+
+from agent.policy.fields import Instrument, _Model, _problem
+from agent.policy.portfolio import Portfolio
+
+
+class _Band(_Model):
+    min: float
+    target: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Band:
+        if not self.min < self.max:
+            raise _problem(f"expected a value above min ({self.min:g})", "max")
+        if not self.min < self.target:
+            raise _problem(f"expected a value above min ({self.min:g})", "target")
+        if not self.target < self.max:
+            raise _problem(f"expected a value below max ({self.max:g})", "target")
+        return self
+
+
+def _above_one(value: float) -> float:
+    if value <= 1.0:
+        raise ValueError("expected a health factor above 1: at 1 the position can be liquidated")
+    return value
+
+
+# Closer than this, a small move after a repay (or boost) trips the trigger again: the two chase each other.
+_HF_MIN_GAP = 0.05
+
+
+class HealthFactorBand(_Band):
+    """Repay when the health factor falls below min, back to target; with boost, re-lever above max."""
+
+    min: Annotated[
+        float, AfterValidator(_above_one), WithJsonSchema({"type": "number", "exclusiveMinimum": 1})
+    ]
+    boost: bool = False
+    """Re-lever when the health factor rises above max."""
+
+    @model_validator(mode="after")
+    def _triggers_apart_from_target(self) -> HealthFactorBand:
+        gap = _HF_MIN_GAP * self.target
+        if self.target - self.min < gap:
+            raise _problem(
+                f"expected min and target at least 5% of target apart (min ≤ {self.target - gap:.4g}): "
+                "closer, repay and boost would chase each other",
+                "min",
+            )
+        if self.boost and self.max - self.target < gap:
+            raise _problem(
+                f"expected max and target at least 5% of target apart when boost is on "
+                f"(max ≥ {self.target + gap:.4g}): closer, repay and boost would chase each other",
+                "max",
+            )
+        return self
+
+
+class GreekBand(_Band):
+    """A band in desk units (USD)."""
+
+    target: float = 0.0
+    """Default: 0 when 0 is inside (min, max), else the midpoint."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "target" in data:
+            return data
+        try:
+            low, high = float(data["min"]), float(data["max"])
+        except (KeyError, TypeError, ValueError):
+            return data  # the field validators report it
+        return {**data, "target": 0.0 if low < 0 < high else (low + high) / 2}
+
+
+class Bands(_Model):
+    """Trigger when a figure leaves [min, max]; trade back to target. At least one band is required."""
+
+    health_factor: HealthFactorBand | None = None
+    """Aave's health factor: liquidation below 1."""
+    delta_usd: GreekBand | None = None
+    """dV/dS·S, USD."""
+    gamma_usd_1pct: GreekBand | None = None
+    """Change of delta_usd for a 1% move of the underlying, USD."""
+    vega_usd_1vol: GreekBand | None = None
+    """Change of value for one vol point, USD."""
+
+    def names(self) -> list[str]:
+        """Returns the names of the bands that are set, in declaration order."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Bands:
+        if not self.names():
+            raise _problem(f"expected at least one band of {', '.join(type(self).model_fields)}")
+        return self
+
+
+class Triggers(_Model):
+    """When a cycle runs and when it may act."""
+
+    interval_s: PositiveFloat = 12.0
+    """Seconds between two cycles."""
+    max_hedge_age_s: PositiveInt = 86400
+    """Re-hedge at least this often."""
+    price_move_pct: PositiveFloat = 2.0
+    """Re-assess at once after a move of the underlying this large."""
+    cooldown_s: NonNegativeFloat = 60.0
+    """Minimum seconds between two actions."""
+
+
+class Hedging(_Model):
+    """What the planner may use, and the smallest trade worth its cost."""
+
+    instruments: tuple[Instrument, ...] = Field(
+        default=("perp", "aave_borrow", "spot_swap", "options"), min_length=1
+    )
+    max_slippage_bps: PositiveFloat = Field(default=30.0, le=10_000)
+    min_trade_usd: NonNegativeFloat = 500.0
+
+    @model_validator(mode="after")
+    def _instruments_unique(self) -> Hedging:
+        twice = sorted({item for item in self.instruments if self.instruments.count(item) > 1})
+        if twice:
+            raise _problem(f"expected each instrument once ({', '.join(twice)} repeated)", "instruments")
+        return self
+
+
+class Limits(_Model):
+    """Caps the guard enforces on every plan."""
+
+    max_notional_per_tx_usd: PositiveFloat = 250_000.0
+    max_daily_turnover_usd: PositiveFloat = 2_000_000.0
+    max_gas_price_gwei: PositiveFloat = 200.0
+    gas_cap_lift_hf: NonNegativeFloat = 0.1
+    """The gas cap is ignored while the health factor is below 1 + this: better an expensive repay than a
+    liquidation."""
+
+    @model_validator(mode="after")
+    def _turnover_covers_one_tx(self) -> Limits:
+        if self.max_daily_turnover_usd < self.max_notional_per_tx_usd:
+            raise _problem(
+                f"expected at least max_notional_per_tx_usd ({self.max_notional_per_tx_usd:g})",
+                "max_daily_turnover_usd",
+            )
+        return self
+
+
+class Execution(_Model):
+    """How transactions are sent; dry-run records what would have been sent and sends nothing."""
+
+    mode: Literal["dry-run", "live"] = "dry-run"
+    confirmations: PositiveInt = 1
+    replace_after_s: PositiveFloat = 30.0
+    """Bump the fees of a transaction still pending after this long."""
+    deadline_s: PositiveFloat = 600.0
+    """Cancel an intent still pending after this long."""
+
+    @model_validator(mode="after")
+    def _replace_before_deadline(self) -> Execution:
+        if self.replace_after_s >= self.deadline_s:
+            raise _problem(f"expected less than deadline_s ({self.deadline_s:g})", "replace_after_s")
+        return self
+
+
+class Policy(_Model):
+    """A Ballast policy: the portfolio, its risk bands, and how the agent may act to keep it inside them.
+    Any string may hold ${VAR} references, expanded from the environment at load time."""
+
+    version: Literal[1]
+    portfolio: Portfolio
+    bands: Bands
+    triggers: Triggers = Field(default_factory=Triggers)
+    hedging: Hedging = Field(default_factory=Hedging)
+    limits: Limits = Field(default_factory=Limits)
+    execution: Execution = Field(default_factory=Execution)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """Returns the JSON schema (draft 2020-12) of the policy file, generated from the models."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **Policy.model_json_schema()}
+
+
+def policy_json_schema_text() -> str:
+    """Returns the schema as committed in config/policy.schema.json: indented, sorted keys, final newline."""
+    return json.dumps(policy_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -1,0 +1,116 @@
+"""The policy's `portfolio` section: the account, its chains with their RPC endpoints, and the protocols on each."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    model_validator,
+)
+
+from agent.policy.fields import Address, Name, RpcUrl, _Model, _problem
+
+
+class AaveV3(_Model):
+    """An Aave v3 market, found through its PoolAddressesProvider."""
+
+    pool_addresses_provider: Address
+
+
+class UniswapV3(_Model):
+    """Uniswap v3 periphery contracts, and optionally the factory and the pools the agent may trade in."""
+
+    position_manager: Address
+    """NonfungiblePositionManager."""
+    swap_router: Address
+    quoter: Address
+    """QuoterV2."""
+    factory: Address | None = None
+    pools: dict[Name, Address] = Field(default_factory=dict)
+    """Label (e.g. WETH-USDC-500) → pool address."""
+
+
+class Chainlink(_Model):
+    """Chainlink AggregatorV3 price feeds, and the L2 sequencer uptime feed where there is one."""
+
+    feeds: dict[Name, Address] = Field(min_length=1)
+    """Token symbol → USD price feed."""
+    max_age_s: PositiveInt = 3600
+    """A price older than this is stale: nothing is sent."""
+    sequencer_uptime_feed: Address | None = None
+    grace_period_s: NonNegativeInt = 3600
+    """Seconds to wait after the sequencer is back up."""
+
+
+class Perps(_Model):
+    """A perpetual-futures venue: its market on the portfolio's underlying."""
+
+    market: Address
+    """The market contract (the local reference venue: PerpMarket)."""
+    venue: Literal["local"] = "local"
+    """Which venue adapter reads and trades it."""
+
+
+class Options(_Model):
+    """An options venue: European options on the portfolio's underlying."""
+
+    market: Address
+    """The market contract (the local reference venue: OptionsMarket)."""
+    venue: Literal["local"] = "local"
+    """Which venue adapter reads and trades it."""
+
+
+class Protocols(_Model):
+    """The protocols the agent reads and trades on one chain; each is optional, at least one is required."""
+
+    aave_v3: AaveV3 | None = None
+    uniswap_v3: UniswapV3 | None = None
+    chainlink: Chainlink | None = None
+    perps: Perps | None = None
+    options: Options | None = None
+
+    def names(self) -> list[str]:
+        """Returns the names of the configured protocols, in declaration order."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+
+class Chain(_Model):
+    """One chain: its id, its RPC endpoints and the protocols used on it."""
+
+    name: Name
+    chain_id: PositiveInt
+    # repr=False: an RPC URL often carries an API key.
+    rpc: tuple[RpcUrl, ...] = Field(min_length=1, repr=False)
+    """Endpoints, tried in order: failover."""
+    protocols: Protocols
+
+    @model_validator(mode="after")
+    def _has_a_protocol(self) -> Chain:
+        if not self.protocols.names():
+            allowed = ", ".join(Protocols.model_fields)
+            raise _problem(f"expected at least one protocol of {allowed}", "protocols")
+        return self
+
+
+class Portfolio(_Model):
+    """The account whose positions are managed, the risk factor of its Greeks, and its chains."""
+
+    name: Name
+    account: Address
+    underlying: Name
+    """Token symbol of the risk factor the Greeks are taken against, e.g. WETH."""
+    chains: tuple[Chain, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _chains_unique(self) -> Portfolio:
+        first_of: dict[int, int] = {}
+        for index, chain in enumerate(self.chains):
+            if chain.chain_id in first_of:
+                first = first_of[chain.chain_id]
+                message = f"expected each chain once: chain id {chain.chain_id} is already chains[{first}]"
+                raise _problem(message, "chains", index, "chain_id")
+            first_of[chain.chain_id] = index
+        return self
