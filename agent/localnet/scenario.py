@@ -58,10 +58,10 @@ def run_scenario(console: Console, localnet: Localnet, workdir: Path) -> None:
     for name, account in localnet.demo_accounts.items():
         (policies / f"{name}.yaml").write_text(render_policy(name, account, localnet, mode="live", interval_s=1,
                                                              cooldown_s=0))
-    keys = {a.address: a.private_key for a in localnet.accounts}
+    # The daemon signs with the keepers' keys: the Safes' owners' keys never reach it.
     settings = Settings(
         db=str(workdir / "journal.sqlite"), metrics_addr="127.0.0.1:0", kill_switch=workdir / "KILL",
-        private_key=SecretStr(",".join(keys[a] for a in localnet.demo_accounts.values())),
+        private_key=SecretStr(",".join(localnet.keeper_key(name) for name in localnet.demo_accounts)),
     )
     (workdir / "journal.sqlite").unlink(missing_ok=True)
     with (workdir / "daemon.log").open("w") as log_file:
