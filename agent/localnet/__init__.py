@@ -28,6 +28,9 @@ DEPLOYER, LIQUIDATOR = 0, 3
 DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2}
 KEEPER_ACCOUNT_INDEX = {"leveraged-long": 10, "delta-neutral-lp": 11}
 KEEPER_FUNDING_WEI = 1_000 * 10**18
+# The world's deployment sends ~120 transactions: each with this much gas and this fee, without an estimate or a fee
+# lookup (anvil's base fee starts at 1 gwei and only falls while blocks are light).
+BUILD_GAS, BUILD_GAS_PRICE_WEI = 15_000_000, 10 * 10**9
 
 
 @dataclass
@@ -75,8 +78,12 @@ class Localnet:
 def build_localnet(rpc_url: str, chain_id: int, account_count: int = 12) -> Localnet:
     """Deploy the world on the node at `rpc_url`, create a Safe per demo portfolio with the keeper module enabled,
     and seed the portfolios inside them; return the world's description."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-    chain = LocalChain(w3)
+    # web3 asks the chain id again for every transaction it fills in: once is enough.
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}, cache_allowed_requests=True,
+                                cacheable_requests={RPCEndpoint("eth_chainId")}))
+    for fills_in_what_is_given in ("gas_price_strategy", "ens_name_to_address"):
+        w3.middleware_onion.remove(fills_in_what_is_given)
+    chain = LocalChain(w3, gas=BUILD_GAS, gas_price_wei=BUILD_GAS_PRICE_WEI)
     accounts = dev_accounts(max(account_count, 1 + max(KEEPER_ACCOUNT_INDEX.values())))
     deployer = accounts[DEPLOYER].address
     world = deploy_world(chain, deployer, chain_id)
