@@ -98,8 +98,11 @@ def lp_book(localnet: Localnet, chain: LocalChain) -> Book:
 
 
 def assert_refused(book: Book, calls: list[TxRequest], code: str) -> None:
-    """The module refuses the recipe with `code`, and the adapter's own check of the calls says the same."""
-    assert book.refused(encode_execute(book.module, calls, deleverage=False)) == code
+    """The module refuses the recipe with `code`, signed with the keeper's key it reverts on chain, and the
+    adapter's own check of the calls says the same."""
+    recipe = encode_execute(book.module, calls, deleverage=False)
+    assert book.refused(recipe) == code
+    assert book.send(recipe, gas=3_000_000)["status"] == 0
     config = read_module_config(book.w3, book.safe, book.module, book.keeper, calls)
     assert next((r for r in (refusal(config, c) for c in calls) if r), None) == code
 
@@ -140,13 +143,19 @@ def test_keeper_cannot_withdraw_collateral_or_borrow_to_itself(long_book: Book) 
                    "BK011")
 
 
-def test_keeper_cannot_swap_to_itself(lp_book: Book) -> None:
+def test_keeper_cannot_swap_or_collect_to_itself(lp_book: Book, localnet: Localnet) -> None:
     usdc = lp_book.tokens["USDC"]
     calls = [lp_book.call(usdc, "approve", lp_book.router.address, 1_000 * USDC),
              lp_book.swap("USDC", "WETH", 1_000 * USDC, 0, lp_book.keeper)]
     assert_refused(lp_book, calls, "BK011")
     to_safe = [calls[0], lp_book.swap("USDC", "WETH", 1_000 * USDC, 0, lp_book.safe)]
     assert lp_book.refused(encode_execute(lp_book.module, to_safe, False)) is None
+    # the LP's fees and withdrawn liquidity go to the Safe only
+    manager = lp_book.chain.at("NonfungiblePositionManager", localnet.world.contracts["NonfungiblePositionManager"])
+    token_id, most = localnet.lp_token_ids["delta-neutral-lp"], 2**128 - 1
+    assert_refused(lp_book, [lp_book.call(manager, "collect", (token_id, lp_book.keeper, most, most))], "BK011")
+    assert lp_book.refused(encode_execute(lp_book.module, [
+        lp_book.call(manager, "collect", (token_id, lp_book.safe, most, most))], False)) is None
 
 
 def test_recipe_that_leaves_the_health_factor_under_the_floor_reverts(long_book: Book) -> None:
