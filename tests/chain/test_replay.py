@@ -1,7 +1,8 @@
 """The crash replay on the local chain with the real Aave v3 and Uniswap v3: on 31 hours of 2020-03-12 (rescaled to
 start at $2,000), the liquidator liquidates the unmanaged twin at the bar's low with a real `liquidationCall` and
-cannot touch the managed account the daemon keeps; and the health-factor path of each matches the backtest's of the
-same window within 1e-3 (relative; observed ~5e-5: Aave's interest differs from the backtest's rates)."""
+cannot touch the managed account the daemon keeps (the demo's Safe, through its keeper module); and the
+health-factor path of each matches the backtest's of the same window within 1e-3 (relative; observed ~5e-5:
+Aave's interest differs from the backtest's rates)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def test_replay_liquidates_the_unmanaged_twin_not_the_managed_account_and_matche
     backtest = run_backtest(load_portfolio(ROOT / "config" / "portfolio.leveraged-long.yaml"), path, policy)
 
     figures = replay.figures()
+    managed = replay.runs["managed"].policy
+    assert managed is not None and managed.portfolio.executor.kind == "safe_module"  # the demo's Safe, its module
     assert figures["unmanaged"]["liquidations"] >= 1 and figures["unmanaged"]["min_health_factor"] < 1
     assert figures["managed"]["liquidations"] == 0 and figures["managed"]["min_health_factor"] > 1
     assert figures["managed"]["actions"] >= 1
