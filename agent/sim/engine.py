@@ -413,9 +413,10 @@ _NO_PLAN = Plan("", (), (), "")
 
 
 def _costed(action: Action, costs: CostModel, now: int, price: float) -> ActionRecord:
-    """Split an action's cost into pool fee, price impact (slippage) and gas, in USD."""
+    """Split an action's cost into pool fee (a flash loan's premium), price impact (slippage) and gas, in USD."""
     gas = costs.gas_usd(action.kind, action.chain) if action.kind in GAS_UNITS else 0.0
-    fee = action.notional_usd * action.fee_pips / 1e6 if action.kind == "swap" else 0.0
+    fee = action.notional_usd * action.fee_pips / 1e6 if action.kind == "swap" else (
+        max(action.cost_usd - gas, 0.0) if action.kind == "flash_loan" else 0.0)
     slippage = max(action.cost_usd - gas - fee, 0.0) if action.kind == "swap" else 0.0
     return ActionRecord(now, price, action.kind, action.asset + (f"→{action.asset_out}" if action.asset_out else ""),
                         action.notional_usd, fee, slippage, gas, action.reason)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from agent.localnet.world import RESERVES
 from agent.model import AaveAccount, AaveReserve, LpPosition, OptionPosition, PerpPosition, Token
@@ -111,6 +111,8 @@ class Market(_Model):
     pool_volume_share: NonNegativeFloat = 0.1
     """The pool's share of the price file's (exchange) volume: what the LP earns fees from."""
     gas_price_gwei: NonNegativeFloat = 30.0
+    flash_loan_premium_bps: NonNegativeInt = 5
+    """Aave's flash-loan premium (Ethereum's v3 market charges 5 bps): what a Safe's flash-loan recipe pays."""
     rates: dict[Symbol, Rates] = Field(default_factory=lambda: dict(DEFAULT_RATES))
 
 
@@ -188,7 +190,8 @@ def starting_book(spec: PortfolioSpec, price_usd: float, start_s: int) -> SimBoo
             reserves.append(AaveReserve(token, collateral, debt, price_1e8(prices[symbol]), p.ltv_bps,
                                         p.liquidation_threshold_bps, p.liquidation_bonus_bps, collateral > 0,
                                         variable_borrow_apr=rates.borrow_apr, supply_apr=rates.supply_apr))
-        account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves))
+        account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves),
+                              flash_loan_premium_bps=spec.market.flash_loan_premium_bps)
     token0, token1 = sorted((TOKENS[spec.underlying], TOKENS[spec.quote]), key=lambda t: int(t.address, 16))
     lps = []
     for index, lp in enumerate(spec.lp, start=1):
