@@ -302,7 +302,7 @@ def test_flash_loan_deleverage_raises_the_health_factor_in_one_transaction(long_
     # that covers the loan and its premium, and the module repays the loan
     loan = 30_000 * USDC
     owed = loan + loan * premium_bps // 10_000
-    sold = owed * 10**12 // 2_000 * 1_01 // 1_00  # WETH at $2,000 plus 1% for the pool's fee and price
+    sold = owed * 10**12 // 2_000 * 101 // 100  # WETH at $2,000, plus 1% for the pool's fee and price impact
     calls = [book.call(usdc, "approve", book.pool.address, loan),
              book.call(book.pool, "repay", usdc.address, loan, VARIABLE, book.safe),
              book.call(book.pool, "withdraw", weth.address, sold, book.safe),
