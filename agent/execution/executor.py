@@ -42,7 +42,7 @@ from agent.execution.metrics import execution_metrics
 from agent.execution.readback import PredictionCheck, check_prediction
 from agent.execution.reverts import revert_reason
 from agent.execution.transactions import ChainContext, Checkpoint, Recheck, Transactions
-from agent.model import Plan, Snapshot, TxRequest
+from agent.model import Plan, Snapshot
 from agent.policy import Policy
 from agent.settings import Settings
 from agent.telemetry import REGISTRY
@@ -254,6 +254,11 @@ class Executor:
 
     def _dry_run(self, pid: str) -> None:
         for position, intent in enumerate(self.journal.intents(self.portfolio, plan=pid)):
+            if intent.kind == RECIPE and self.signer is None:  # the module runs a recipe only for a keeper
+                self.journal.transition(intent.id, "failed", error="not simulated: a recipe is simulated from a "
+                                        "keeper of the module; configure its key (BALLAST_KEYSTORE or, locally, "
+                                        "BALLAST_PRIVATE_KEY)")
+                continue
             gas, reason = self._simulate(intent, intent.snapshot_block)
             if reason is None:
                 self.journal.transition(intent.id, "simulated", gas_limit=gas)
@@ -286,17 +291,6 @@ class Executor:
                                         f"{failed.step} of its plan ended {failed.state}")
                 self.tx.finished(intent.id, "cancelled")
 
-    def _held(self, intent: Intent) -> Refusal | None:
-        """Why the intent may not be sent now: the kill switch, or a call that breaks the policy's rules."""
-        stop = self.guard.sending_refusal()
-        if stop is not None or intent.kind != RECIPE:
-            return stop or self.guard.check_tx(_request(intent))
-        if intent.to_address.lower() != (self.module or "").lower():
-            return Refusal("allowlist", f"a recipe goes to the Safe's module {self.module}, not {intent.to_address}")
-        calls = [TxRequest(intent.chain, c["to"], bytes.fromhex(c["data"][2:]), 0, c["description"])
-                 for c in intent.recipe_calls()]
-        return next((r for c in calls if (r := self.guard.check_tx(c)) is not None), None)
-
     def _send_new(self, intent: Intent, context: ChainContext, first: bool) -> None:
         if self.clock() - intent.created_at >= self.policy.execution.deadline_s:
             self.journal.transition(intent.id, "expired", error="never sent before its deadline")
@@ -304,7 +298,7 @@ class Executor:
             return
         if self.signer is None:
             raise BallastError("live execution needs a signer: set BALLAST_KEYSTORE (or BALLAST_PRIVATE_KEY locally)")
-        held = self._held(intent)
+        held = self.guard.sending_refusal() or self.guard.check_intent(intent, self.module)
         if held is not None:
             if held.rule != "kill_switch":
                 self.journal.transition(intent.id, "failed", error=str(held))
@@ -347,10 +341,6 @@ class Executor:
     def _update_gauges(self) -> None:
         self.metrics.unresolved.labels(self.portfolio).set(len(self.journal.unresolved(self.portfolio)))
         self.metrics.paused.labels(self.portfolio).set(1 if self.journal.paused(self.portfolio) else 0)
-
-
-def _request(intent: Intent) -> TxRequest:
-    return TxRequest(intent.chain, intent.to_address, intent.data_bytes, int(intent.value_wei), intent.description)
 
 
 def load_executor_signer(policy: Policy, settings: Settings) -> Signer:

@@ -22,7 +22,7 @@ from agent.adapters.encode import Venues, call_rules, decode_approve, spenders
 from agent.adapters.safe import CallRule, ModuleConfig
 from agent.adapters.safe import refusal as module_refusal
 from agent.errors import BallastError
-from agent.execution.journal import Journal
+from agent.execution.journal import Intent, Journal
 from agent.execution.metrics import ExecutionMetrics
 from agent.execution.recipe import Recipe, RecipeCall
 from agent.execution.reverts import named
@@ -169,6 +169,18 @@ class Guard:
         if request.to.lower() not in allowlist(venues):
             return f"{request.to} on {request.chain} is not a contract of the policy's protocols"
         return f"{request.to} on {request.chain}: 0x{request.data[:4].hex()} is not a call the policy allows"
+
+    def check_intent(self, intent: Intent, module: str | None) -> Refusal | None:
+        """Returns why a journaled intent may not be sent now: its call (a recipe's: each of its calls, and the
+        recipe itself addressed to the Safe's `module`) breaks the policy's rules."""
+        if intent.kind != "recipe":
+            return self.check_tx(TxRequest(intent.chain, intent.to_address, intent.data_bytes, int(intent.value_wei),
+                                           intent.description))
+        if intent.to_address.lower() != (module or "").lower():
+            return Refusal("allowlist", f"a recipe goes to the Safe's module {module}, not {intent.to_address}")
+        calls = [TxRequest(intent.chain, c["to"], bytes.fromhex(c["data"][2:]), 0, c["description"])
+                 for c in intent.recipe_calls()]
+        return next((r for c in calls if (r := self.check_tx(c)) is not None), None)
 
     def check_recipe(self, recipe: Recipe, module: ModuleConfig | None, atomic: bool) -> list[Refusal]:
         """Returns every refusal of a recipe: each call against the policy's rules, a flash loan from a lender the
