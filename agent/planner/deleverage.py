@@ -1,12 +1,15 @@
 """Bring an Aave health factor back to its target: repay the main debt with what the wallet holds, then with LP
-proceeds, then with collateral withdrawn and swapped, in rounds.
+proceeds, then with collateral withdrawn and swapped: in rounds, or — for an account that runs atomic recipes (a
+Safe with the keeper module) — in one flash-loan recipe (`flash.py`), whichever reaches the target at the lower
+full cost.
 
 Health factor along the way: repaying, swapping and removing liquidity never lower it. A withdrawal does, until its
 swap and repay follow; without a flash loan no non-atomic withdraw → swap → repay can avoid that dip. So each
 withdrawal is sized to keep the health factor at or above the *withdraw floor*, 1 + half the distance to
 liquidation the account had when the plan started, and each round (withdraw, swap, repay) ends above where it
 began. Rounds repeat until the target is reached, the per-transaction notional cap or the floor stops them
-(`limited_by` says which), or MAX_ROUNDS are spent. Boost is the mirror image: borrow the debt asset (the borrow
+(`limited_by` says which), or MAX_ROUNDS are spent. The flash-loan recipe repays first, with borrowed funds, and
+never lets the health factor fall below where it started. Boost is the mirror image: borrow the debt asset (the borrow
 leaves the health factor at or above the band's min), swap it for the collateral and supply it.
 """
 
