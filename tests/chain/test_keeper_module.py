@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
@@ -25,7 +26,7 @@ from agent.chain.abi import ABI_DIR
 from agent.localnet import Localnet
 from agent.localnet.artifacts import artifact
 from agent.localnet.chain import LocalChain
-from agent.localnet.keeper import HEALTH_FACTOR_FLOOR_WAD, KEEPER_CALLS, selector
+from agent.localnet.keeper import HEALTH_FACTOR_FLOOR_WAD
 from agent.localnet.readback import aave_account
 from agent.localnet.safe import exec_as_owner
 from agent.model import TxRequest
@@ -231,11 +232,11 @@ def test_owner_removing_the_keeper_stops_its_recipes(long_book: Book) -> None:
 
 def test_owner_removing_an_allowed_call_stops_recipes_using_it(long_book: Book) -> None:
     pool = long_book.pool.address
-    signature = next(s for s, _, _ in KEEPER_CALLS["Pool"] if s.startswith("borrow("))
-    assert long_book.module_contract.functions.callRule(pool, selector(signature)).call() == [True, 1 << 4, 0]
-    long_book.as_owner(long_book.module_contract, "removeCall", pool, selector(signature))
+    borrow = function_signature_to_4byte_selector("borrow(address,uint256,uint256,uint16,address)")
+    assert long_book.module_contract.functions.callRule(pool, borrow).call() == [True, 1 << 4, 0]
+    long_book.as_owner(long_book.module_contract, "removeCall", pool, borrow)
     assert long_book.refused(small_recipe(long_book)) == "BK010"
-    long_book.as_owner(long_book.module_contract, "setCall", pool, selector(signature), 1 << 4, 0)
+    long_book.as_owner(long_book.module_contract, "setCall", pool, borrow, 1 << 4, 0)
     assert long_book.refused(small_recipe(long_book)) is None
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from eth_utils import function_signature_to_4byte_selector
 
 from agent.adapters.safe import read_module_config
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
-from agent.localnet.keeper import HEALTH_FACTOR_FLOOR_WAD, KEEPER_CALLS, SPENDERS, bit, selector
+from agent.localnet.keeper import HEALTH_FACTOR_FLOOR_WAD
 from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account, lp_ranges
 from agent.localnet.seed import option_series_id
@@ -18,6 +19,29 @@ from agent.model import TxRequest
 from agent.policy import DirectExecutor, Policy, SafeModuleExecutor, parse_policy
 
 WAD, USDC = 10**18, 10**6
+
+# What the spec says the local Safes' modules allow: (contract, signature) → (safeArgs, spenderArgs), bit i meaning
+# ABI word i of the arguments (the Safe; an allowed spender).
+SPEC_CALLS = {
+    ("Pool", "supply(address,uint256,address,uint16)"): (1 << 2, 0),
+    ("Pool", "repay(address,uint256,uint256,address)"): (1 << 3, 0),
+    ("Pool", "withdraw(address,uint256,address)"): (1 << 2, 0),
+    ("Pool", "borrow(address,uint256,uint256,uint16,address)"): (1 << 4, 0),
+    ("SwapRouter", "exactInputSingle((address,address,uint24,address,uint256,uint256,uint256,uint160))"): (1 << 3, 0),
+    ("NonfungiblePositionManager", "decreaseLiquidity((uint256,uint128,uint256,uint256,uint256))"): (0, 0),
+    ("NonfungiblePositionManager", "collect((uint256,address,uint128,uint128))"): (1 << 1, 0),
+    ("PerpMarket", "depositMargin(uint256)"): (0, 0),
+    ("PerpMarket", "withdrawMargin(uint256)"): (0, 0),
+    ("PerpMarket", "modifyPosition(int256,uint256)"): (0, 0),
+    ("OptionsMarket", "buy(uint256,uint256,uint256)"): (0, 0),
+    ("OptionsMarket", "sell(uint256,uint256,uint256)"): (0, 0),
+    **{(token, "approve(address,uint256)"): (0, 1 << 0) for token in ("WETH", "USDC", "WBTC")},
+}
+SPENDERS = ("Pool", "SwapRouter", "PerpMarket", "OptionsMarket")
+
+
+def selector(signature: str) -> bytes:
+    return function_signature_to_4byte_selector(signature)
 
 
 @pytest.mark.parametrize("name", ["leveraged-long", "delta-neutral-lp"])
@@ -39,25 +63,28 @@ def test_demo_account_is_a_safe_of_its_owner_with_the_keeper_module_enabled(
 
 
 def test_module_allows_the_spec_calls_spenders_lender_and_floor(localnet: Localnet, chain: LocalChain) -> None:
-    # given one probe call per (target, selector) of the configuration, and an approval naming each spender
+    # given one probe call per (target, selector) of the spec, one that is not allowed (transfer), and an approval
+    # naming each spender
     portfolio = localnet.demo_portfolios["leveraged-long"]
     contracts = localnet.world.contracts
-    probes = [TxRequest("localnet", contracts[name], selector(signature) + bytes(32 * 8))
-              for name, rules in KEEPER_CALLS.items() for signature, _, _ in rules]
+    keys = {(contracts[name], selector(signature)): bits for (name, signature), bits in SPEC_CALLS.items()}
+    transfer = (contracts["USDC"], selector("transfer(address,uint256)"))
+    probes = [TxRequest("localnet", target, sel + bytes(32 * 8)) for target, sel in [*keys, transfer]]
     approvals = [TxRequest("localnet", contracts["USDC"], selector("approve(address,uint256)")
                            + bytes(12) + bytes.fromhex(contracts[s][2:]) + bytes(32)) for s in SPENDERS]
 
     config = read_module_config(chain.w3, portfolio.address, portfolio.module, portfolio.keeper,
                                 probes + approvals, lenders=[contracts["Pool"], contracts["SwapRouter"]])
 
+    # then the module allows exactly the spec's rules, and not transfer
     assert config.module_enabled and config.keeper_enabled
-    rules = {(target, sel): (r.allowed, r.safe_args, r.spender_args) for (target, sel), r in config.rules.items()}
-    assert rules[(contracts["Pool"], selector("borrow(address,uint256,uint256,uint16,address)"))] == (True, bit(4), 0)
-    assert rules[(contracts["Pool"], selector("withdraw(address,uint256,address)"))] == (True, bit(2), 0)
-    assert rules[(contracts["WETH"], selector("approve(address,uint256)"))] == (True, 0, bit(0))
-    assert rules[(contracts["NonfungiblePositionManager"], selector("collect((uint256,address,uint128,uint128))"))] \
-        == (True, bit(1), 0)
-    assert all(allowed for allowed, _, _ in rules.values()) and len(rules) == len(probes)
+    assert {key: (r.safe_args, r.spender_args) for key, r in config.rules.items() if r.allowed} == keys
+    assert not config.rules[transfer].allowed
+    # and its configuration events name no call besides them
+    module = chain.at("BallastKeeperModule", portfolio.module)
+    configured = {(e["args"]["target"], e["args"]["selector"]): (e["args"]["safeArgs"], e["args"]["spenderArgs"])
+                  for e in module.events.CallSet().get_logs(from_block=0)}
+    assert configured == keys and not module.events.CallRemoved().get_logs(from_block=0)
     # (the probes' approvals of address 0 are read too: not a spender)
     assert config.spenders == {**{contracts[s]: True for s in SPENDERS}, "0x" + "00" * 20: False}
     assert config.flash_lenders == {contracts["Pool"]: "aave_v3", contracts["SwapRouter"]: None}
