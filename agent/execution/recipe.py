@@ -98,13 +98,16 @@ def removal_minimums(action: Action, snapshot: Snapshot, slippage_bps: float) ->
     return math.floor(amounts[0] * keep), math.floor(amounts[1] * keep)
 
 
+DELEVERAGE_MARGIN = 1e-3  # a plan flagged as a deleverage predicts at least this relative rise (interest moves HF)
+
+
 def is_deleverage(plan: Plan, snapshot: Snapshot) -> bool:
-    """Whether the plan repays debt and predicts a health factor at least the snapshot's: its recipe may then ask
-    the module to refuse any outcome that lowers the health factor."""
+    """Whether the plan repays debt and predicts a health factor above the snapshot's (by DELEVERAGE_MARGIN): its
+    recipe then asks the module to refuse any outcome that lowers the health factor."""
     now = snapshot.lowest_health_factor
     stamps = [a.predicted_health_factor for a in plan.actions if a.predicted_health_factor is not None]
     repays = any(a.kind in ("repay", "flash_loan") for a in plan.actions)
-    return repays and now is not None and bool(stamps) and stamps[-1] >= now
+    return repays and now is not None and bool(stamps) and stamps[-1] >= now * (1 + DELEVERAGE_MARGIN)
 
 
 def compile_recipe(

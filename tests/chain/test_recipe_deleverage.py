@@ -75,6 +75,7 @@ def test_crash_under_the_band_each_plan_is_one_keeper_transaction_and_never_liqu
 
         (intent,) = report.intents
         assert (intent.kind, intent.state) == ("recipe", "confirmed"), intent.error
+        assert "(deleverage)" in intent.description  # the module itself refused any outcome that lowered the HF
         tx = w3.eth.get_transaction(intent.tx_hash)  # type: ignore[arg-type]
         assert (tx["from"], tx["to"]) == (keeper, module)
         assert w3.eth.get_transaction_count(keeper) == nonce + 1
