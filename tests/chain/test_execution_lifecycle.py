@@ -4,10 +4,9 @@ is never doubled."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 from web3 import Web3
 
@@ -26,20 +25,6 @@ from tests.chain.execution_support import (
     read,
     rpc,
 )
-
-
-@pytest.fixture
-def w3(localnet: Localnet) -> Web3:
-    return Web3(Web3.HTTPProvider(localnet.rpc_url))
-
-
-@pytest.fixture
-def automine_off(w3: Web3) -> Iterator[None]:
-    rpc(w3, "evm_setAutomine", False)
-    try:
-        yield
-    finally:
-        rpc(w3, "evm_setAutomine", True)
 
 
 def test_borrow_is_simulated_signed_sent_and_confirmed_once(

@@ -7,7 +7,7 @@ intent failed with the inner reason."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,6 @@ from agent.policy import Policy
 from tests.chain.execution_support import keeper_account, live, make_executor, read, rpc
 
 TARGET_TOLERANCE = 0.02  # the health factor after a plan: at least the band's target less this (interest, rounding)
-
-
-@pytest.fixture
-def w3(localnet: Localnet) -> Web3:
-    return Web3(Web3.HTTPProvider(localnet.rpc_url))
 
 
 def liquidation_reverts_at(w3: Web3, localnet: Localnet, chain: LocalChain, account: str, block: int) -> str:
@@ -88,15 +83,6 @@ def test_crash_under_the_band_each_plan_is_one_keeper_transaction_and_never_liqu
     print(landed)  # the numbers of the closing note
     for block in range(first_block, w3.eth.block_number + 1):
         assert liquidation_reverts_at(w3, localnet, chain, safe, block).startswith("45 ")  # HF not below 1
-
-
-@pytest.fixture
-def automine_off(w3: Web3) -> Iterator[None]:
-    rpc(w3, "evm_setAutomine", False)
-    try:
-        yield
-    finally:
-        rpc(w3, "evm_setAutomine", True)
 
 
 def safe_state(chain: LocalChain, localnet: Localnet, safe: str) -> dict[str, int]:
