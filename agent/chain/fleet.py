@@ -82,7 +82,7 @@ class ChainFleet:
             results = [_result(call, index, answers[index], decoded) for call, index in
                        zip(calls, layout.indices[name], strict=True)]
             try:
-                outcome[name] = self.readers[name].snapshot(block, results)
+                outcome[name] = self.readers[name].snapshot(block, results, calls)
             except Exception as error:  # an adapter could not make sense of this portfolio's answers
                 outcome[name] = error
         return outcome

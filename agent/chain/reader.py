@@ -4,6 +4,7 @@ concurrently. `agent.chain.fleet` reads many portfolios' chain readers in one ba
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,14 +13,13 @@ from web3 import Web3
 
 from agent.adapters import Adapter, rebind
 from agent.adapters.aave_v3 import AaveV3
-from agent.adapters.chainlink import ChainlinkFeeds, latest_price_usd
+from agent.adapters.chainlink import ChainlinkFeeds
 from agent.adapters.erc20 import Erc20Balances, TokenRegistry
 from agent.adapters.options import options_venue
 from agent.adapters.perps import perp_venue
 from agent.adapters.uniswap_v3 import QUOTE_FEES, QuoteRequest, UniswapV3
 from agent.chain.multicall import Block, Call, CallResult, PinningLost, read_batch
 from agent.chain.rpc import RequestHook, connect
-from agent.errors import ChainUnavailable
 from agent.model import ChainSnapshot, Snapshot, Token
 from agent.policy import Chain, Policy
 
@@ -36,6 +36,10 @@ MarketCache = dict[tuple[str, str], Any]
 _A = TypeVar("_A")
 
 
+class BatchChanged(RuntimeError):
+    """A reader's calls changed (rediscovery) between reading a batch and decoding it: read again."""
+
+
 class ChainReader:
     """Reads one chain of a portfolio; `discover()` runs on first use and whenever positions change."""
 
@@ -50,7 +54,10 @@ class ChainReader:
         self.adapters: list[Adapter] = []
         self._discovered = False
         self._fresh = False  # the next discovery reads every market again instead of the cache
-        self._batch: tuple[list[list[Call]], list[Call]] | None = None
+        self._batch: tuple[list[Adapter], list[list[Call]], list[Call]] | None = None
+        # The daemon's block follower and a timer's cycle may use one reader at once: discovery, the batch and its
+        # decoding must not interleave.
+        self._lock = threading.RLock()
 
     def _market(self, protocol: str, address: str, build: Callable[[], _A]) -> _A:
         """Return the market's adapter for this account: from the cache, or built, discovered and cached."""
@@ -65,6 +72,10 @@ class ChainReader:
 
     def discover(self) -> None:
         """Build the adapters and read what does not change between cycles (markets from the cache when known)."""
+        with self._lock:
+            self._discover()
+
+    def _discover(self) -> None:
         protocols, name = self.chain.protocols, self.chain.name
         adapters: list[Adapter] = []
         held: dict[str, Token] = {}
@@ -130,33 +141,43 @@ class ChainReader:
 
     def batch(self) -> list[Call]:
         """Return the calls of one snapshot (discovering first if needed); the same list until rediscovery."""
-        if not self._discovered:
-            self.discover()
-        if self._batch is None:
-            per_adapter = [adapter.calls() for adapter in self.adapters]
-            self._batch = per_adapter, [call for calls in per_adapter for call in calls]
-        return self._batch[1]
+        with self._lock:
+            if not self._discovered:
+                self.discover()
+            if self._batch is None:
+                per_adapter = [adapter.calls() for adapter in self.adapters]
+                self._batch = list(self.adapters), per_adapter, [call for calls in per_adapter for call in calls]
+            return self._batch[2]
 
     def read(self) -> ChainSnapshot:
         """Return this chain's snapshot: one batch of every adapter's calls at one block."""
-        batch = self.batch()
-        for attempt in range(PIN_ATTEMPTS):
-            try:
-                block, results = read_batch(self.w3, batch)
-                break
-            except PinningLost:
-                # anvil can answer a call pinned to the newest block from the next one when a block is mined
-                # meanwhile; the batch is read again at the new newest block.
-                if attempt == PIN_ATTEMPTS - 1:
-                    raise
-        return self.snapshot(block, results)
+        with self._lock:
+            batch = self.batch()
+            for attempt in range(PIN_ATTEMPTS):
+                try:
+                    block, results = read_batch(self.w3, batch)
+                    break
+                except PinningLost:
+                    # anvil can answer a call pinned to the newest block from the next one when a block is mined
+                    # meanwhile; the batch is read again at the new newest block.
+                    if attempt == PIN_ATTEMPTS - 1:
+                        raise
+            return self.snapshot(block, results, batch)
 
-    def snapshot(self, block: Block, results: Sequence[CallResult]) -> ChainSnapshot:
-        """Return the chain snapshot that `results` (of `batch()`, in order, read at `block`) make; marks the reader
-        for rediscovery when positions or listed series changed."""
-        assert self._batch is not None, "batch() first"
+    def snapshot(self, block: Block, results: Sequence[CallResult], batch: list[Call]) -> ChainSnapshot:
+        """Return the chain snapshot that `results` (of `batch`, a list `batch()` returned, in order, read at
+        `block`) make; marks the reader for rediscovery when positions or listed series changed. Raises
+        `BatchChanged` when the reader rediscovered since `batch` was taken."""
+        with self._lock:
+            if self._batch is None or self._batch[2] is not batch:
+                raise BatchChanged(f"{self.chain.name}: positions were rediscovered while the batch was read")
+            return self._decode(block, results)
+
+    def _decode(self, block: Block, results: Sequence[CallResult]) -> ChainSnapshot:
+        assert self._batch is not None
+        adapters, per_adapter, _calls = self._batch
         readings, start = [], 0
-        for adapter, calls in zip(self.adapters, self._batch[0], strict=True):
+        for adapter, calls in zip(adapters, per_adapter, strict=True):
             readings.append(adapter.decode(results[start:start + len(calls)], block))
             start += len(calls)
         if any(p.kind == "mismatch" and p.source in _REDISCOVER_ON for r in readings for p in r.problems):
@@ -196,19 +217,6 @@ class PortfolioReader:
         chains: Sequence[ChainSnapshot] = list(self._pool.map(lambda reader: reader.read(), self.chains))
         portfolio = self.policy.portfolio
         return Snapshot(portfolio.name, portfolio.account, portfolio.underlying, tuple(chains))
-
-    def underlying_price_usd(self) -> float | None:
-        """Return the underlying's latest price from the first chain with a feed for it (one `eth_call`), or None
-        when no chain has one or it cannot be read now. Cheap enough for a watch between cycles."""
-        for reader in self.chains:
-            feeds = reader.chain.protocols.chainlink
-            if feeds is None or self.policy.portfolio.underlying not in feeds.feeds:
-                continue
-            try:
-                return latest_price_usd(reader.w3, feeds.feeds[self.policy.portfolio.underlying])
-            except ChainUnavailable:
-                return None
-        return None
 
     def close(self) -> None:
         if self.fleet is not None:
