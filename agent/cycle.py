@@ -55,8 +55,9 @@ def decide(
 # Relative change below which a figure has not moved between two blocks: interest accrues ~1e-9 of a balance per
 # second, a transaction or an oracle update moves far more.
 MOVE_TOLERANCE = 1e-6
-# Fields that change with every block whatever happens: the age of a price reading.
-_TIME_FIELDS = frozenset({"age_s"})
+# Fields that change from block to block whatever happens: the age of a price reading, and the quoter's own gas
+# measurement (which depends on what storage the batch had touched before it).
+_NOT_FIGURES = frozenset({"age_s", "gas_estimate"})
 
 
 def needs_assessment(last: CycleResult | None, snapshot: Snapshot, interval_s: float) -> bool:
@@ -74,7 +75,7 @@ def needs_assessment(last: CycleResult | None, snapshot: Snapshot, interval_s: f
 
 def figures_moved(before: Snapshot, after: Snapshot, tolerance: float = MOVE_TOLERANCE) -> bool:
     """Whether anything the risk engine reads differs between two snapshots of one portfolio beyond `tolerance`
-    (relative, on numbers); block numbers, hashes, times and price ages are not figures."""
+    (relative, on numbers); block numbers, hashes, times, price ages and quoted gas are not figures."""
     if len(before.chains) != len(after.chains):
         return True
     for b, a in zip(before.chains, after.chains, strict=True):
@@ -93,7 +94,7 @@ def _close(a: Any, b: Any, tolerance: float) -> bool:
         return len(a) == len(b) and all(_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
     if dataclasses.is_dataclass(a):
         return all(_close(getattr(a, f.name), getattr(b, f.name), tolerance)
-                   for f in dataclasses.fields(a) if f.name not in _TIME_FIELDS)
+                   for f in dataclasses.fields(a) if f.name not in _NOT_FIGURES)
     return bool(a == b)
 
 

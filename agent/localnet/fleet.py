@@ -79,18 +79,20 @@ def seed_fleet(localnet: Localnet, accounts: Sequence[FleetAccount]) -> None:
     try:
         delegations = [_tx(a.address, debt_token.address, debt_token.encode_abi(
             "approveDelegation", [seeder.address, _units("USDC", a.borrow_usdc)]), 120_000) for a in accounts]
-        _mine_all(url, _rpc_batch(url, delegations))
-        sends = []
+        _mine_all(url, _send_all(url, delegations))
+        seeds = []
         for lo in range(0, len(accounts), ACCOUNTS_PER_TX):
             chunk = [(a.address, _units("WETH", a.supply_weth), _units("USDC", a.borrow_usdc))
                      for a in accounts[lo:lo + ACCOUNTS_PER_TX]]
-            sends.append(_tx(deployer, seeder.address, seeder.encode_abi("seedAave", [pool.address, weth, usdc, chunk]),
+            seeds.append(_tx(deployer, seeder.address, seeder.encode_abi("seedAave", [pool.address, weth, usdc, chunk]),
                              TX_GAS))
         usdc_token = chain.at("MintableERC20", usdc)
-        sends += [_tx(deployer, usdc, usdc_token.encode_abi("mint", [a.address, _units("USDC", a.idle_usdc)]),
-                      100_000) for a in accounts if a.idle_usdc]
-        sends += _lp_sends(localnet, seeder.address, deployer, [a for a in accounts if a.lp])
-        _mine_all(url, _rpc_batch(url, sends))
+        mints = [_tx(deployer, usdc, usdc_token.encode_abi("mint", [a.address, _units("USDC", a.idle_usdc)]),
+                     100_000) for a in accounts if a.idle_usdc]
+        # One kind at a time: anvil drops the small transactions queued behind block-sized ones of one sender.
+        for sends in (seeds, mints, _lp_sends(localnet, seeder.address, deployer, [a for a in accounts if a.lp])):
+            if sends:
+                _mine_all(url, _send_all(url, sends))
     finally:
         _rpc_batch(url, [("evm_setAutomine", [True]), ("anvil_autoImpersonateAccount", [False])])
 
@@ -113,6 +115,19 @@ def _lp_sends(localnet: Localnet, seeder: str, deployer: str, owners: Sequence[F
 
 def _tx(sender: str, to: str, data: str, gas: int) -> tuple[str, list[Any]]:
     return "eth_sendTransaction", [{"from": sender, "to": to, "data": data, "gas": hex(gas)}]
+
+
+def _send_all(url: str, sends: Sequence[tuple[str, list[Any]]]) -> list[str]:
+    """Send transactions in one batch with explicit nonces (anvil hands a batch's concurrent sends of one sender
+    the same pending nonce, and the later replaces the earlier); return their hashes."""
+    senders = sorted({params[0]["from"] for _m, params in sends})
+    counts = _rpc_batch(url, [("eth_getTransactionCount", [s, "pending"]) for s in senders])
+    nonces = {sender: int(count, 16) for sender, count in zip(senders, counts, strict=True)}
+    numbered = []
+    for method, (tx,) in sends:
+        numbered.append((method, [{**tx, "nonce": hex(nonces[tx["from"]])}]))
+        nonces[tx["from"]] += 1
+    return [str(h) for h in _rpc_batch(url, numbered)]
 
 
 def _rpc_batch(url: str, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
