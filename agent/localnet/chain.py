@@ -45,6 +45,7 @@ class LocalChain:
     def __init__(self, w3: Web3, gas: int | None = None, gas_price_wei: int | None = None) -> None:
         self.w3 = w3
         self._fixed = {"gas": gas, "gasPrice": gas_price_wei} if gas and gas_price_wei else {}
+        self._contracts: dict[tuple[str, str], Contract] = {}  # web3 takes ~10 ms to build one from its ABI
 
     def deploy(self, name: str, *args: Any, sender: str, libraries: dict[str, str] | None = None) -> Contract:
         """Deploy the named artifact (linking `libraries`) and return it bound to its address."""
@@ -56,7 +57,10 @@ class LocalChain:
 
     def at(self, name: str, address: str) -> Contract:
         """Return the named artifact's contract at `address`."""
-        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact(name).abi)
+        key = (name, Web3.to_checksum_address(address))
+        if key not in self._contracts:
+            self._contracts[key] = self.w3.eth.contract(address=key[1], abi=artifact(name).abi)
+        return self._contracts[key]
 
     def send(self, call: Any, sender: str, value: int = 0) -> dict[str, Any]:
         """Send a contract function call from `sender` and return its receipt."""
