@@ -38,8 +38,9 @@ from agent.planner import prices_usd
 from agent.planner.costs import CostModel
 from agent.policy import Policy, parse_policy
 from agent.settings import Settings
-from agent.sim.engine import LiquidationRecord, RunResult, _costed
+from agent.sim.engine import costed
 from agent.sim.market import PricePath
+from agent.sim.records import LiquidationRecord, RunResult
 from agent.sim.report import summaries
 
 SEED_PRICE_USD = 2_000.0
@@ -229,8 +230,8 @@ def _record_actions(daemon: Daemon, side: _Side, plan: Any, snapshot: Snapshot, 
     before = len(side.result.actions)
     for position, action in enumerate(plan.actions):
         if done.get(position):
-            side.result.actions.append(_costed(action, costs, bar_close_s, price))
-    side.result.cost_usd[index] = sum(a.fee_usd + a.slippage_usd + a.gas_usd for a in side.result.actions[before:])
+            side.result.actions.append(costed(action, costs, bar_close_s, price))
+    side.result.cost_usd[index] = sum(a.cost_usd for a in side.result.actions[before:])
     if not all(done.values()):
         side.result.refusals.append((bar_close_s, plan.reason))
 
