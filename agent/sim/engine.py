@@ -56,10 +56,8 @@ TICK_SPACING = {100: 1, 500: 10, 3000: 60, 10_000: 200}
 class Simulation:
     """Runs one starting portfolio along one price path and its market conditions, under any keeper."""
 
-    def __init__(self, spec: PortfolioSpec, path: PricePath, market: Conditions | None = None,
-                 gate: bool = True) -> None:
+    def __init__(self, spec: PortfolioSpec, path: PricePath, market: Conditions | None = None) -> None:
         self.spec = spec
-        self.gate = gate  # False: the policy's full cycle on every bar (what the gate saves; the benchmark's peer)
         self.path = path
         self.market = market if market is not None else conditions(path, spec.market)
         self.u = spec.underlying

@@ -55,6 +55,7 @@ class PolicyKeeper:
     """Ballast: the daemon's cycle under `policy`."""
 
     def __init__(self, policy: Policy, label: str = "policy", gate: bool = True) -> None:
+        # gate False: the full cycle on every bar (what the gate saves; the benchmark's peer)
         self.label, self.policy, self.gate = label, policy, gate
         self.state = HedgeState()
         self._next = self.state

@@ -51,7 +51,7 @@ PLAN_WAIT_S = 60.0
 
 @dataclass
 class Replay:
-    """The replay's runs ("managed", "unmanaged") along the rescaled path."""
+    """The replay's runs ("policy": the daemon keeps the account; "unmanaged": its twin) along the rescaled path."""
 
     policy: Policy
     path: PricePath
@@ -74,7 +74,7 @@ class Replay:
         first, last = self.path.window()
         return {"ok": True, "portfolio": self.policy.portfolio.name, "prices": self.path.source,
                 "window": {"from": first, "to": last, "bars": len(self.path)}, "price_scale": self.scale,
-                "managed": figures["managed"], "unmanaged": figures["unmanaged"]}
+                "policy": figures["policy"], "unmanaged": figures["unmanaged"]}
 
 
 class _Side:
@@ -109,7 +109,7 @@ def run_replay(policy: Policy, path: PricePath, workdir: Path | None = None) -> 
         managed = _on_localnet(policy, name, owner, localnet, live=True)
         unmanaged = _on_localnet(policy, name, twin.address, localnet, live=False)
         debt, collateral = demo.borrow[0], demo.supply[0]
-        sides = [_Side("managed", managed, len(path), debt, collateral),
+        sides = [_Side("policy", managed, len(path), debt, collateral),
                  _Side("unmanaged", unmanaged, len(path), debt, collateral)]
         sides[0].result.policy = managed
         key = next(a.private_key for a in localnet.accounts if a.address == owner)

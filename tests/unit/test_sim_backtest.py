@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from agent.cli import app
 from agent.errors import PolicyError, UserInputError
 from agent.policy import Policy, load_policy
-from agent.sim.backtest import FIXED, run_backtest, with_delta_band, with_setting
+from agent.sim.backtest import FIXED, run_backtest, with_setting
 from agent.sim.engine import Simulation
 from agent.sim.keepers import HealthFactorKeeper, PeriodicKeeper, PolicyKeeper
 from agent.sim.market import PricePath, load_prices, parse_date
@@ -201,7 +201,7 @@ def test_the_baselines_do_what_their_names_say() -> None:
 
 
 def test_the_market_moves_rates_gas_and_funding_and_says_where_each_comes_from(tmp_path: Path) -> None:
-    policy, portfolio = demo("leveraged-long")
+    _policy, portfolio = demo("leveraged-long")
     spec = load_portfolio(portfolio)
     path = load_prices(CRASH_2020, parse_date("2020-03-10", "from"), parse_date("2020-03-14", "to"))
     market = Simulation(spec, path).market
