@@ -64,6 +64,7 @@ class Backtest:
             "baselines": {"hf_only": "repay to the health-factor band's target below its min, boost above its max",
                           "periodic": f"delta back to target every {hours:g} h and after ±{move:g}% moves"},
             **{name: figures[name] for name in FIXED},
+            "comparison": comparison(figures),
             "alternatives": {k: v for k, v in figures.items() if k not in FIXED and k not in self.sweep},
             "sweep": {k: figures[k] for k in self.sweep},
         }
@@ -79,6 +80,18 @@ class Backtest:
                 f"target every {hours:g} h and after ±{move:g}% moves",
                 "keeper acts at each bar's close; liquidations are checked at the bar's low and high first; swaps "
                 "fill against the simulated pool, not the cost model"]
+
+
+def comparison(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Return the policy against the baselines: its hedging cost and tracking error over `periodic`'s (ratios; None
+    when the baseline's is 0) and the liquidations of the policy and of `hf_only`."""
+    policy, periodic = figures["policy"], figures["periodic"]
+
+    def ratio(key: str) -> float | None:
+        return round(policy[key] / periodic[key], 3) if periodic[key] else None
+
+    return {"cost_vs_periodic": ratio("hedge_cost_usd"), "tracking_error_vs_periodic": ratio("tracking_error_usd"),
+            "liquidations": {"policy": policy["liquidations"], "hf_only": figures["hf_only"]["liquidations"]}}
 
 
 def with_delta_band(policy: Policy, half_width_usd: float) -> Policy:
@@ -165,5 +178,5 @@ def alternative_label(path: Path, taken: set[str]) -> str:
     return label
 
 
-__all__ = ["FIXED", "Backtest", "alternative_label", "parse_sweep", "run_backtest", "with_delta_band",
+__all__ = ["FIXED", "Backtest", "alternative_label", "comparison", "parse_sweep", "run_backtest", "with_delta_band",
            "with_setting"]

@@ -239,6 +239,11 @@ def test_the_cli_prints_every_fixed_run_in_json_and_writes_the_report_with_the_s
                                 "last_close_usd": output["window"]["last_close_usd"]}
     assert set(output["sweep"]) == {"bands.delta_usd=3000", "bands.delta_usd=12000"}
     assert set(output["alternatives"]) == {"policy.leveraged-long"}
+    comparison = output["comparison"]
+    assert comparison["cost_vs_periodic"] == pytest.approx(
+        output["policy"]["hedge_cost_usd"] / output["periodic"]["hedge_cost_usd"], abs=1e-3)
+    assert comparison["liquidations"] == {"policy": output["policy"]["liquidations"],
+                                          "hf_only": output["hf_only"]["liquidations"]}
     for run in (*(output[name] for name in FIXED), *output["sweep"].values()):
         assert {"liquidations", "liquidations_by_venue", "min_health_factor", "pnl_usd", "max_drawdown_usd",
                 "hedge_cost_usd", "hedge_cost", "turnover_usd", "tracking_error_usd", "time_in_band", "actions",
