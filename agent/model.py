@@ -69,6 +69,33 @@ class AaveAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class MorphoPosition:
+    """One borrower's position in one Morpho Blue market, with the market's state at the same block.
+
+    Amounts are base units of the market's tokens; `borrow_shares` are Morpho's debt shares, worth
+    `total_borrow_assets / total_borrow_shares` each (interest accrued to the block). `oracle_price_1e36` is the
+    market oracle's price of one collateral base unit in loan base units, scaled by 1e36; `lltv_wad` the
+    liquidation loan-to-value (1e18 = 100%). `market_id` is the 0x-hex hash of the market's parameters, whose
+    oracle and interest-rate model are `oracle` and `irm`.
+    """
+
+    chain: str
+    account: str
+    morpho: str
+    market_id: str
+    loan_token: Token
+    collateral_token: Token
+    oracle: str
+    irm: str
+    lltv_wad: int
+    collateral_base_units: int
+    borrow_shares: int
+    total_borrow_assets: int
+    total_borrow_shares: int
+    oracle_price_1e36: int
+
+
+@dataclass(frozen=True, slots=True)
 class LpPosition:
     """A Uniswap v3 position (one NFT) and the state of its pool at the same block.
 
@@ -161,11 +188,13 @@ class PositionRisk:
 
 @dataclass(frozen=True, slots=True)
 class AccountHealth:
-    """An Aave account's health now, and how far the underlying can move before the health factor crosses 1.
+    """A lending position's health now (an Aave account, a Morpho Blue market position), and how far the underlying
+    can move before the health factor crosses 1.
 
-    `health_factor_wad` is Aave's own integer (2**256 − 1 with no debt), `health_factor` the same as a float (inf
-    with no debt). Distances are in % of spot, `math.inf` when no move in that direction liquidates, 0 when the
+    `health_factor_wad` is the protocol's own integer (2**256 − 1 with no debt), `health_factor` the same as a float
+    (inf with no debt). Distances are in % of spot, `math.inf` when no move in that direction liquidates, 0 when the
     account is liquidatable now. `liquidation_price_usd` is the underlying's price at the nearer crossing (None: none).
+    `protocol` names the lending protocol, `market_id` the Morpho market ("" for an Aave account).
     """
 
     chain: str
@@ -175,6 +204,8 @@ class AccountHealth:
     liquidation_price_usd: float | None
     distance_down_pct: float
     distance_up_pct: float
+    protocol: str = "aave_v3"
+    market_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +225,8 @@ class RiskReport:
 
 # --- What one cycle reads (chain/, adapters/) -------------------------------------------------------------------
 
-Position = AaveAccount | LpPosition | PerpPosition | OptionPosition
+Position = AaveAccount | MorphoPosition | LpPosition | PerpPosition | OptionPosition
+LendingPosition = AaveAccount | MorphoPosition
 
 
 @dataclass(frozen=True, slots=True)

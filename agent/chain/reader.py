@@ -13,6 +13,7 @@ from agent.adapters import Adapter
 from agent.adapters.aave_v3 import AaveV3
 from agent.adapters.chainlink import ChainlinkFeeds, latest_price_usd
 from agent.adapters.erc20 import Erc20Balances, TokenRegistry
+from agent.adapters.morpho_blue import MorphoBlue
 from agent.adapters.options import options_venue
 from agent.adapters.perps import perp_venue
 from agent.adapters.uniswap_v3 import QUOTE_FEES, QuoteRequest, UniswapV3
@@ -50,6 +51,12 @@ class ChainReader:
             aave.discover(self.w3)
             adapters.append(aave)
             held.update({t.address: t for t in aave.tokens})
+        if protocols.morpho_blue:
+            morpho = MorphoBlue(name, self.account, protocols.morpho_blue.morpho, protocols.morpho_blue.markets,
+                                self.tokens)
+            morpho.discover(self.w3)
+            adapters.append(morpho)
+            held.update({t.address: t for t in morpho.tokens})
         uniswap = None
         if protocols.uniswap_v3:
             uniswap = UniswapV3(name, self.account, protocols.uniswap_v3.position_manager,

@@ -12,6 +12,7 @@ from web3 import Web3
 
 from agent.localnet.anvil import Anvil, LocalnetError
 from agent.localnet.chain import DevAccount, LocalChain, dev_accounts
+from agent.localnet.morpho import deploy_morpho, seed_morpho_liquidity, seed_morpho_portfolio
 from agent.localnet.policies import render_policy
 from agent.localnet.seed import DEMO_PORTFOLIOS, seed_liquidity, seed_portfolio
 from agent.localnet.world import World, deploy_world
@@ -20,7 +21,7 @@ __all__ = ["Anvil", "Localnet", "LocalnetError", "build_localnet", "write_state"
 
 # Roles of anvil's dev accounts in the local world.
 DEPLOYER, LIQUIDATOR = 0, 3
-DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2}
+DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2, "cross-protocol": 5}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Localnet:
             ],
             "demo_accounts": self.demo_accounts,
             "lp_token_ids": self.lp_token_ids,
+            "morpho_markets": self.world.morpho_markets,
             "liquidator": self.liquidator.address,
         }
 
@@ -59,12 +61,15 @@ def build_localnet(rpc_url: str, chain_id: int, account_count: int = 10) -> Loca
     accounts = dev_accounts(account_count)
     deployer = accounts[DEPLOYER].address
     world = deploy_world(chain, deployer, chain_id)
+    deploy_morpho(chain, deployer, world)
     seed_liquidity(chain, world, deployer, accounts[LIQUIDATOR].address)
+    seed_morpho_liquidity(chain, world, deployer, accounts[LIQUIDATOR].address)
     localnet = Localnet(rpc_url, world, accounts, {})
     for demo in DEMO_PORTFOLIOS:
         owner = accounts[DEMO_ACCOUNT_INDEX[demo.name]].address
         localnet.demo_accounts[demo.name] = owner
         token_id = seed_portfolio(chain, world, demo, owner)
+        seed_morpho_portfolio(chain, world, demo.name, owner)
         if token_id is not None:
             localnet.lp_token_ids[demo.name] = token_id
     return localnet

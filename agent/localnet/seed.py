@@ -36,6 +36,8 @@ class DemoPortfolio:
 # delta-neutral-lp: 200,000 USDC against 43 WETH ($86k) → HF = 200,000·0.78 / 86,000 ≈ 1.81; the 43 WETH and
 # USDC go into a 1,600–2,500 range whose geometric middle is the price, so the LP's WETH offsets the debt; 5 more
 # WETH in the range are hedged by a 5 WETH perp short (10,000 USDC margin: liquidated only above ~$3,800).
+# cross-protocol: 50 WETH ($100k) against 37,500 USDC → HF = 100,000·0.825 / 37,500 = 2.20, next to its Morpho
+# position (localnet/morpho.py, health 1.60).
 # leveraged-long spends some of its borrowed USDC on a protective 30-day $1,800 put on 20 WETH.
 DEMO_PORTFOLIOS = (
     DemoPortfolio("leveraged-long", supply=("WETH", 100), borrow=("USDC", 97_000), protective_put=(1_800, 30, 20.0)),
@@ -44,6 +46,7 @@ DEMO_PORTFOLIOS = (
         lp_range_usd=(1_600.0, 2_500.0), extra_mint=("USDC", 112_000), lp_extra_weth=5.0,
         perp_margin_usdc=10_000, perp_size_weth=-5.0,
     ),
+    DemoPortfolio("cross-protocol", supply=("WETH", 50), borrow=("USDC", 37_500)),
 )
 
 

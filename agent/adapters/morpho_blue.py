@@ -1,0 +1,170 @@
+"""Morpho Blue: the account's position in each configured market, with the market's parameters, its totals (interest
+accrued to the block) and its oracle's price, all in the cycle's one block-pinned batch; and the calls that change a
+position (supply and withdraw collateral, borrow, repay by assets or by shares)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eth_abi import encode
+from web3 import Web3
+
+from agent.adapters import failed_calls
+from agent.adapters.erc20 import TokenRegistry
+from agent.chain.abi import load_abi
+from agent.chain.multicall import Block, Call, CallResult, read_batch
+from agent.model import DataProblem, MorphoPosition, Reading, Token, TxRequest
+
+MORPHO = load_abi("morpho_blue", "Morpho")
+ORACLE = load_abi("morpho_blue", "Oracle")
+
+
+@dataclass(frozen=True)
+class MarketParams:
+    """A Morpho Blue market's immutable parameters; its id is the keccak-256 of their ABI encoding."""
+
+    loan_token: str
+    collateral_token: str
+    oracle: str
+    irm: str
+    lltv_wad: int
+
+    def as_tuple(self) -> tuple[str, str, str, str, int]:
+        """The `MarketParams` struct as Morpho's functions take it."""
+        return (self.loan_token, self.collateral_token, self.oracle, self.irm, self.lltv_wad)
+
+    @classmethod
+    def decoded(cls, value: tuple[str, str, str, str, int]) -> MarketParams:
+        """The parameters from `idToMarketParams`' result."""
+        loan, collateral, oracle, irm, lltv = value
+        checksummed = Web3.to_checksum_address
+        return cls(checksummed(loan), checksummed(collateral), checksummed(oracle), checksummed(irm), int(lltv))
+
+    @property
+    def id(self) -> str:
+        """The market id, 0x-hex (Morpho's MarketParamsLib.id)."""
+        return market_id(self)
+
+
+def market_id(params: MarketParams) -> str:
+    """Return the id Morpho gives the market with these parameters: keccak256(abi.encode(params)), 0x-hex."""
+    encoded = encode(["address", "address", "address", "address", "uint256"], list(params.as_tuple()))
+    return Web3.to_hex(Web3.keccak(encoded))
+
+
+@dataclass(frozen=True)
+class _Market:
+    params: MarketParams
+    loan: Token
+    collateral: Token
+
+
+class MorphoBlue:
+    """One account's positions in the policy's Morpho Blue markets."""
+
+    name = "morpho_blue"
+
+    def __init__(self, chain: str, account: str, morpho: str, market_ids: Sequence[str], tokens: TokenRegistry) -> None:
+        self.chain = chain
+        self.account = Web3.to_checksum_address(account)
+        self.morpho = Web3.to_checksum_address(morpho)
+        self.market_ids = tuple(m.lower() for m in market_ids)
+        self.token_registry = tokens
+        self.markets: tuple[_Market, ...] = ()
+
+    @property
+    def tokens(self) -> tuple[Token, ...]:
+        return tuple(t for m in self.markets for t in (m.loan, m.collateral))
+
+    def discover(self, w3: Web3) -> None:
+        """Read each market's parameters (fixed at creation) and its tokens; an id Morpho does not know is an error."""
+        _b, results = read_batch(w3, [
+            Call(f"morpho_blue:{m}:idToMarketParams", self.morpho, MORPHO.fn("idToMarketParams"),
+                 (bytes.fromhex(m[2:]),), allow_failure=False) for m in self.market_ids
+        ])
+        params = [MarketParams.decoded(r.value) for r in results]
+        for wanted, p in zip(self.market_ids, params, strict=True):
+            if p.lltv_wad == 0 or p.id != wanted:
+                raise ValueError(f"Morpho Blue at {self.morpho} has no market {wanted}")
+        tokens = self.token_registry.resolve(w3, [a for p in params for a in (p.loan_token, p.collateral_token)])
+        self.markets = tuple(_Market(p, tokens[p.loan_token], tokens[p.collateral_token]) for p in params)
+
+    def calls(self) -> list[Call]:
+        calls = []
+        for m in self.markets:
+            market, params = bytes.fromhex(m.params.id[2:]), m.params.as_tuple()
+            source = f"morpho_blue:{m.collateral.symbol}/{m.loan.symbol}"
+            calls += [
+                # Accruing first (inside the read-only batch) makes the totals below include interest to the block,
+                # the debt Morpho itself checks a liquidation against.
+                Call(f"{source}:accrueInterest", self.morpho, MORPHO.fn("accrueInterest"), (params,)),
+                Call(f"{source}:idToMarketParams", self.morpho, MORPHO.fn("idToMarketParams"), (market,)),
+                Call(f"{source}:market", self.morpho, MORPHO.fn("market"), (market,)),
+                Call(f"{source}:position", self.morpho, MORPHO.fn("position"), (market, self.account)),
+                Call(f"{source}:price", m.params.oracle, ORACLE.fn("price")),
+            ]
+        return calls
+
+    def decode(self, results: Sequence[CallResult], block: Block) -> Reading:
+        positions, problems = [], list(failed_calls(self.chain, results))
+        for index, m in enumerate(self.markets):
+            part = results[5 * index:5 * index + 5]
+            if not all(r.ok for r in part):
+                continue  # an unaccrued or partial market would misstate the debt: reported above, not guessed
+            _accrued, params, market, position, price = (r.value for r in part)
+            if MarketParams.decoded(params) != m.params:
+                problems.append(DataProblem(self.chain, part[1].call.source, "mismatch",
+                                            f"market {m.params.id} parameters changed since discovery"))
+                continue
+            _supply_shares, borrow_shares, collateral = position
+            if borrow_shares == collateral == 0:
+                continue
+            positions.append(MorphoPosition(
+                chain=self.chain, account=self.account, morpho=self.morpho, market_id=m.params.id,
+                loan_token=m.loan, collateral_token=m.collateral, oracle=m.params.oracle, irm=m.params.irm,
+                lltv_wad=m.params.lltv_wad, collateral_base_units=int(collateral), borrow_shares=int(borrow_shares),
+                total_borrow_assets=int(market[2]), total_borrow_shares=int(market[3]), oracle_price_1e36=int(price),
+            ))
+        return Reading(positions=tuple(positions), problems=tuple(problems))
+
+
+def _request(chain: str, morpho: str, data: bytes, description: str) -> TxRequest:
+    return TxRequest(chain, Web3.to_checksum_address(morpho), data, description=f"morpho_blue {description}")
+
+
+def encode_supply_collateral(chain: str, morpho: str, params: MarketParams, assets: int, on_behalf: str) -> TxRequest:
+    """Returns `supplyCollateral(params, assets, onBehalf, "")`; needs an approval of `assets` of the collateral
+    token to Morpho."""
+    data = MORPHO.fn("supplyCollateral").encode(params.as_tuple(), assets, on_behalf, b"")
+    return _request(chain, morpho, data, f"supply collateral {assets}")
+
+
+def encode_withdraw_collateral(
+    chain: str, morpho: str, params: MarketParams, assets: int, on_behalf: str, receiver: str
+) -> TxRequest:
+    """Returns `withdrawCollateral(params, assets, onBehalf, receiver)` (the sender must be `on_behalf` or
+    authorised by it)."""
+    data = MORPHO.fn("withdrawCollateral").encode(params.as_tuple(), assets, on_behalf, receiver)
+    return _request(chain, morpho, data, f"withdraw collateral {assets}")
+
+
+def encode_borrow(
+    chain: str, morpho: str, params: MarketParams, assets: int, on_behalf: str, receiver: str
+) -> TxRequest:
+    """Returns `borrow(params, assets, 0, onBehalf, receiver)`: `assets` of the loan token, shares rounded up."""
+    data = MORPHO.fn("borrow").encode(params.as_tuple(), assets, 0, on_behalf, receiver)
+    return _request(chain, morpho, data, f"borrow {assets}")
+
+
+def encode_repay(
+    chain: str, morpho: str, params: MarketParams, on_behalf: str, *, assets: int = 0, shares: int = 0
+) -> TxRequest:
+    """Returns `repay(params, assets, shares, onBehalf, "")` with exactly one of `assets` and `shares` non-zero: a
+    full repay names the position's shares, so that interest accrued meanwhile cannot leave dust. Needs an approval
+    of the loan token to Morpho covering the assets (for shares: their value rounded up, plus a margin for accrual).
+    """
+    if (assets == 0) == (shares == 0):
+        raise ValueError("repay needs exactly one of assets and shares")
+    data = MORPHO.fn("repay").encode(params.as_tuple(), assets, shares, on_behalf, b"")
+    return _request(chain, morpho, data, f"repay {assets} assets" if assets else f"repay {shares} shares")

@@ -1,0 +1,104 @@
+"""Morpho Blue in the local world: the real Morpho (compiled from its npm sources), an oracle per market reading the
+local USD feeds, the project's linear interest-rate model, a WETH/USDC market, its lenders' liquidity, and the
+cross-protocol demo portfolio's Morpho position."""
+
+from __future__ import annotations
+
+from agent.adapters.morpho_blue import MarketParams
+from agent.localnet.chain import LocalChain
+from agent.localnet.world import MAX_UINT256, RESERVES, World
+
+WAD = 10**18
+# LLTVs the owner enables: those Morpho's governance enabled on Ethereum (a market can only use an enabled one).
+ENABLED_LLTVS_WAD = (77 * 10**16, 86 * 10**16, 915 * 10**15, 945 * 10**15)
+# The interest-rate model (deploy/localnet/contracts/MorphoLinearIrm.sol): 2%/year plus 10%/year × utilisation.
+IRM_BASE_RATE_PER_YEAR_WAD = 2 * 10**16
+IRM_SLOPE_PER_YEAR_WAD = 10 * 10**16
+# Markets created at deployment: (collateral, loan, LLTV), and what lenders supply to each (whole loan tokens).
+MARKETS = (("WETH", "USDC", 86 * 10**16),)
+LENDER_LIQUIDITY = {"WETH/USDC": 20_000_000}
+# The cross-protocol demo's Morpho position: 50 WETH ($100k) against 53,750 USDC, health 100,000·0.86/53,750 = 1.60
+# (its Aave account is the safer one, seed.py): a 15% crash breaches the 1.5 band on Morpho only.
+DEMO_POSITIONS = {"cross-protocol": ("WETH/USDC", 50, 53_750)}
+
+
+def _units(symbol: str, amount: float) -> int:
+    decimals = next(reserve.decimals for reserve in RESERVES if reserve.symbol == symbol)
+    return round(amount * 10**decimals)
+
+
+def deploy_morpho(chain: LocalChain, deployer: str, world: World) -> None:
+    """Deploy Morpho Blue owned by `deployer`, enable the IRM and the LLTVs, and create the world's markets."""
+    morpho = chain.deploy("Morpho", deployer, sender=deployer)
+    irm = chain.deploy("MorphoLinearIrm", IRM_BASE_RATE_PER_YEAR_WAD, IRM_SLOPE_PER_YEAR_WAD, sender=deployer)
+    chain.send(morpho.functions.enableIrm(irm.address), deployer)
+    for lltv in ENABLED_LLTVS_WAD:
+        chain.send(morpho.functions.enableLltv(lltv), deployer)
+    world.contracts.update({"MorphoBlue": morpho.address, "MorphoIrm": irm.address})
+    for collateral, loan, lltv in MARKETS:
+        create_market(chain, world, collateral, loan, lltv, deployer)
+
+
+def create_market(
+    chain: LocalChain, world: World, collateral: str, loan: str, lltv_wad: int, sender: str, label: str = ""
+) -> str:
+    """Create the `collateral`/`loan` market at `lltv_wad` (an enabled LLTV) with a feed oracle of that pair and the
+    world's IRM, record its id in `world.morpho_markets` under `label` (default "collateral/loan") and return it."""
+    decimals = {reserve.symbol: reserve.decimals for reserve in RESERVES}
+    label = label or f"{collateral}/{loan}"
+    oracle = world.contracts.get(f"MorphoOracle:{collateral}/{loan}")
+    if oracle is None:
+        oracle = chain.deploy("MorphoFeedOracle", world.feeds[collateral], world.feeds[loan], decimals[collateral],
+                              decimals[loan], sender=sender).address
+        world.contracts[f"MorphoOracle:{collateral}/{loan}"] = oracle
+    params = MarketParams(world.tokens[loan], world.tokens[collateral], oracle, world.contracts["MorphoIrm"], lltv_wad)
+    morpho = chain.at("Morpho", world.contracts["MorphoBlue"])
+    chain.send(morpho.functions.createMarket(params.as_tuple()), sender)
+    world.morpho_markets[label] = params.id
+    return params.id
+
+
+def market_params(chain: LocalChain, world: World, market_id: str) -> MarketParams:
+    """Return the parameters of a market of the local Morpho."""
+    morpho = chain.at("Morpho", world.contracts["MorphoBlue"])
+    loan, collateral, oracle, irm, lltv = morpho.functions.idToMarketParams(bytes.fromhex(market_id[2:])).call()
+    return MarketParams(loan, collateral, oracle, irm, lltv)
+
+
+def seed_morpho_liquidity(chain: LocalChain, world: World, deployer: str, liquidator: str) -> None:
+    """Supply each market's lender liquidity from the deployer, and let the liquidator repay on Morpho."""
+    morpho = chain.at("Morpho", world.contracts["MorphoBlue"])
+    for label, amount in LENDER_LIQUIDITY.items():
+        params = market_params(chain, world, world.morpho_markets[label])
+        loan = label.split("/")[1]
+        token = chain.at("MintableERC20", params.loan_token)
+        chain.send(token.functions.mint(deployer, _units(loan, amount)), deployer)
+        chain.send(token.functions.approve(morpho.address, _units(loan, amount)), deployer)
+        chain.send(morpho.functions.supply(params.as_tuple(), _units(loan, amount), 0, deployer, b""), deployer)
+    for symbol in ("USDC", "WETH"):
+        token = chain.at("MintableERC20", world.tokens[symbol])
+        chain.send(token.functions.approve(morpho.address, MAX_UINT256), liquidator)
+
+
+def open_position(
+    chain: LocalChain, world: World, market_id: str, owner: str, collateral_base_units: int, borrow_base_units: int
+) -> None:
+    """Mint `collateral_base_units` to `owner`, supply them as collateral and borrow `borrow_base_units`."""
+    params = market_params(chain, world, market_id)
+    morpho = chain.at("Morpho", world.contracts["MorphoBlue"])
+    token = chain.at("MintableERC20", params.collateral_token)
+    chain.send(token.functions.mint(owner, collateral_base_units), owner)
+    chain.send(token.functions.approve(morpho.address, collateral_base_units), owner)
+    chain.send(morpho.functions.supplyCollateral(params.as_tuple(), collateral_base_units, owner, b""), owner)
+    if borrow_base_units:
+        chain.send(morpho.functions.borrow(params.as_tuple(), borrow_base_units, 0, owner, owner), owner)
+
+
+def seed_morpho_portfolio(chain: LocalChain, world: World, name: str, owner: str) -> None:
+    """Open demo portfolio `name`'s Morpho position (if it has one) on `owner`'s account."""
+    if name not in DEMO_POSITIONS:
+        return
+    label, collateral, borrow = DEMO_POSITIONS[name]
+    collateral_symbol, loan_symbol = label.split("/")
+    open_position(chain, world, world.morpho_markets[label], owner, _units(collateral_symbol, collateral),
+                  _units(loan_symbol, borrow))
