@@ -36,16 +36,15 @@ def deploy_morpho(chain: LocalChain, deployer: str, world: World) -> None:
         chain.send(morpho.functions.enableLltv(lltv), deployer)
     world.contracts.update({"MorphoBlue": morpho.address, "MorphoIrm": irm.address})
     for collateral, loan, lltv in MARKETS:
-        create_market(chain, world, collateral, loan, lltv, deployer)
+        world.morpho_markets[f"{collateral}/{loan}"] = create_market(chain, world, collateral, loan, lltv, deployer)
 
 
 def create_market(
-    chain: LocalChain, world: World, collateral: str, loan: str, lltv_wad: int, sender: str, label: str = ""
+    chain: LocalChain, world: World, collateral: str, loan: str, lltv_wad: int, sender: str
 ) -> str:
     """Create the `collateral`/`loan` market at `lltv_wad` (an enabled LLTV) with a feed oracle of that pair and the
-    world's IRM, record its id in `world.morpho_markets` under `label` (default "collateral/loan") and return it."""
+    world's IRM (unless that market exists), and return its id."""
     decimals = {reserve.symbol: reserve.decimals for reserve in RESERVES}
-    label = label or f"{collateral}/{loan}"
     oracle = world.contracts.get(f"MorphoOracle:{collateral}/{loan}")
     if oracle is None:
         oracle = chain.deploy("MorphoFeedOracle", world.feeds[collateral], world.feeds[loan], decimals[collateral],
@@ -53,8 +52,8 @@ def create_market(
         world.contracts[f"MorphoOracle:{collateral}/{loan}"] = oracle
     params = MarketParams(world.tokens[loan], world.tokens[collateral], oracle, world.contracts["MorphoIrm"], lltv_wad)
     morpho = chain.at("Morpho", world.contracts["MorphoBlue"])
-    chain.send(morpho.functions.createMarket(params.as_tuple()), sender)
-    world.morpho_markets[label] = params.id
+    if morpho.functions.market(bytes.fromhex(params.id[2:])).call()[4] == 0:  # lastUpdate: 0 until created
+        chain.send(morpho.functions.createMarket(params.as_tuple()), sender)
     return params.id
 
 

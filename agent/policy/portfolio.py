@@ -103,11 +103,11 @@ class Protocols(_Model):
     """The protocols the agent reads and trades on one chain; each is optional, at least one is required."""
 
     aave_v3: AaveV3 | None = None
-    morpho_blue: MorphoBlue | None = None
     uniswap_v3: UniswapV3 | None = None
     chainlink: Chainlink | None = None
     perps: Perps | None = None
     options: Options | None = None
+    morpho_blue: MorphoBlue | None = None
 
     def names(self) -> list[str]:
         """Returns the names of the configured protocols, in declaration order."""

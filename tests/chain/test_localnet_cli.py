@@ -34,9 +34,10 @@ def test_localnet_up_is_ready_within_10s_writes_its_state_and_stops_cleanly(tmp_
         assert ready_after_s < 10, f"ready after {ready_after_s:.1f}s"
         assert info["chain_id"] == 31337 and port_open(info["rpc_url"])
         assert {"Pool", "PoolAddressesProvider", "NonfungiblePositionManager", "SwapRouter", "QuoterV2",
-                "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC"} <= set(info["contracts"])
+                "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC", "MorphoBlue", "MorphoIrm"} <= set(info["contracts"])
+        assert set(info["morpho_markets"]) == {"WETH/USDC"}
         assert all(a["local_only"] for a in info["accounts"])
-        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp"}
+        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp", "cross-protocol"}
         assert json.loads((tmp_path / "localnet.json").read_text()) == info
         for name in info["demo_accounts"]:
             checked = subprocess.run([*BALLAST, "check-policy", str(tmp_path / "policies" / f"{name}.yaml")],
