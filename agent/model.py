@@ -76,7 +76,8 @@ class MorphoPosition:
     `total_borrow_assets / total_borrow_shares` each (interest accrued to the block). `oracle_price_1e36` is the
     market oracle's price of one collateral base unit in loan base units, scaled by 1e36; `lltv_wad` the
     liquidation loan-to-value (1e18 = 100%). `market_id` is the 0x-hex hash of the market's parameters, whose
-    oracle and interest-rate model are `oracle` and `irm`.
+    oracle and interest-rate model are `oracle` and `irm`. `flash_liquidity_base_units` is Morpho's whole balance of
+    the loan token, what its fee-free flash loan can lend.
     """
 
     chain: str
@@ -93,6 +94,7 @@ class MorphoPosition:
     total_borrow_assets: int
     total_borrow_shares: int
     oracle_price_1e36: int
+    flash_liquidity_base_units: int = 0
 
 
 @dataclass(frozen=True, slots=True)

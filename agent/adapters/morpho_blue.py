@@ -11,13 +11,14 @@ from eth_abi import encode
 from web3 import Web3
 
 from agent.adapters import failed_calls
-from agent.adapters.erc20 import TokenRegistry
+from agent.adapters.erc20 import ERC20, TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
-from agent.model import DataProblem, MorphoPosition, Reading, Token, TxRequest
+from agent.model import Action, DataProblem, MorphoPosition, Reading, Token, TxRequest
 
 MORPHO = load_abi("morpho_blue", "Morpho")
 ORACLE = load_abi("morpho_blue", "Oracle")
+_CALLS = 6  # reads per market in `calls()`
 
 
 @dataclass(frozen=True)
@@ -103,16 +104,17 @@ class MorphoBlue:
                 Call(f"{source}:market", self.morpho, MORPHO.fn("market"), (market,)),
                 Call(f"{source}:position", self.morpho, MORPHO.fn("position"), (market, self.account)),
                 Call(f"{source}:price", m.params.oracle, ORACLE.fn("price")),
+                Call(f"{source}:flashLiquidity", m.loan.address, ERC20.fn("balanceOf"), (self.morpho,)),
             ]
         return calls
 
     def decode(self, results: Sequence[CallResult], block: Block) -> Reading:
         positions, problems = [], list(failed_calls(self.chain, results))
         for index, m in enumerate(self.markets):
-            part = results[5 * index:5 * index + 5]
+            part = results[_CALLS * index:_CALLS * index + _CALLS]
             if not all(r.ok for r in part):
                 continue  # an unaccrued or partial market would misstate the debt: reported above, not guessed
-            _accrued, params, market, position, price = (r.value for r in part)
+            _accrued, params, market, position, price, liquidity = (r.value for r in part)
             if MarketParams.decoded(params) != m.params:
                 problems.append(DataProblem(self.chain, part[1].call.source, "mismatch",
                                             f"market {m.params.id} parameters changed since discovery"))
@@ -125,8 +127,47 @@ class MorphoBlue:
                 loan_token=m.loan, collateral_token=m.collateral, oracle=m.params.oracle, irm=m.params.irm,
                 lltv_wad=m.params.lltv_wad, collateral_base_units=int(collateral), borrow_shares=int(borrow_shares),
                 total_borrow_assets=int(market[2]), total_borrow_shares=int(market[3]), oracle_price_1e36=int(price),
+                flash_liquidity_base_units=int(liquidity),
             ))
         return Reading(positions=tuple(positions), problems=tuple(problems))
+
+
+    def market_params(self, market_id: str) -> MarketParams:
+        """Return a configured market's parameters by its id (0x-hex). KeyError when it is not configured."""
+        for m in self.markets:
+            if m.params.id == market_id.lower():
+                return m.params
+        raise KeyError(f"Morpho Blue market {market_id} is not in the policy")
+
+    def encode_action(self, action: Action, account: str) -> TxRequest:
+        """Return the call for a Morpho action of `account` (on behalf of and to itself) in market
+        `action.position_id` (the market id as an integer): "supply" and "withdraw" move collateral, "borrow" and
+        "repay" move `amount_base_units` of the loan token, "repay_shares" repays that many borrow shares."""
+        params = self.market_params(f"0x{action.position_id:064x}")
+        amount = action.amount_base_units
+        if action.kind == "supply":
+            return encode_supply_collateral(self.chain, self.morpho, params, amount, account)
+        if action.kind == "withdraw":
+            return encode_withdraw_collateral(self.chain, self.morpho, params, amount, account, account)
+        if action.kind == "borrow":
+            return encode_borrow(self.chain, self.morpho, params, amount, account, account)
+        if action.kind == "repay":
+            return encode_repay(self.chain, self.morpho, params, account, assets=amount)
+        if action.kind == "repay_shares":
+            return encode_repay(self.chain, self.morpho, params, account, shares=amount)
+        raise ValueError(f"no Morpho Blue call for action kind {action.kind!r}")
+
+    def approval(self, action: Action) -> tuple[Token, str, int] | None:
+        """Return (token, spender, amount) of the allowance a Morpho action spends, or None: collateral for a
+        supply, the loan token for a repay (for shares: the action's `max_amount_in_base_units`)."""
+        market = next(m for m in self.markets if m.params.id == f"0x{action.position_id:064x}")
+        if action.kind == "supply":
+            return market.collateral, self.morpho, action.amount_base_units
+        if action.kind == "repay":
+            return market.loan, self.morpho, action.amount_base_units
+        if action.kind == "repay_shares":
+            return market.loan, self.morpho, action.max_amount_in_base_units
+        return None
 
 
 def _request(chain: str, morpho: str, data: bytes, description: str) -> TxRequest:

@@ -45,6 +45,62 @@ def to_shares_up(assets: int, total_assets: int, total_shares: int) -> int:
     return _mul_div_up(assets, total_shares + VIRTUAL_SHARES, total_assets + VIRTUAL_ASSETS)
 
 
+def to_shares_down(assets: int, total_assets: int, total_shares: int) -> int:
+    """Return `assets` in borrow shares, rounded down (SharesMathLib.toSharesDown: what a repay of assets burns)."""
+    return assets * (total_shares + VIRTUAL_SHARES) // (total_assets + VIRTUAL_ASSETS)
+
+
+def after_repay(position: MorphoPosition, *, assets: int = 0, shares: int = 0) -> tuple[MorphoPosition, int]:
+    """Return the position after Morpho's `repay` of `assets` (shares burnt rounded down) or of `shares` (assets
+    paid rounded up), and the loan-token base units paid. ValueError when it repays more than is owed."""
+    total_assets, total_shares = position.total_borrow_assets, position.total_borrow_shares
+    if shares:
+        assets = to_assets_up(shares, total_assets, total_shares)
+    else:
+        shares = to_shares_down(assets, total_assets, total_shares)
+    if shares > position.borrow_shares:
+        raise ValueError(f"plan repays more than the Morpho position {position.market_id[:10]} owes")
+    return dataclasses.replace(
+        position, borrow_shares=position.borrow_shares - shares, total_borrow_shares=total_shares - shares,
+        total_borrow_assets=max(total_assets - assets, 0),
+    ), assets
+
+
+def with_borrowed(position: MorphoPosition, assets: int) -> MorphoPosition:
+    """Return the position after Morpho's `borrow` of `assets` (shares minted rounded up)."""
+    shares = to_shares_up(assets, position.total_borrow_assets, position.total_borrow_shares)
+    return dataclasses.replace(
+        position, borrow_shares=position.borrow_shares + shares,
+        total_borrow_shares=position.total_borrow_shares + shares,
+        total_borrow_assets=position.total_borrow_assets + assets,
+    )
+
+
+def with_collateral(position: MorphoPosition, change_base_units: int) -> MorphoPosition:
+    """Return the position with collateral supplied (+) or withdrawn (−). ValueError below zero."""
+    collateral = position.collateral_base_units + change_base_units
+    if collateral < 0:
+        raise ValueError(f"plan withdraws more collateral than the Morpho position {position.market_id[:10]} has")
+    return dataclasses.replace(position, collateral_base_units=collateral)
+
+
+def repay_needed(position: MorphoPosition, target_wad: int) -> int:
+    """Return the fewest loan-token base units whose repayment brings the health factor to `target_wad` (all the
+    debt when even that falls short; 0 when already there)."""
+    if health_factor_wad(position) >= target_wad:
+        return 0
+    owed = borrowed_base_units(position)
+    lo, hi = 0, owed
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        repaid, _ = after_repay(position, assets=mid)
+        if health_factor_wad(repaid) >= target_wad:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def borrowed_base_units(position: MorphoPosition) -> int:
     """Return the position's debt in loan-token base units, its shares rounded up as Morpho rounds them."""
     return to_assets_up(position.borrow_shares, position.total_borrow_assets, position.total_borrow_shares)
