@@ -77,7 +77,8 @@ class MorphoPosition:
     market oracle's price of one collateral base unit in loan base units, scaled by 1e36; `lltv_wad` the
     liquidation loan-to-value (1e18 = 100%). `market_id` is the 0x-hex hash of the market's parameters, whose
     oracle and interest-rate model are `oracle` and `irm`. `flash_liquidity_base_units` is Morpho's whole balance of
-    the loan token, what its fee-free flash loan can lend.
+    the loan token, what its fee-free flash loan can lend. `reported_health_factor_wad` is the health factor of the
+    values read at that block, Morpho's own criterion (it has no view for it), like Aave's `getUserAccountData`.
     """
 
     chain: str
@@ -95,6 +96,7 @@ class MorphoPosition:
     total_borrow_shares: int
     oracle_price_1e36: int
     flash_liquidity_base_units: int = 0
+    reported_health_factor_wad: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,10 +405,12 @@ class Snapshot:
 
     @property
     def lowest_health_factor(self) -> float | None:
-        """The lowest health factor Aave reported among the snapshot's accounts (inf without debt), or None."""
+        """The lowest health factor the lending protocols reported among the snapshot's Aave accounts and Morpho
+        positions (inf without debt), or None."""
         values = [
             math.inf if p.reported_health_factor_wad >= 2**256 - 1 else p.reported_health_factor_wad / 1e18
-            for p in self.positions if isinstance(p, AaveAccount) and p.reported_health_factor_wad is not None
+            for p in self.positions
+            if isinstance(p, AaveAccount | MorphoPosition) and p.reported_health_factor_wad is not None
         ]
         return min(values) if values else None
 

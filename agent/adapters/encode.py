@@ -3,6 +3,7 @@ an action needs first. Adapters own the ABIs, so this is where the executor's ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ from web3 import Web3
 
 from agent.adapters.aave_v3 import POOL
 from agent.adapters.erc20 import ERC20
+from agent.adapters.morpho_blue import MorphoBlue
 from agent.adapters.options import OptionsVenue
 from agent.adapters.perps import PerpVenue
 from agent.adapters.uniswap_v3 import MANAGER
@@ -40,6 +42,7 @@ class Venues:
     tokens: tuple[Token, ...] = field(default_factory=tuple)
     perps: PerpVenue | None = None  # the perp venue's adapter (its market is a protocol contract)
     options: OptionsVenue | None = None  # the options venue's adapter
+    morpho: MorphoBlue | None = None  # the Morpho Blue adapter (its markets' parameters)
 
     def token(self, asset: str) -> Token:
         """Returns the token an action names by symbol or address. Raises EncodeError when unknown."""
@@ -50,7 +53,8 @@ class Venues:
 
     def contracts(self) -> frozenset[str]:
         """Returns the checksummed addresses of the protocol contracts (not the tokens)."""
-        venues = (self.perps.market if self.perps else None, self.options.market if self.options else None)
+        venues = (self.perps.market if self.perps else None, self.options.market if self.options else None,
+                  self.morpho.morpho if self.morpho else None)
         return frozenset(a for a in (self.aave_pool, self.swap_router, self.position_manager, *venues) if a)
 
 
@@ -130,6 +134,8 @@ def decode_approve(data: bytes) -> tuple[str, int] | None:
 def encode_action(action: Action, venues: Venues, deadline_ts: int) -> TxRequest:
     """Returns the transaction that carries out `action`. Raises EncodeError for an unknown kind or asset."""
     kind = action.kind
+    if action.protocol == "morpho_blue":
+        return _morpho(venues, lambda m: m.encode_action(action, venues.account))
     if kind in ("supply", "withdraw", "borrow", "repay"):
         asset = venues.token(action.asset)
         encoder = {"supply": encode_supply, "withdraw": encode_withdraw, "borrow": encode_borrow,
@@ -165,8 +171,18 @@ def _venue(venue: _V | None, what: str, chain: str) -> _V:
     return venue
 
 
+def _morpho(venues: Venues, use: Callable[[MorphoBlue], _V]) -> _V:
+    """What `use` makes of the chain's Morpho adapter; EncodeError without one, or for a market or kind it lacks."""
+    try:
+        return use(_venue(venues.morpho, "Morpho Blue", venues.chain))
+    except (KeyError, ValueError, StopIteration) as error:
+        raise EncodeError(str(error).strip("'")) from None
+
+
 def approval_needed(action: Action, venues: Venues) -> tuple[Token, str, int] | None:
     """Returns (token, spender, amount) of the allowance `action` spends, or None when it spends none."""
+    if action.protocol == "morpho_blue":
+        return _morpho(venues, lambda m: m.approval(action))
     if action.kind in ("supply", "repay"):
         return venues.token(action.asset), _required(venues.aave_pool, "Aave v3 pool", venues.chain), \
             action.amount_base_units

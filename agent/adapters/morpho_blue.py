@@ -4,6 +4,7 @@ position (supply and withdraw collateral, borrow, repay by assets or by shares).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from agent.adapters.erc20 import ERC20, TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
 from agent.model import Action, DataProblem, MorphoPosition, Reading, Token, TxRequest
+from agent.risk.morpho import health_factor_wad
 
 MORPHO = load_abi("morpho_blue", "Morpho")
 ORACLE = load_abi("morpho_blue", "Oracle")
@@ -122,13 +124,14 @@ class MorphoBlue:
             _supply_shares, borrow_shares, collateral = position
             if borrow_shares == collateral == 0:
                 continue
-            positions.append(MorphoPosition(
+            read = MorphoPosition(
                 chain=self.chain, account=self.account, morpho=self.morpho, market_id=m.params.id,
                 loan_token=m.loan, collateral_token=m.collateral, oracle=m.params.oracle, irm=m.params.irm,
                 lltv_wad=m.params.lltv_wad, collateral_base_units=int(collateral), borrow_shares=int(borrow_shares),
                 total_borrow_assets=int(market[2]), total_borrow_shares=int(market[3]), oracle_price_1e36=int(price),
                 flash_liquidity_base_units=int(liquidity),
-            ))
+            )
+            positions.append(dataclasses.replace(read, reported_health_factor_wad=health_factor_wad(read)))
         return Reading(positions=tuple(positions), problems=tuple(problems))
 
 

@@ -36,6 +36,7 @@ from agent.adapters.encode import (
     read_allowance,
 )
 from agent.adapters.erc20 import TokenRegistry
+from agent.adapters.morpho_blue import MorphoBlue
 from agent.adapters.options import OptionsVenue, options_venue
 from agent.adapters.perps import PerpVenue, perp_venue
 from agent.chain.fees import (
@@ -180,13 +181,19 @@ def discover_venues(chain: Chain, account: str, w3: Web3) -> Venues:
         aave = AaveV3(chain.name, account, protocols.aave_v3.pool_addresses_provider, TokenRegistry())
         aave.discover(w3)
         pool, tokens = aave.pool, aave.tokens
+    morpho = None
+    if protocols.morpho_blue is not None:
+        morpho = MorphoBlue(chain.name, account, protocols.morpho_blue.morpho, protocols.morpho_blue.markets,
+                            TokenRegistry())
+        morpho.discover(w3)
+        tokens = (*tokens, *(t for t in morpho.tokens if t not in tokens))
     uniswap = protocols.uniswap_v3
     perps, options = _derivatives_venues(chain, account, w3)
     return Venues(
         chain=chain.name, account=Web3.to_checksum_address(account), aave_pool=pool,
         swap_router=uniswap.swap_router if uniswap else None,
         position_manager=uniswap.position_manager if uniswap else None,
-        tokens=tuple(tokens), perps=perps, options=options,
+        tokens=tuple(tokens), perps=perps, options=options, morpho=morpho,
     )
 
 

@@ -21,7 +21,7 @@ from agent.model import AaveAccount, Action, Plan, Snapshot
 from agent.policy import Policy
 
 USDC = 10**6
-DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2}
+DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2, "cross-protocol": 5}
 
 
 class Clock:
