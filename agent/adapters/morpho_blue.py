@@ -15,6 +15,7 @@ from agent.adapters import failed_calls
 from agent.adapters.erc20 import ERC20, TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
+from agent.errors import UserInputError
 from agent.model import Action, DataProblem, MorphoPosition, Reading, Token, TxRequest
 from agent.risk.morpho import health_factor_wad
 
@@ -81,15 +82,18 @@ class MorphoBlue:
         return tuple(t for m in self.markets for t in (m.loan, m.collateral))
 
     def discover(self, w3: Web3) -> None:
-        """Read each market's parameters (fixed at creation) and its tokens; an id Morpho does not know is an error."""
+        """Read each market's parameters (fixed at creation) and its tokens. Raises UserInputError (one line) for an
+        id Morpho does not know or a contract that is not Morpho."""
         _b, results = read_batch(w3, [
             Call(f"morpho_blue:{m}:idToMarketParams", self.morpho, MORPHO.fn("idToMarketParams"),
                  (bytes.fromhex(m[2:]),), allow_failure=False) for m in self.market_ids
         ])
+        if not all(r.ok for r in results):
+            raise UserInputError(f"{self.chain}: {self.morpho} does not answer as Morpho Blue (idToMarketParams)")
         params = [MarketParams.decoded(r.value) for r in results]
         for wanted, p in zip(self.market_ids, params, strict=True):
             if p.lltv_wad == 0 or p.id != wanted:
-                raise ValueError(f"Morpho Blue at {self.morpho} has no market {wanted}")
+                raise UserInputError(f"{self.chain}: Morpho Blue at {self.morpho} has no market {wanted}")
         tokens = self.token_registry.resolve(w3, [a for p in params for a in (p.loan_token, p.collateral_token)])
         self.markets = tuple(_Market(p, tokens[p.loan_token], tokens[p.collateral_token]) for p in params)
 
