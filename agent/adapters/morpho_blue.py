@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eth_abi import encode
 from web3 import Web3
@@ -14,14 +15,21 @@ from web3 import Web3
 from agent.adapters import failed_calls
 from agent.adapters.erc20 import ERC20, TokenRegistry
 from agent.chain.abi import load_abi
-from agent.chain.multicall import Block, Call, CallResult, read_batch
+from agent.chain.multicall import MULTICALL3_ADDRESS, Block, Call, CallResult, read_batch
 from agent.errors import UserInputError
 from agent.model import Action, DataProblem, MorphoPosition, Reading, Token, TxRequest
 from agent.risk.morpho import health_factor_wad
 
 MORPHO = load_abi("morpho_blue", "Morpho")
 ORACLE = load_abi("morpho_blue", "Oracle")
-_CALLS = 6  # reads per market in `calls()`
+_AGGREGATE3 = load_abi("multicall3", "Multicall3").fn("aggregate3")
+_CALLS = 5  # reads per market in `calls()`
+
+
+def _accrued_market(values: tuple[Any, ...]) -> tuple[int, ...]:
+    """The `market` totals from the nested aggregate3 of accrueInterest and market."""
+    (results,) = values
+    return MORPHO.fn("market").decode(results[1][1])
 
 
 @dataclass(frozen=True)
@@ -102,12 +110,14 @@ class MorphoBlue:
         for m in self.markets:
             market, params = bytes.fromhex(m.params.id[2:]), m.params.as_tuple()
             source = f"morpho_blue:{m.collateral.symbol}/{m.loan.symbol}"
+            # `accrueInterest` then `market` in one nested aggregate3 (inside the read-only eth_call): the totals then
+            # include interest to the block, the debt Morpho itself checks a liquidation against, and no batch split
+            # can separate the two.
+            accrued = ((self.morpho, False, MORPHO.fn("accrueInterest").encode(params)),
+                       (self.morpho, False, MORPHO.fn("market").encode(market)))
             calls += [
-                # Accruing first (inside the read-only batch) makes the totals below include interest to the block,
-                # the debt Morpho itself checks a liquidation against.
-                Call(f"{source}:accrueInterest", self.morpho, MORPHO.fn("accrueInterest"), (params,)),
                 Call(f"{source}:idToMarketParams", self.morpho, MORPHO.fn("idToMarketParams"), (market,)),
-                Call(f"{source}:market", self.morpho, MORPHO.fn("market"), (market,)),
+                Call(f"{source}:accruedMarket", MULTICALL3_ADDRESS, _AGGREGATE3, (accrued,), convert=_accrued_market),
                 Call(f"{source}:position", self.morpho, MORPHO.fn("position"), (market, self.account)),
                 Call(f"{source}:price", m.params.oracle, ORACLE.fn("price")),
                 Call(f"{source}:flashLiquidity", m.loan.address, ERC20.fn("balanceOf"), (self.morpho,)),
@@ -120,9 +130,9 @@ class MorphoBlue:
             part = results[_CALLS * index:_CALLS * index + _CALLS]
             if not all(r.ok for r in part):
                 continue  # an unaccrued or partial market would misstate the debt: reported above, not guessed
-            _accrued, params, market, position, price, liquidity = (r.value for r in part)
+            params, market, position, price, liquidity = (r.value for r in part)
             if MarketParams.decoded(params) != m.params:
-                problems.append(DataProblem(self.chain, part[1].call.source, "mismatch",
+                problems.append(DataProblem(self.chain, part[0].call.source, "mismatch",
                                             f"market {m.params.id} parameters changed since discovery"))
                 continue
             _supply_shares, borrow_shares, collateral = position

@@ -86,9 +86,9 @@ class ChainReader:
             adapters.append(aave)
             held.update({t.address: t for t in aave.tokens})
         if protocols.morpho_blue:
-            morpho = MorphoBlue(name, self.account, protocols.morpho_blue.morpho, protocols.morpho_blue.markets,
-                                self.tokens)
-            morpho.discover(self.w3)
+            blue = protocols.morpho_blue
+            morpho = self._market("morpho_blue", ",".join((blue.morpho, *blue.markets)), lambda: MorphoBlue(
+                name, self.account, blue.morpho, blue.markets, self.tokens))
             adapters.append(morpho)
             held.update({t.address: t for t in morpho.tokens})
         uniswap = None
