@@ -338,11 +338,8 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
     telemetry.CYCLES.labels(name, "ok").inc()
     telemetry.CYCLE_DURATION.labels(name).observe(duration_s)
     telemetry.LAST_SUCCESSFUL_CYCLE.labels(name).set(now_s)
-    lowest: dict[str, float] = {}  # a chain may hold several lending positions (Aave, Morpho markets)
     for account in report.accounts:
-        lowest[account.chain] = min(lowest.get(account.chain, math.inf), account.health_factor)
-    for chain_name, health_factor in lowest.items():
-        telemetry.HEALTH_FACTOR.labels(name, chain_name).set(health_factor)
+        telemetry.HEALTH_FACTOR.labels(name, account.chain).set(account.health_factor)
     telemetry.LIQUIDATION_DISTANCE.labels(name, "down").set(report.liquidation_distance_down_pct / 100)
     telemetry.LIQUIDATION_DISTANCE.labels(name, "up").set(report.liquidation_distance_up_pct / 100)
     for greek in ("delta_usd", "gamma_usd_1pct", "vega_usd_1vol", "theta_usd_1d", "rho_usd_1pct"):
@@ -361,7 +358,7 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
     if approved:
         for action in result.plan.actions:
             telemetry.ACTIONS.labels(name, action.kind).inc()
-            # A swap the pool pays better than the oracle has a negative cost: a counter only counts what is paid.
+            # A swap that beats the oracle price has a negative cost estimate: the counter adds up costs only.
             telemetry.ACTION_COST.labels(name, action.kind).inc(max(action.cost_usd, 0.0))
     health = min((a.health_factor for a in report.accounts), default=math.inf)
     log.info(

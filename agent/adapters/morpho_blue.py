@@ -174,6 +174,15 @@ class MorphoBlue:
             return encode_repay(self.chain, self.morpho, params, account, shares=amount)
         raise ValueError(f"no Morpho Blue call for action kind {action.kind!r}")
 
+    def call_rules(self) -> dict[tuple[str, bytes], tuple[int, int]]:
+        """Return the keeper module's rule of each Morpho call a recipe may make, (Morpho, selector) → (safe_args,
+        spender_args): the market's parameters are a static tuple (ABI words 0–4), so `onBehalf` of
+        supplyCollateral is word 6, of withdrawCollateral 6 (and `receiver` 7), of borrow 7 (`receiver` 8), of
+        repay 7 — each must be the account."""
+        words = {"supplyCollateral": (6,), "withdrawCollateral": (6, 7), "borrow": (7, 8), "repay": (7,)}
+        return {(self.morpho, MORPHO.fn(name).selector): (sum(1 << w for w in bits), 0)
+                for name, bits in words.items()}
+
     def approval(self, action: Action) -> tuple[Token, str, int] | None:
         """Return (token, spender, amount) of the allowance a Morpho action spends, or None: collateral for a
         supply, the loan token for a repay (for shares: the action's `max_amount_in_base_units`)."""

@@ -1,6 +1,6 @@
 """Contract artifacts for the local world: the protocols' npm build outputs, Morpho Blue compiled from its npm
-sources with the solc its pragma names, and the project's own reference contracts compiled offline with the pinned
-npm `solc` (all cached by source hash, never committed)."""
+sources with the solc its pragma names, and the project's own Solidity (the local reference venues and the
+production keeper module) compiled offline with the pinned npm `solc` (all cached by source hash, never committed)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from agent.localnet.anvil import LOCALNET_DIR, LocalnetError
 
 NODE_MODULES = LOCALNET_DIR / "node_modules"
 CONTRACTS_DIR = LOCALNET_DIR / "contracts"
+REPOSITORY = LOCALNET_DIR.parents[1]
+PRODUCTION_CONTRACTS_DIR = REPOSITORY / "contracts"
 BUILD_DIR = LOCALNET_DIR / "build"
 MORPHO_SOURCES = NODE_MODULES / "@morpho-org" / "morpho-blue" / "src"
 
@@ -47,6 +49,12 @@ NPM_ARTIFACTS = {
     "NonfungiblePositionManager": "@uniswap/v3-periphery/artifacts/contracts/NonfungiblePositionManager.sol",
     "SwapRouter": "@uniswap/v3-periphery/artifacts/contracts/SwapRouter.sol",
     "QuoterV2": "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol",
+    # Safe 1.4.1 (@safe-global/safe-contracts)
+    "Safe": "@safe-global/safe-contracts/build/artifacts/contracts/Safe.sol",
+    "SafeProxyFactory": "@safe-global/safe-contracts/build/artifacts/contracts/proxies/SafeProxyFactory.sol",
+    "MultiSendCallOnly": "@safe-global/safe-contracts/build/artifacts/contracts/libraries/MultiSendCallOnly.sol",
+    "CompatibilityFallbackHandler":
+        "@safe-global/safe-contracts/build/artifacts/contracts/handler/CompatibilityFallbackHandler.sol",
 }
 
 
@@ -95,8 +103,10 @@ def artifact(name: str) -> Artifact:
 
 @cache
 def _compiled_local_contracts() -> dict[str, Any]:
-    """Compile deploy/localnet/contracts/*.sol with npm solc, reusing the cached output while sources are unchanged."""
-    return _compiled("contracts", "compile.cjs", sorted(CONTRACTS_DIR.glob("*.sol")))
+    """Compile deploy/localnet/contracts/*.sol and contracts/*.sol with npm solc, reusing the cached output while
+    sources are unchanged."""
+    return _compiled("contracts", "compile.cjs",
+                     [*sorted(CONTRACTS_DIR.glob("*.sol")), *sorted(PRODUCTION_CONTRACTS_DIR.glob("*.sol"))])
 
 
 @cache
@@ -110,7 +120,7 @@ def _compiled(label: str, script: str, sources: list[Path]) -> dict[str, Any]:
     script itself and the npm lock file."""
     digest = hashlib.sha256()
     for source in [*sources, LOCALNET_DIR / script, LOCALNET_DIR / "package-lock.json"]:
-        digest.update(str(source.relative_to(LOCALNET_DIR)).encode() + b"\0" + source.read_bytes())
+        digest.update(str(source.relative_to(REPOSITORY)).encode() + b"\0" + source.read_bytes())
     cached = BUILD_DIR / f"{label}-{digest.hexdigest()[:16]}.json"
     if cached.exists():
         result: dict[str, Any] = json.loads(cached.read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from agent.adapters.morpho_blue import MarketParams
 from agent.localnet.chain import LocalChain
+from agent.localnet.seed import LP_FEE, AccountRunner, direct_runner
 from agent.localnet.world import MAX_UINT256, RESERVES, World
 
 WAD = 10**18
@@ -17,9 +18,11 @@ IRM_SLOPE_PER_YEAR_WAD = 10 * 10**16
 # Markets created at deployment: (collateral, loan, LLTV), and what lenders supply to each (whole loan tokens).
 MARKETS = (("WETH", "USDC", 86 * 10**16),)
 LENDER_LIQUIDITY = {"WETH/USDC": 20_000_000}
-# The cross-protocol demo's Morpho position: 50 WETH ($100k) against 53,750 USDC, health 100,000·0.86/53,750 = 1.60
-# (its Aave account is the safer one, seed.py): a 15% crash breaches the 1.5 band on Morpho only.
-DEMO_POSITIONS = {"cross-protocol": ("WETH/USDC", 50, 53_750)}
+# The cross-protocol demo's Morpho position, looped: 30 WETH of collateral, 69,730 USDC borrowed, swapped to WETH and
+# supplied too: ≈ 64.9 WETH ($129.7k) against 69,730 USDC, health ≈ 129,730·0.86 / 69,730 ≈ 1.60 (its Aave account
+# is the safer one, seed.py): a 15% crash breaches the 1.5 band on Morpho only, with no idle funds to repay from.
+# It borrows in two rounds (40,000 then 29,730 USDC), each swapped and supplied before the next.
+DEMO_POSITIONS = {"cross-protocol": ("WETH/USDC", 30, (40_000, 29_730))}
 
 
 def _units(symbol: str, amount: float) -> int:
@@ -82,22 +85,50 @@ def seed_morpho_liquidity(chain: LocalChain, world: World, deployer: str, liquid
 def open_position(
     chain: LocalChain, world: World, market_id: str, owner: str, collateral_base_units: int, borrow_base_units: int
 ) -> None:
-    """Mint `collateral_base_units` to `owner`, supply them as collateral and borrow `borrow_base_units`."""
+    """Mint `collateral_base_units` to `owner` (a dev account), supply them as collateral and borrow
+    `borrow_base_units`."""
+    seed_position(chain, world, market_id, owner, collateral_base_units, (borrow_base_units,),
+                  direct_runner(chain, owner), owner)
+
+
+def seed_position(
+    chain: LocalChain, world: World, market_id: str, account: str, collateral_base_units: int,
+    borrow_rounds: tuple[int, ...], run: AccountRunner, minter: str, loop: bool = False,
+) -> None:
+    """Mint the collateral to `account`, supply it and borrow each of `borrow_rounds` through `run` (every approval
+    exact); with `loop`, each round's loan is swapped for collateral (at most 1% under the feeds) and supplied
+    before the next."""
     params = market_params(chain, world, market_id)
     morpho = chain.at("Morpho", world.contracts["MorphoBlue"])
-    token = chain.at("MintableERC20", params.collateral_token)
-    chain.send(token.functions.mint(owner, collateral_base_units), owner)
-    chain.send(token.functions.approve(morpho.address, collateral_base_units), owner)
-    chain.send(morpho.functions.supplyCollateral(params.as_tuple(), collateral_base_units, owner, b""), owner)
-    if borrow_base_units:
-        chain.send(morpho.functions.borrow(params.as_tuple(), borrow_base_units, 0, owner, owner), owner)
+    collateral = chain.at("MintableERC20", params.collateral_token)
+    loan, router = chain.at("MintableERC20", params.loan_token), chain.at("SwapRouter", world.contracts["SwapRouter"])
+    chain.send(collateral.functions.mint(account, collateral_base_units), minter)
+    supply = collateral_base_units
+    for borrow in borrow_rounds:
+        run([(collateral, "approve", [morpho.address, supply]),
+             (morpho, "supplyCollateral", [params.as_tuple(), supply, account, b""]),
+             (morpho, "borrow", [params.as_tuple(), borrow, 0, account, account])])
+        if not loop:
+            return
+        fair = borrow * 10**36 // chain.at("MorphoFeedOracle", params.oracle).functions.price().call()
+        deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
+        before = collateral.functions.balanceOf(account).call()
+        run([(loan, "approve", [router.address, borrow]),
+             (router, "exactInputSingle", [(loan.address, collateral.address, LP_FEE, account, deadline, borrow,
+                                            fair * 99 // 100, 0)])])
+        supply = collateral.functions.balanceOf(account).call() - before
+    run([(collateral, "approve", [morpho.address, supply]),
+         (morpho, "supplyCollateral", [params.as_tuple(), supply, account, b""])])
 
 
-def seed_morpho_portfolio(chain: LocalChain, world: World, name: str, owner: str) -> None:
-    """Open demo portfolio `name`'s Morpho position (if it has one) on `owner`'s account."""
+def seed_morpho_portfolio(
+    chain: LocalChain, world: World, name: str, account: str, run: AccountRunner, minter: str
+) -> None:
+    """Open demo portfolio `name`'s Morpho position (if it has one) on `account`, looped: what it borrows is
+    swapped to collateral and supplied, so it holds no idle funds."""
     if name not in DEMO_POSITIONS:
         return
-    label, collateral, borrow = DEMO_POSITIONS[name]
+    label, collateral, rounds = DEMO_POSITIONS[name]
     collateral_symbol, loan_symbol = label.split("/")
-    open_position(chain, world, world.morpho_markets[label], owner, _units(collateral_symbol, collateral),
-                  _units(loan_symbol, borrow))
+    seed_position(chain, world, world.morpho_markets[label], account, _units(collateral_symbol, collateral),
+                  tuple(_units(loan_symbol, r) for r in rounds), run, minter, loop=True)

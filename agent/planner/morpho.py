@@ -16,16 +16,17 @@ from collections.abc import Callable
 
 from agent.model import Action, MorphoPosition
 from agent.planner.book import Book, Steps, swap_step
-from agent.planner.costs import CostModel, usd
-from agent.planner.deleverage import Outcome, _least
+from agent.planner.costs import CostModel, flash_loan_premium, usd
+from agent.planner.deleverage import Outcome
+from agent.planner.flash import atomic_recipes
+from agent.planner.search import least
 from agent.policy import Policy
-from agent.risk import lending, morpho
+from agent.risk import morpho
 
 WAD = 10**18
 DUST_USD = 1.0
 # Gas of Morpho's calls (a repay or withdrawal touches one market's storage: about half of Aave's).
-GAS_UNITS = {"repay": 110_000, "repay_shares": 110_000, "withdraw": 100_000, "supply": 90_000, "borrow": 130_000,
-             "flash_loan": 60_000, "flash_repay": 0}
+GAS_UNITS = {"repay": 110_000, "repay_shares": 110_000, "withdraw": 100_000, "supply": 90_000, "borrow": 130_000}
 
 
 def morpho_positions(book: Book) -> tuple[MorphoPosition, ...]:
@@ -81,12 +82,11 @@ def apply_morpho(book: Book, action: Action) -> Book:
     return book._with_wallet(changes)._replace_other(old, new)
 
 
-def plan_morpho_deleverage(
-    book: Book, costs: CostModel, policy: Policy, target_hf: float, below_hf: float, atomic: bool
-) -> Outcome:
+def plan_morpho_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: float, below_hf: float) -> Outcome:
     """Return the steps that bring every Morpho position of the book whose health factor is below `below_hf` back
-    to `target_hf`: the idle loan token, then (with an `atomic` executor) a flash-loan funded repay, withdrawal and
-    swap of collateral. Positions at or above `below_hf` are left alone."""
+    to `target_hf`: the idle loan token, then (when the account runs atomic recipes: a Safe's keeper module) a
+    flash-loan funded repay, withdrawal and swap of collateral. Positions at or above `below_hf` are left alone."""
+    atomic = atomic_recipes(policy)
     steps = Steps(book, costs)
     limited = ""
     for position in morpho_positions(book):
@@ -154,7 +154,7 @@ class _Deleverage:
             outcome = bracket(loan)
             return outcome is not None and morpho.health_factor_wad(self.position(outcome[1])) >= self.target_wad
 
-        loan = _least(reaches, owed)
+        loan = least(reaches, owed)
         outcome = bracket(loan)
         if outcome is None or loan == 0:
             return
@@ -166,17 +166,19 @@ class _Deleverage:
         enough, else Aave at its premium."""
         if self.position().flash_liquidity_base_units >= amount:
             return "morpho_blue", lambda _loan: 0
-        return "aave_v3", lambda loan: lending.percent_mul(loan, AAVE_FLASH_PREMIUM_BPS)  # Aave's own rounding
+        bps = self.costs.flash_premium_bps.get(self.steps.book.chain)
+        if bps is None:  # no Aave pool read on this chain: Morpho lends what it holds
+            return "morpho_blue", lambda _loan: 0
+        return "aave_v3", lambda loan: flash_loan_premium(loan, bps)
 
     def bracket(self, book: Book, loan: int, lender: str, premium: int) -> tuple[list[Action], Book] | None:
         """The bracket's actions for a flash loan of `loan`, and the book after it; None when the collateral
         cannot cover it."""
         token = book.token(self.loan)
         why = f"{self.reason}: flash loan, repay, withdraw {self.collateral}, swap"
-        gas = GAS_UNITS["flash_loan"]
         opened = Action("flash_loan", book.chain, lender, self.loan, loan, usd(loan, token, self.costs.prices_usd[
             self.loan]), why, cost_usd=usd(premium, token, self.costs.prices_usd[self.loan])
-            + self.costs.gas_usd("flash_loan", book.chain, gas))
+            + self.costs.gas_usd("flash_loan", book.chain))
         trial = Steps(book, self.costs)
         trial.add(opened)
         trial.add(self.repay(trial.book, loan, why))
@@ -192,12 +194,9 @@ class _Deleverage:
 
         if loan and not covers(collateral):
             return None
-        w = _least(covers, collateral) if loan else 0
+        w = least(covers, collateral) if loan else 0
         trial.add(morpho_step(trial.book, self.costs, "withdraw", self.position(trial.book), w, why))
         trial.add(swap_for(w, trial.book))
         trial.add(dataclasses.replace(opened, kind="flash_repay", amount_base_units=loan + premium, cost_usd=0.0))
         return trial.actions, trial.book
 
-
-# Aave v3's flash-loan premium on Ethereum (the local world sets the same): used only when Morpho cannot lend.
-AAVE_FLASH_PREMIUM_BPS = 5

@@ -23,7 +23,6 @@ from agent.planner.options import OPTION_BANDS, plan_options
 from agent.policy import Policy
 
 HEDGE_PASSES = 2
-ATOMIC = False  # whether plans may hold flash-loan brackets (the keeper module's recipes); the direct executor cannot
 KNOWN_LIMITS = (
     "max_notional_per_tx_usd", "min_trade_usd", "health_factor_min", "health_factor_floor", "no_funds",
     "no_instrument", "stale_price",
@@ -74,7 +73,7 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
             # Only the lending positions below min are deleveraged: the band applies to each.
             outcome = plan_deleverage(book, costs, policy, hf_band.target) if book.health_factor() < hf_band.min \
                 else Outcome((), book)
-            morpho = plan_morpho_deleverage(outcome.book, costs, policy, hf_band.target, hf_band.min, ATOMIC)
+            morpho = plan_morpho_deleverage(outcome.book, costs, policy, hf_band.target, hf_band.min)
             outcome = Outcome(outcome.actions + morpho.actions, morpho.book, outcome.limited_by or morpho.limited_by)
         else:
             outcome = plan_boost(book, costs, policy, hf_band.target, hf_band.min)

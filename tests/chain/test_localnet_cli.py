@@ -38,6 +38,16 @@ def test_localnet_up_is_ready_within_10s_writes_its_state_and_stops_cleanly(tmp_
         assert set(info["morpho_markets"]) == {"WETH/USDC"}
         assert all(a["local_only"] for a in info["accounts"])
         assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp", "cross-protocol"}
+        # each demo account is a Safe with its own owner, keeper and module; the keeper holds no owner's key
+        portfolios = info["demo_portfolios"]
+        assert set(portfolios) == set(info["demo_accounts"])
+        for name, portfolio in portfolios.items():
+            assert portfolio["account"] == info["demo_accounts"][name]
+            assert len({portfolio["account"], portfolio["owner"], portfolio["keeper"], portfolio["module"]}) == 4
+            policy = (tmp_path / "policies" / f"{name}.yaml").read_text()
+            assert f'executor: {{kind: safe_module, module: "{portfolio["module"]}"}}' in policy
+        keys = {p["keeper"] for p in portfolios.values()} | {p["owner"] for p in portfolios.values()}
+        assert len(keys) == 2 * len(portfolios)
         assert json.loads((tmp_path / "localnet.json").read_text()) == info
         for name in info["demo_accounts"]:
             checked = subprocess.run([*BALLAST, "check-policy", str(tmp_path / "policies" / f"{name}.yaml")],

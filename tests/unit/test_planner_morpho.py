@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 from policy_support import OWNER, local_policy
+from test_planner_flash import in_a_safe
 from test_planner_properties import NOW, USDC, WETH, quotes, reserve
 
 from agent.model import AaveAccount, ChainSnapshot, MorphoPosition, PriceReading, Snapshot, TokenBalance
@@ -73,17 +74,17 @@ def test_a_breached_aave_account_is_deleveraged_and_a_healthy_morpho_position_is
     assert morpho_after.health_factor == pytest.approx(2.0, rel=1e-6)
 
 
-def test_without_idle_funds_an_atomic_plan_uses_a_free_morpho_flash_loan():
+def test_without_idle_funds_a_safe_uses_a_free_morpho_flash_loan():
     snap = book_snapshot(1700.0, aave_hf=1.9, morpho_hf=1.36, idle_usdc=0)
     book, costs = Book.from_snapshot(snap), CostModel(snap, 86_400, {"WETH": 1700.0, "USDC": 1.0})
 
-    outcome = plan_morpho_deleverage(book, costs, POLICY, 1.8, 1.5, atomic=True)
+    outcome = plan_morpho_deleverage(book, costs, in_a_safe(POLICY), 1.8, 1.5)
 
     kinds = [(a.kind, a.protocol) for a in outcome.actions]
     assert kinds == [("flash_loan", "morpho_blue"), ("repay", "morpho_blue"), ("withdraw", "morpho_blue"),
                      ("swap", "uniswap_v3"), ("flash_repay", "morpho_blue")]
     loan, _repay, _withdraw, swap, repaid = outcome.actions
-    assert loan.cost_usd == costs.gas_usd("flash_loan", "localnet", 60_000)  # gas only: no premium
+    assert loan.cost_usd == costs.gas_usd("flash_loan", "localnet")  # gas only: no premium
     assert swap.min_amount_out_base_units >= repaid.amount_base_units == loan.amount_base_units
     (after,) = (p for p in outcome.book.others if isinstance(p, MorphoPosition))
     assert morpho.health_factor_wad(after) >= 18 * 10**17
@@ -98,15 +99,16 @@ def test_an_aave_flash_loan_only_when_morpho_cannot_lend_enough():
                 for p in chain.positions)
     snap = dataclasses.replace(snap, chains=(dataclasses.replace(chain, positions=dry),))
     book, costs = Book.from_snapshot(snap), CostModel(snap, 86_400, {"WETH": 1700.0, "USDC": 1.0})
+    costs.flash_premium_bps["localnet"] = 5  # the Aave pool's, as the adapter reads it
 
-    outcome = plan_morpho_deleverage(book, costs, POLICY, 1.8, 1.5, atomic=True)
+    outcome = plan_morpho_deleverage(book, costs, in_a_safe(POLICY), 1.8, 1.5)
 
     loan, *_, repaid = outcome.actions
     assert (loan.kind, loan.protocol) == ("flash_loan", "aave_v3")
     assert repaid.amount_base_units == loan.amount_base_units + (loan.amount_base_units * 5 + 5_000) // 10_000
 
 
-def test_without_funds_or_an_atomic_executor_the_plan_names_the_limit():
+def test_a_plain_account_without_funds_gets_no_flash_loan_and_the_plan_names_the_limit():
     snap = book_snapshot(1700.0, aave_hf=1.9, morpho_hf=1.36, idle_usdc=0)
 
     chosen = plan(snap, report(snap), POLICY, HedgeState())
