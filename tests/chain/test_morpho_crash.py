@@ -1,6 +1,8 @@
-"""A scripted crash on the local chain: the cross-protocol portfolio (Aave and Morpho Blue, one risk report) is
-deleveraged on Morpho, the position that breached, through the real executor, and neither protocol's position is
-ever liquidatable: at every step a liquidator's `liquidate` on Morpho and `liquidationCall` on Aave would revert."""
+"""A scripted crash on the local chain: the cross-protocol portfolio (a Safe, looped on Aave and Morpho Blue with no
+idle funds, one risk report) is deleveraged on Morpho, the position that breached, in one keeper transaction per
+plan (a recipe around Morpho's free flash loan: repay, withdraw collateral, swap), through the real executor, and
+neither protocol's position is ever liquidatable: at every step a liquidator's `liquidate` on Morpho would revert
+and the Aave health factor stays above 1."""
 
 from __future__ import annotations
 
@@ -65,15 +67,23 @@ def test_a_crash_deleverages_the_morpho_position_and_nothing_becomes_liquidatabl
         if result.plan.actions:
             report = executor.execute_plan(result.plan, snapshot, wait_s=60)
             assert report.refusals == () and set(report.states) == {"confirmed"}, report.to_json()
+            (intent,) = report.intents  # one transaction: the keeper's call to the Safe's module
+            tx = chain.w3.eth.get_transaction(intent.tx_hash)  # type: ignore[arg-type]
+            portfolio = localnet.demo_portfolios[NAME]
+            assert (intent.kind, tx["from"], tx["to"]) == ("recipe", portfolio.keeper, portfolio.module)
             (after,) = [p for p in read(policy).positions if isinstance(p, MorphoPosition)]
             acted.append((price, [(a.kind, a.protocol) for a in result.plan.actions],
                           morpho.health_factor_wad(after) / 1e18))
     print(f"{NAME}: lowest Morpho health {lowest_morpho:.4f}, lowest Aave HF {lowest_aave:.4f}; acted {acted}")
 
-    # Then only Morpho was deleveraged, each time back to the band's target, and Aave was left alone
+    # Then only Morpho was deleveraged, each time back to the band's target through its free flash loan, and Aave
+    # was left alone
     assert acted, "the crash never breached the Morpho position"
+    bracket = [("flash_loan", "morpho_blue"), ("repay", "morpho_blue"), ("withdraw", "morpho_blue"),
+               ("swap", "uniswap_v3"), ("flash_repay", "morpho_blue")]
     for _price, actions, health in acted:
-        assert {protocol for _kind, protocol in actions} == {"morpho_blue"}
+        # what the last bracket's swap left over in USDC is repaid first
+        assert actions[-5:] == bracket and set(actions[:-5]) <= {("repay", "morpho_blue")}
         assert abs(health - 1.8) < 0.01
     assert lowest_morpho > 1.0
     assert aave_account(chain, pool, owner).health_factor_wad < aave_start  # it fell with WETH, untouched
