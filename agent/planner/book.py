@@ -142,7 +142,7 @@ class Book:
     def apply(self, action: Action, costs: CostModel) -> Book:
         """Return the book after `action`; ValueError when the action spends what the book does not hold."""
         kind, asset, amount = action.kind, action.asset, action.amount_base_units
-        if action.protocol == "morpho_blue" or kind in ("flash_loan", "flash_repay"):
+        if action.protocol == "morpho_blue" and kind not in ("flash_loan", "flash_repay"):
             from agent.planner.morpho import apply_morpho  # planner/morpho.py builds on this module
 
             return apply_morpho(self, action)
@@ -308,7 +308,7 @@ class Steps:
         """Append `action` (after checking it against the book) and return it as stamped."""
         self.book = self.book.apply(action, self.costs)
         hf = self.book.health_factor() if self.book.account is not None else None
-        if action.protocol == "morpho_blue" and action.position_id:
+        if action.protocol == "morpho_blue" and action.position_id and action.kind not in ("flash_loan", "flash_repay"):
             hf = self.book.morpho_health_factor(action.position_id)
         stamped = dataclasses.replace(action, predicted_health_factor=hf)
         self.actions.append(stamped)

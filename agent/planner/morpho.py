@@ -64,10 +64,7 @@ def morpho_step(
 
 
 def apply_morpho(book: Book, action: Action) -> Book:
-    """Return the book after a Morpho action (see `morpho_step`) or a Morpho flash loan / its repayment."""
-    if action.kind in ("flash_loan", "flash_repay"):
-        sign = 1 if action.kind == "flash_loan" else -1
-        return book._with_wallet({action.asset: sign * action.amount_base_units})
+    """Return the book after a Morpho action (see `morpho_step`)."""
     old = position_of(book, action.position_id)
     loan, collateral, amount = old.loan_token.symbol, old.collateral_token.symbol, action.amount_base_units
     if action.kind in ("repay", "repay_shares"):
@@ -164,10 +161,8 @@ class _Deleverage:
     def lender(self, amount: int) -> tuple[str, Callable[[int], int]]:
         """The flash lender for `amount` of the loan token and its premium function: Morpho (free) when it holds
         enough, else Aave at its premium."""
-        if self.position().flash_liquidity_base_units >= amount:
-            return "morpho_blue", lambda _loan: 0
         bps = self.costs.flash_premium_bps.get(self.steps.book.chain)
-        if bps is None:  # no Aave pool read on this chain: Morpho lends what it holds
+        if self.position().flash_liquidity_base_units >= amount or bps is None:
             return "morpho_blue", lambda _loan: 0
         return "aave_v3", lambda loan: flash_loan_premium(loan, bps)
 

@@ -114,3 +114,21 @@ def test_a_plain_account_without_funds_gets_no_flash_loan_and_the_plan_names_the
     chosen = plan(snap, report(snap), POLICY, HedgeState())
 
     assert chosen.actions == () and chosen.limited_by == "no_funds"
+
+
+def test_an_aave_deleverage_in_a_safe_borrows_from_morpho_for_free():
+    snap = book_snapshot(1700.0, aave_hf=1.03, morpho_hf=2.0, idle_usdc=0)
+    chain = snap.chains[0]
+    priced = tuple(dataclasses.replace(p, flash_loan_premium_bps=5) if isinstance(p, AaveAccount) else p
+                   for p in chain.positions)
+    snap = dataclasses.replace(snap, chains=(dataclasses.replace(chain, positions=priced),))
+
+    chosen = plan(snap, report(snap), in_a_safe(POLICY), HedgeState())
+
+    loans = [a for a in chosen.actions if a.kind in ("flash_loan", "flash_repay")]
+    assert [(a.kind, a.protocol) for a in loans] == [("flash_loan", "morpho_blue"), ("flash_repay", "morpho_blue")]
+    assert loans[0].amount_base_units == loans[1].amount_base_units  # no premium
+    assert {a.protocol for a in chosen.actions if a.kind in ("repay", "withdraw")} == {"aave_v3"}
+    aave_after, morpho_after = chosen.predicted.accounts
+    assert aave_after.health_factor == pytest.approx(1.8, abs=0.01)
+    assert morpho_after.health_factor == pytest.approx(2.0, rel=1e-6)
