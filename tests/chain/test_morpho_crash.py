@@ -50,6 +50,7 @@ def test_a_crash_deleverages_the_morpho_position_and_nothing_becomes_liquidatabl
     aave_start = aave_account(chain, pool, owner).health_factor_wad
     acted: list[tuple[float, list[tuple[str, str]], float]] = []
     lowest_morpho = lowest_aave = float("inf")
+    gas: list[int] = []
 
     for price in PRICES:
         # Given WETH moved down 5% (feeds and pools)
@@ -74,7 +75,9 @@ def test_a_crash_deleverages_the_morpho_position_and_nothing_becomes_liquidatabl
             (after,) = [p for p in read(policy).positions if isinstance(p, MorphoPosition)]
             acted.append((price, [(a.kind, a.protocol) for a in result.plan.actions],
                           morpho.health_factor_wad(after) / 1e18))
-    print(f"{NAME}: lowest Morpho health {lowest_morpho:.4f}, lowest Aave HF {lowest_aave:.4f}; acted {acted}")
+            gas.append(chain.w3.eth.get_transaction_receipt(intent.tx_hash)["gasUsed"])  # type: ignore[arg-type]
+    print(f"{NAME}: lowest Morpho health {lowest_morpho:.4f}, lowest Aave HF {lowest_aave:.4f}; acted {acted}; "
+          f"gas per recipe {gas}")
 
     # Then only Morpho was deleveraged, each time back to the band's target through its free flash loan, and Aave
     # was left alone
