@@ -70,6 +70,37 @@ class AaveAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class MorphoPosition:
+    """One borrower's position in one Morpho Blue market, with the market's state at the same block.
+
+    Amounts are base units of the market's tokens; `borrow_shares` are Morpho's debt shares, worth
+    `total_borrow_assets / total_borrow_shares` each (interest accrued to the block). `oracle_price_1e36` is the
+    market oracle's price of one collateral base unit in loan base units, scaled by 1e36; `lltv_wad` the
+    liquidation loan-to-value (1e18 = 100%). `market_id` is the 0x-hex hash of the market's parameters, whose
+    oracle and interest-rate model are `oracle` and `irm`. `flash_liquidity_base_units` is Morpho's whole balance of
+    the loan token, what its fee-free flash loan can lend. `reported_health_factor_wad` is the health factor of the
+    values read at that block, Morpho's own criterion (it has no view for it), like Aave's `getUserAccountData`.
+    """
+
+    chain: str
+    account: str
+    morpho: str
+    market_id: str
+    loan_token: Token
+    collateral_token: Token
+    oracle: str
+    irm: str
+    lltv_wad: int
+    collateral_base_units: int
+    borrow_shares: int
+    total_borrow_assets: int
+    total_borrow_shares: int
+    oracle_price_1e36: int
+    flash_liquidity_base_units: int = 0
+    reported_health_factor_wad: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LpPosition:
     """A Uniswap v3 position (one NFT) and the state of its pool at the same block.
 
@@ -162,11 +193,13 @@ class PositionRisk:
 
 @dataclass(frozen=True, slots=True)
 class AccountHealth:
-    """An Aave account's health now, and how far the underlying can move before the health factor crosses 1.
+    """A lending position's health now (an Aave account, a Morpho Blue market position), and how far the underlying
+    can move before the health factor crosses 1.
 
-    `health_factor_wad` is Aave's own integer (2**256 − 1 with no debt), `health_factor` the same as a float (inf
-    with no debt). Distances are in % of spot, `math.inf` when no move in that direction liquidates, 0 when the
+    `health_factor_wad` is the protocol's own integer (2**256 − 1 with no debt), `health_factor` the same as a float
+    (inf with no debt). Distances are in % of spot, `math.inf` when no move in that direction liquidates, 0 when the
     account is liquidatable now. `liquidation_price_usd` is the underlying's price at the nearer crossing (None: none).
+    `protocol` names the lending protocol, `market_id` the Morpho market ("" for an Aave account).
     """
 
     chain: str
@@ -176,6 +209,8 @@ class AccountHealth:
     liquidation_price_usd: float | None
     distance_down_pct: float
     distance_up_pct: float
+    protocol: str = "aave_v3"
+    market_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +230,8 @@ class RiskReport:
 
 # --- What one cycle reads (chain/, adapters/) -------------------------------------------------------------------
 
-Position = AaveAccount | LpPosition | PerpPosition | OptionPosition
+Position = AaveAccount | MorphoPosition | LpPosition | PerpPosition | OptionPosition
+LendingPosition = AaveAccount | MorphoPosition
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,10 +406,12 @@ class Snapshot:
 
     @property
     def lowest_health_factor(self) -> float | None:
-        """The lowest health factor Aave reported among the snapshot's accounts (inf without debt), or None."""
+        """The lowest health factor the lending protocols reported among the snapshot's Aave accounts and Morpho
+        positions (inf without debt), or None."""
         values = [
             math.inf if p.reported_health_factor_wad >= 2**256 - 1 else p.reported_health_factor_wad / 1e18
-            for p in self.positions if isinstance(p, AaveAccount) and p.reported_health_factor_wad is not None
+            for p in self.positions
+            if isinstance(p, AaveAccount | MorphoPosition) and p.reported_health_factor_wad is not None
         ]
         return min(values) if values else None
 

@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from agent.model import AaveAccount, LpPosition, Snapshot
+from agent.model import AaveAccount, LpPosition, MorphoPosition, Snapshot
+from agent.risk.morpho import borrowed_base_units
 
 BASE_1E8 = 10**8
 NO_DEBT_HEALTH_FACTOR = 2**256 - 1
@@ -80,6 +81,19 @@ def snapshot_tables(snapshot: Snapshot) -> Group:
                 balances.add_row(c.chain, b.token.symbol, f"{b.amount_base_units / 10**b.token.decimals:,.6f}")
 
     parts: list[Any] = [chains, lending, lps, prices, balances]
+    morpho = [p for p in snapshot.positions if isinstance(p, MorphoPosition)]
+    if morpho:
+        markets = Table(title="Morpho Blue")
+        for column in ("chain", "market", "health factor", "collateral", "debt", "LLTV"):
+            markets.add_column(column)
+        for m in morpho:
+            debt = borrowed_base_units(m)
+            markets.add_row(
+                m.chain, f"{m.collateral_token.symbol}/{m.loan_token.symbol} {m.market_id[:10]}…",
+                health_factor_text(m.reported_health_factor_wad),
+                f"{m.collateral_base_units / 10**m.collateral_token.decimals:,.4f} {m.collateral_token.symbol}",
+                f"{debt / 10**m.loan_token.decimals:,.4f} {m.loan_token.symbol}", f"{m.lltv_wad / 1e16:g}%")
+        parts.insert(2, markets)
     if snapshot.problems:
         problems = Table(title="Data problems")
         for column in ("chain", "source", "kind", "detail"):

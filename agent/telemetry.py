@@ -141,7 +141,7 @@ RPC_REQUESTS = Counter(
     registry=REGISTRY,
 )
 HEALTH_FACTOR = Gauge(
-    "ballast_health_factor", "Aave health factor of the portfolio's account on a chain (+Inf without debt).",
+    "ballast_health_factor", "Lowest health factor of the portfolio's lending positions on a chain (+Inf, no debt).",
     ["portfolio", "chain"], registry=REGISTRY,
 )
 LIQUIDATION_DISTANCE = Gauge(

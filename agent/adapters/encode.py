@@ -3,6 +3,7 @@ an action needs first. Adapters own the ABIs, so this is where the executor's ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ from web3 import Web3
 
 from agent.adapters.aave_v3 import POOL
 from agent.adapters.erc20 import ERC20
+from agent.adapters.morpho_blue import MorphoBlue
 from agent.adapters.options import OptionsVenue
 from agent.adapters.perps import PerpVenue
 from agent.adapters.uniswap_v3 import MANAGER
@@ -40,6 +42,7 @@ class Venues:
     tokens: tuple[Token, ...] = field(default_factory=tuple)
     perps: PerpVenue | None = None  # the perp venue's adapter (its market is a protocol contract)
     options: OptionsVenue | None = None  # the options venue's adapter
+    morpho: MorphoBlue | None = None  # the Morpho Blue adapter (its markets' parameters)
 
     def token(self, asset: str) -> Token:
         """Returns the token an action names by symbol or address. Raises EncodeError when unknown."""
@@ -50,7 +53,8 @@ class Venues:
 
     def contracts(self) -> frozenset[str]:
         """Returns the checksummed addresses of the protocol contracts (not the tokens)."""
-        venues = (self.perps.market if self.perps else None, self.options.market if self.options else None)
+        venues = (self.perps.market if self.perps else None, self.options.market if self.options else None,
+                  self.morpho.morpho if self.morpho else None)
         return frozenset(a for a in (self.aave_pool, self.swap_router, self.position_manager, *venues) if a)
 
 
@@ -139,6 +143,8 @@ def encode_action(
     token amounts are `removal_minimums`). A flash loan's bracket has none: the account's executor wraps the
     recipe in the loan. Raises EncodeError for an unknown kind or asset."""
     kind = action.kind
+    if action.protocol == "morpho_blue" and kind not in ("flash_loan", "flash_repay"):
+        return (_morpho(venues, lambda m: m.encode_action(action, venues.account)),)
     if kind in ("supply", "withdraw", "borrow", "repay"):
         asset = venues.token(action.asset)
         encoder = {"supply": encode_supply, "withdraw": encode_withdraw, "borrow": encode_borrow,
@@ -185,8 +191,18 @@ def _venue(venue: _V | None, what: str, chain: str) -> _V:
     return venue
 
 
+def _morpho(venues: Venues, use: Callable[[MorphoBlue], _V]) -> _V:
+    """What `use` makes of the chain's Morpho adapter; EncodeError without one, or for a market or kind it lacks."""
+    try:
+        return use(_venue(venues.morpho, "Morpho Blue", venues.chain))
+    except (KeyError, ValueError, StopIteration) as error:
+        raise EncodeError(str(error).strip("'")) from None
+
+
 def approval_needed(action: Action, venues: Venues) -> tuple[Token, str, int] | None:
     """Returns (token, spender, amount) of the allowance `action` spends, or None when it spends none."""
+    if action.protocol == "morpho_blue" and action.kind not in ("flash_loan", "flash_repay"):
+        return _morpho(venues, lambda m: m.approval(action))
     if action.kind in ("supply", "repay"):
         return venues.token(action.asset), _required(venues.aave_pool, "Aave v3 pool", venues.chain), \
             action.amount_base_units
@@ -216,8 +232,8 @@ def _bits(*words: int) -> int:
 def call_rules(venues: Venues) -> CallRules:
     """Returns every call a recipe may make on one chain, with the arguments that must name the account or a
     spender: Aave's supply/repay/withdraw/borrow (beneficiary the account), the router's swap (recipient), the
-    position manager's decrease and collect (recipient), the venues' trades (the caller is the account), and each
-    token's `approve` (spender)."""
+    position manager's decrease and collect (recipient), the venues' trades (the caller is the account), Morpho's
+    collateral and loan calls (onBehalf and receiver), and each token's `approve` (spender)."""
     rules: CallRules = {}
     if venues.aave_pool:
         pool = Web3.to_checksum_address(venues.aave_pool)
@@ -237,15 +253,18 @@ def call_rules(venues: Venues) -> CallRules:
         trades += [venues.options.encode_buy(0, 0, 0), venues.options.encode_sell(0, 0, 0)]
     for trade in trades:
         rules[(Web3.to_checksum_address(trade.to), trade.data[:4])] = (0, 0)
+    if venues.morpho is not None:
+        rules.update(venues.morpho.call_rules())
     for token in venues.tokens:
         rules[(Web3.to_checksum_address(token.address), _APPROVE.selector)] = (0, _bits(0))
     return rules
 
 
 def spenders(venues: Venues) -> frozenset[str]:
-    """Returns who an approval may name: the Aave pool, the swap router and the venues' markets (checksummed)."""
+    """Returns who an approval may name: the Aave pool, the swap router, the venues' markets and Morpho Blue
+    (checksummed)."""
     named = (venues.aave_pool, venues.swap_router, venues.perps.market if venues.perps else None,
-             venues.options.market if venues.options else None)
+             venues.options.market if venues.options else None, venues.morpho.morpho if venues.morpho else None)
     return frozenset(Web3.to_checksum_address(a) for a in named if a)
 
 

@@ -15,6 +15,7 @@ from agent.adapters import Adapter, rebind
 from agent.adapters.aave_v3 import AaveV3
 from agent.adapters.chainlink import ChainlinkFeeds
 from agent.adapters.erc20 import Erc20Balances, TokenRegistry
+from agent.adapters.morpho_blue import MorphoBlue
 from agent.adapters.options import options_venue
 from agent.adapters.perps import perp_venue
 from agent.adapters.uniswap_v3 import QUOTE_FEES, QuoteRequest, UniswapV3
@@ -84,6 +85,12 @@ class ChainReader:
             aave = self._market("aave_v3", provider, lambda: AaveV3(name, self.account, provider, self.tokens))
             adapters.append(aave)
             held.update({t.address: t for t in aave.tokens})
+        if protocols.morpho_blue:
+            blue = protocols.morpho_blue
+            morpho = self._market("morpho_blue", ",".join((blue.morpho, *blue.markets)), lambda: MorphoBlue(
+                name, self.account, blue.morpho, blue.markets, self.tokens))
+            adapters.append(morpho)
+            held.update({t.address: t for t in morpho.tokens})
         uniswap = None
         if protocols.uniswap_v3:
             uniswap = UniswapV3(name, self.account, protocols.uniswap_v3.position_manager,

@@ -70,13 +70,14 @@ def allowlist(venues: Venues) -> frozenset[str]:
 def policy_rules(venues: Venues, module: str | None = None) -> ModuleConfig:
     """Returns the keeper module's configuration as the policy's protocols on one chain imply it (for a direct
     account too: the same rules, with the account as the beneficiary): the calls of `call_rules`, the spenders,
-    the Aave pool as flash lender."""
+    the Aave pool and Morpho Blue as flash lenders."""
     pool = Web3.to_checksum_address(venues.aave_pool) if venues.aave_pool else ZERO_ADDRESS
     return ModuleConfig(
         Web3.to_checksum_address(module or ZERO_ADDRESS), Web3.to_checksum_address(venues.account), True,
         ZERO_ADDRESS, True, pool, 0, rules={key: CallRule(True, *bits) for key, bits in call_rules(venues).items()},
         spenders=dict.fromkeys(spenders(venues), True),
-        flash_lenders={pool: "aave_v3"} if venues.aave_pool else {},
+        flash_lenders={**({pool: "aave_v3"} if venues.aave_pool else {}),
+                       **({venues.morpho.morpho: "morpho_blue"} if venues.morpho else {})},
     )
 
 

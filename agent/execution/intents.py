@@ -13,6 +13,7 @@ from web3 import Web3
 from agent.adapters.aave_v3 import AaveV3
 from agent.adapters.encode import EncodeError, Venues, read_allowance
 from agent.adapters.erc20 import TokenRegistry
+from agent.adapters.morpho_blue import MorphoBlue
 from agent.adapters.options import OptionsVenue, options_venue
 from agent.adapters.perps import PerpVenue, perp_venue
 from agent.adapters.safe import ModuleConfig, encode_execute, encode_execute_with_flash_loan, read_module_config
@@ -46,12 +47,17 @@ def discover_venues(chain: Chain, account: str, w3: Web3) -> Venues:
     if protocols.options is not None:
         options = options_venue(protocols.options.venue, chain.name, account, protocols.options.market, "", registry)
         options.discover(w3)
+    morpho: MorphoBlue | None = None
+    if protocols.morpho_blue is not None:
+        morpho = MorphoBlue(chain.name, account, protocols.morpho_blue.morpho, protocols.morpho_blue.markets, registry)
+        morpho.discover(w3)
+        tokens = (*tokens, *(t for t in morpho.tokens if t not in tokens))
     uniswap = protocols.uniswap_v3
     return Venues(
         chain=chain.name, account=Web3.to_checksum_address(account), aave_pool=pool,
         swap_router=uniswap.swap_router if uniswap else None,
         position_manager=uniswap.position_manager if uniswap else None,
-        tokens=tuple(tokens), perps=perps, options=options,
+        tokens=tuple(tokens), perps=perps, options=options, morpho=morpho,
     )
 
 
@@ -87,6 +93,8 @@ class PlanIntents:
                 return read_allowance(w3, token, self.account, spender, at)
 
             def lender(action: Action, venues: Venues = context.venues) -> str:
+                if action.protocol == "morpho_blue" and venues.morpho is not None:
+                    return venues.morpho.morpho
                 if action.protocol != "aave_v3" or not venues.aave_pool:
                     raise EncodeError(f"no flash lender {action.protocol!r} on chain {venues.chain}")
                 return venues.aave_pool

@@ -15,6 +15,7 @@ from agent.localnet.anvil import Anvil, LocalnetError
 from agent.localnet.chain import DevAccount, LocalChain, dev_accounts
 from agent.localnet.keeper import install_keeper_module
 from agent.localnet.market import set_weth_price
+from agent.localnet.morpho import deploy_morpho, seed_morpho_liquidity, seed_morpho_portfolio
 from agent.localnet.policies import render_policy
 from agent.localnet.safe import SafeAccount, create_safe, deploy_safe_contracts
 from agent.localnet.seed import DEMO_PORTFOLIOS, safe_runner, seed_liquidity, seed_portfolio
@@ -25,8 +26,8 @@ __all__ = ["Anvil", "Localnet", "LocalnetError", "build_localnet", "write_state"
 # Roles of the dev accounts in the local world: the owner of each demo portfolio's Safe, and its keeper (keys past
 # anvil's ten funded accounts, funded at deployment).
 DEPLOYER, LIQUIDATOR = 0, 3
-DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2}
-KEEPER_ACCOUNT_INDEX = {"leveraged-long": 10, "delta-neutral-lp": 11}
+DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2, "cross-protocol": 5}
+KEEPER_ACCOUNT_INDEX = {"leveraged-long": 10, "delta-neutral-lp": 11, "cross-protocol": 12}
 KEEPER_FUNDING_WEI = 1_000 * 10**18
 # The world's deployment sends ~120 transactions: each with this much gas and this fee, without an estimate or a fee
 # lookup (anvil's base fee starts at 1 gwei and only falls while blocks are light).
@@ -71,6 +72,7 @@ class Localnet:
                 for name, p in self.demo_portfolios.items()
             },
             "lp_token_ids": self.lp_token_ids,
+            "morpho_markets": self.world.morpho_markets,
             "liquidator": self.liquidator.address,
         }
 
@@ -87,8 +89,10 @@ def build_localnet(rpc_url: str, chain_id: int, account_count: int = 12) -> Loca
     accounts = dev_accounts(max(account_count, 1 + max(KEEPER_ACCOUNT_INDEX.values())))
     deployer = accounts[DEPLOYER].address
     world = deploy_world(chain, deployer, chain_id)
+    deploy_morpho(chain, deployer, world)
     deploy_safe_contracts(chain, deployer, world)
     seed_liquidity(chain, world, deployer, accounts[LIQUIDATOR].address)
+    seed_morpho_liquidity(chain, world, deployer, accounts[LIQUIDATOR].address)
     localnet = Localnet(rpc_url, world, accounts, {})
     for salt, demo in enumerate(DEMO_PORTFOLIOS):
         owner = accounts[DEMO_ACCOUNT_INDEX[demo.name]].address
@@ -98,6 +102,7 @@ def build_localnet(rpc_url: str, chain_id: int, account_count: int = 12) -> Loca
         localnet.demo_portfolios[demo.name] = install_keeper_module(chain, world, safe, owner, keeper)
         localnet.demo_accounts[demo.name] = safe
         token_id = seed_portfolio(chain, world, demo, safe, safe_runner(chain, world, safe, owner), owner)
+        seed_morpho_portfolio(chain, world, demo.name, safe, safe_runner(chain, world, safe, owner), owner)
         if token_id is not None:
             localnet.lp_token_ids[demo.name] = token_id
     # The looped long bought its WETH in the pool: trade the pools back to the feed's price.

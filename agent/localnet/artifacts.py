@@ -1,6 +1,6 @@
-"""Contract artifacts for the local world: the protocols' npm build outputs, and the project's own Solidity (the
-local reference venues and the production keeper module) compiled offline with the pinned npm `solc` (cached by
-source hash, never committed)."""
+"""Contract artifacts for the local world: the protocols' npm build outputs, Morpho Blue compiled from its npm
+sources with the solc its pragma names, and the project's own Solidity (the local reference venues and the
+production keeper module) compiled offline with the pinned npm `solc` (all cached by source hash, never committed)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import json
 import subprocess
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from agent.localnet.anvil import LOCALNET_DIR, LocalnetError
 
 NODE_MODULES = LOCALNET_DIR / "node_modules"
 CONTRACTS_DIR = LOCALNET_DIR / "contracts"
-PRODUCTION_CONTRACTS_DIR = LOCALNET_DIR.parents[1] / "contracts"
+REPOSITORY = LOCALNET_DIR.parents[1]
+PRODUCTION_CONTRACTS_DIR = REPOSITORY / "contracts"
 BUILD_DIR = LOCALNET_DIR / "build"
+MORPHO_SOURCES = NODE_MODULES / "@morpho-org" / "morpho-blue" / "src"
 
 # Where each npm artifact lives, by the name the deployer uses.
 NPM_ARTIFACTS = {
@@ -91,6 +94,8 @@ def artifact(name: str) -> Artifact:
         return Artifact(name, raw["abi"], raw["bytecode"], raw["deployedBytecode"], links)
     compiled = _compiled_local_contracts()
     if name not in compiled:
+        compiled = _compiled_morpho()
+    if name not in compiled:
         raise LocalnetError(f"unknown contract {name!r}")
     entry = compiled[name]
     return Artifact(name, entry["abi"], entry["bytecode"], entry["deployedBytecode"], {})
@@ -100,26 +105,35 @@ def artifact(name: str) -> Artifact:
 def _compiled_local_contracts() -> dict[str, Any]:
     """Compile deploy/localnet/contracts/*.sol and contracts/*.sol with npm solc, reusing the cached output while
     sources are unchanged."""
+    return _compiled("contracts", "compile.cjs",
+                     [*sorted(CONTRACTS_DIR.glob("*.sol")), *sorted(PRODUCTION_CONTRACTS_DIR.glob("*.sol"))])
+
+
+@cache
+def _compiled_morpho() -> dict[str, Any]:
+    """Compile Morpho Blue from its npm package's sources with the solc 0.8.19 its pragma names (cached likewise)."""
+    return _compiled("morpho", "compile-morpho.cjs", sorted(MORPHO_SOURCES.rglob("*.sol")))
+
+
+def _compiled(label: str, script: str, sources: list[Path]) -> dict[str, Any]:
+    """Run a compile script of deploy/localnet, or reuse its output cached under a hash of its sources, the
+    script itself and the npm lock file."""
     digest = hashlib.sha256()
-    for source in [*sorted(CONTRACTS_DIR.glob("*.sol")), *sorted(PRODUCTION_CONTRACTS_DIR.glob("*.sol"))]:
-        digest.update(source.parent.name.encode() + b"/" + source.name.encode() + b"\0" + source.read_bytes())
-    digest.update((LOCALNET_DIR / "compile.cjs").read_bytes())
-    digest.update((LOCALNET_DIR / "package-lock.json").read_bytes())
-    cached = BUILD_DIR / f"contracts-{digest.hexdigest()[:16]}.json"
+    for source in [*sources, LOCALNET_DIR / script, LOCALNET_DIR / "package-lock.json"]:
+        digest.update(str(source.relative_to(REPOSITORY)).encode() + b"\0" + source.read_bytes())
+    cached = BUILD_DIR / f"{label}-{digest.hexdigest()[:16]}.json"
     if cached.exists():
         result: dict[str, Any] = json.loads(cached.read_text())
         return result
     try:
-        completed = subprocess.run(
-            ["node", str(LOCALNET_DIR / "compile.cjs")], capture_output=True, check=False, timeout=300
-        )
+        completed = subprocess.run(["node", str(LOCALNET_DIR / script)], capture_output=True, check=False, timeout=600)
     except FileNotFoundError as exc:
-        raise LocalnetError("node not found: Node.js is needed to compile the local reference contracts") from exc
+        raise LocalnetError("node not found: Node.js is needed to compile the local contracts") from exc
     if completed.returncode != 0:
         first = (completed.stderr.decode(errors="replace").strip().splitlines() or ["solc failed"])[0]
-        raise LocalnetError(f"compiling {CONTRACTS_DIR} and {PRODUCTION_CONTRACTS_DIR}: {first}")
+        raise LocalnetError(f"{script}: {first}")
     BUILD_DIR.mkdir(exist_ok=True)
-    for stale in BUILD_DIR.glob("contracts-*.json"):
+    for stale in BUILD_DIR.glob(f"{label}-*.json"):
         stale.unlink()
     cached.write_bytes(completed.stdout)
     result = json.loads(completed.stdout)

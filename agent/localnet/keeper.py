@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from agent.adapters.encode import Venues, call_rules, spenders
 from agent.adapters.erc20 import TokenRegistry
+from agent.adapters.morpho_blue import MorphoBlue
 from agent.adapters.options import LocalOptionsMarket
 from agent.adapters.perps import LocalPerpMarket
 from agent.localnet.chain import LocalChain
@@ -14,6 +15,7 @@ from agent.localnet.world import RESERVES, World
 from agent.model import Token
 
 AAVE_FLASH_LENDER = 1  # BallastKeeperModule.LENDER_AAVE_V3
+MORPHO_FLASH_LENDER = 2  # BallastKeeperModule.LENDER_MORPHO_BLUE
 HEALTH_FACTOR_FLOOR_WAD = 105 * 10**16  # 1.05: no recipe may leave the Safe closer to liquidation than this
 
 
@@ -28,12 +30,14 @@ def keeper_venues(world: World, safe: str) -> Venues:
         tokens=tuple(Token(r.symbol, world.tokens[r.symbol], r.decimals) for r in RESERVES),
         perps=LocalPerpMarket("localnet", safe, contracts["PerpMarket"], "WETH", registry),
         options=LocalOptionsMarket("localnet", safe, contracts["OptionsMarket"], "WETH", registry),
+        # The rules of Morpho's calls name only the Morpho contract: its markets need no discovery here.
+        morpho=MorphoBlue("localnet", safe, contracts["MorphoBlue"], tuple(world.morpho_markets.values()), registry),
     )
 
 
 def install_keeper_module(chain: LocalChain, world: World, safe: str, owner: str, keeper: str) -> SafeAccount:
     """Deploy a keeper module for `safe`, and have its owner enable and configure it in one Safe transaction: the
-    keeper, the calls and spenders of `keeper_venues`, Aave as flash lender and the health-factor floor."""
+    keeper, the calls and spenders of `keeper_venues`, Aave and Morpho as flash lenders and the health-factor floor."""
     module = chain.deploy("BallastKeeperModule", safe, sender=owner)
     safe_contract = chain.at("Safe", safe)
     calls: list[tuple[str, bytes | str]] = [
@@ -47,6 +51,7 @@ def install_keeper_module(chain: LocalChain, world: World, safe: str, owner: str
               for spender in sorted(spenders(venues))]
     calls += [
         (module.address, module.encode_abi("setFlashLender", [world.contracts["Pool"], AAVE_FLASH_LENDER])),
+        (module.address, module.encode_abi("setFlashLender", [world.contracts["MorphoBlue"], MORPHO_FLASH_LENDER])),
         (module.address, module.encode_abi("setHealthCheck", [world.contracts["Pool"], HEALTH_FACTOR_FLOOR_WAD])),
     ]
     exec_batch_as_owner(chain, world, safe, owner, calls)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from agent.localnet.morpho import DEMO_POSITIONS
+
 if TYPE_CHECKING:
     from agent.localnet import Localnet
 
@@ -16,7 +18,23 @@ BANDS = {
   health_factor: {min: 1.5, target: 1.8, max: 3.0, boost: false}
   delta_usd: {min: -5000, target: 0, max: 5000}
 """,
+    # Long on both protocols by design: the band applies to the Aave account and to the Morpho position each.
+    "cross-protocol": """\
+  health_factor: {min: 1.5, target: 1.8, max: 3.0, boost: false}
+""",
 }
+
+
+def _morpho_section(name: str, localnet: Localnet) -> str:
+    """The `morpho_blue` protocol section for a demo portfolio with a Morpho position ("" for the others)."""
+    if name not in DEMO_POSITIONS:
+        return ""
+    market = localnet.world.morpho_markets[DEMO_POSITIONS[name][0]]
+    return f"""\
+        morpho_blue:
+          morpho: "{localnet.world.contracts["MorphoBlue"]}"
+          markets: ["{market}"]
+"""
 
 
 def render_policy(
@@ -43,6 +61,7 @@ portfolio:
       protocols:
         aave_v3:
           pool_addresses_provider: "{contracts["PoolAddressesProvider"]}"
+{_morpho_section(name, localnet)}\
         uniswap_v3:
           position_manager: "{contracts["NonfungiblePositionManager"]}"
           swap_router: "{contracts["SwapRouter"]}"

@@ -46,6 +46,9 @@ class DemoPortfolio:
 # delta-neutral-lp: 200,000 USDC against 43 WETH ($86k) → HF = 200,000·0.78 / 86,000 ≈ 1.81; the 43 WETH and
 # USDC go into a 1,600–2,500 range whose geometric middle is the price, so the LP's WETH offsets the debt; 5 more
 # WETH in the range are hedged by a 5 WETH perp short (10,000 USDC margin: liquidated only above ~$3,800).
+# cross-protocol: looped on both protocols, no idle funds. On Aave 40 WETH supplied, 48,000 USDC borrowed, swapped
+# to WETH and supplied: ≈ 64 WETH against 48,000 USDC, HF ≈ 2.2; its Morpho position (localnet/morpho.py) is the
+# riskier one, health ≈ 1.6, so a 15% fall breaches the band on Morpho only.
 DEMO_PORTFOLIOS = (
     DemoPortfolio("leveraged-long", supply=("WETH", 52), borrow=("USDC", 97_000), loop_rounds=(70_000, 27_000),
                   protective_put=(1_800, 30, 20.0)),
@@ -54,6 +57,7 @@ DEMO_PORTFOLIOS = (
         lp_range_usd=(1_600.0, 2_500.0), extra_mint=("USDC", 112_000), lp_extra_weth=5.0,
         perp_margin_usdc=10_000, perp_size_weth=-5.0,
     ),
+    DemoPortfolio("cross-protocol", supply=("WETH", 40), borrow=("USDC", 48_000), loop_rounds=(48_000,)),
 )
 
 # A contract function the account calls: (contract, function name, arguments).

@@ -78,6 +78,7 @@ class World:
     tokens: dict[str, str] = field(default_factory=dict)
     feeds: dict[str, str] = field(default_factory=dict)
     pools: dict[int, str] = field(default_factory=dict)  # fee (hundredths of a bip) -> WETH/USDC pool
+    morpho_markets: dict[str, str] = field(default_factory=dict)  # "WETH/USDC" -> Morpho Blue market id (0x-hex)
 
 
 def sqrt_price_x96(price_token1_per_token0: Fraction) -> int:

@@ -17,6 +17,7 @@ from agent.model import (
     AaveReserve,
     Action,
     LpPosition,
+    MorphoPosition,
     OptionPosition,
     PerpPosition,
     Position,
@@ -25,7 +26,7 @@ from agent.model import (
     Token,
 )
 from agent.planner.costs import CostModel
-from agent.risk import lending
+from agent.risk import lending, morpho
 from agent.risk import lp as lp_math
 from agent.risk.portfolio import risk_report
 
@@ -104,6 +105,12 @@ class Book:
     def health_factor(self) -> float:
         return lending.health_factor_float(self.health_factor_wad())
 
+    def morpho_health_factor(self, position_id: int) -> float:
+        """Return the health factor of the book's Morpho position in market `position_id` (inf without debt)."""
+        position = next(p for p in self.others if isinstance(p, MorphoPosition)
+                        and int(p.market_id, 16) == position_id)
+        return lending.health_factor_float(morpho.health_factor_wad(position))
+
     def report(self, prices_usd: Mapping[str, float], now_ts: int) -> RiskReport:
         """Return the risk engine's report on the book's positions."""
         return risk_report(self.positions(), self.underlying, prices_usd, now_ts)
@@ -135,6 +142,10 @@ class Book:
     def apply(self, action: Action, costs: CostModel) -> Book:
         """Return the book after `action`; ValueError when the action spends what the book does not hold."""
         kind, asset, amount = action.kind, action.asset, action.amount_base_units
+        if action.protocol == "morpho_blue" and kind not in ("flash_loan", "flash_repay"):
+            from agent.planner.morpho import apply_morpho  # planner/morpho.py builds on this module
+
+            return apply_morpho(self, action)
         if kind == "repay":
             return self._with_wallet({asset: -amount})._with_reserve(asset, debt=-amount)
         if kind == "withdraw":
@@ -297,6 +308,8 @@ class Steps:
         """Append `action` (after checking it against the book) and return it as stamped."""
         self.book = self.book.apply(action, self.costs)
         hf = self.book.health_factor() if self.book.account is not None else None
+        if action.protocol == "morpho_blue" and action.position_id and action.kind not in ("flash_loan", "flash_repay"):
+            hf = self.book.morpho_health_factor(action.position_id)
         stamped = dataclasses.replace(action, predicted_health_factor=hf)
         self.actions.append(stamped)
         return stamped

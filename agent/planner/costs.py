@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.model import AaveAccount, LpPosition, OptionSeries, PerpMarket, Snapshot, SwapQuote, Token
+from agent.model import AaveAccount, LpPosition, MorphoPosition, OptionSeries, PerpMarket, Snapshot, SwapQuote, Token
 from agent.risk import lp as lp_math
 
 SECONDS_PER_YEAR = 365 * 86_400
@@ -139,6 +139,8 @@ class CostModel:
         self.supply_apr: dict[str, float] = {}
         self.now_ts = snapshot.timestamp
         self.flash_premium_bps: dict[str, int] = {}  # per chain: the Aave pool's flash-loan premium
+        # per (chain, symbol): what Morpho Blue holds of a token, which its fee-free flash loan can lend
+        self.morpho_flash_liquidity: dict[tuple[str, str], int] = {}
         self.perp_markets = tuple(m for m in snapshot.markets if isinstance(m, PerpMarket))
         self.option_series = tuple(m for m in snapshot.markets if isinstance(m, OptionSeries))
         pool_prices: dict[tuple[str, str, str, int], tuple[int, int, bool]] = {}
@@ -149,6 +151,9 @@ class CostModel:
                 for reserve in position.reserves:
                     self.borrow_apr.setdefault(reserve.token.symbol, reserve.variable_borrow_apr)
                     self.supply_apr.setdefault(reserve.token.symbol, reserve.supply_apr)
+            if isinstance(position, MorphoPosition):
+                self.morpho_flash_liquidity[(position.chain, position.loan_token.symbol)] = \
+                    position.flash_liquidity_base_units
             if isinstance(position, LpPosition):
                 t0, t1 = position.token0.symbol, position.token1.symbol
                 pool_prices[(position.chain, t0, t1, position.fee_pips)] = (

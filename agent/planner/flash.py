@@ -18,7 +18,7 @@ from agent.planner.costs import TX_BASE_GAS, CostModel, base_units, flash_loan_p
 from agent.planner.search import least, most
 from agent.policy import Policy
 
-LENDER = "aave_v3"  # the lender the keeper module is configured with (kind 1: Aave v3 flashLoanSimple)
+LENDER = "aave_v3"  # the paying lender (kind 1: Aave v3 flashLoanSimple); Morpho Blue (kind 2) is free where it lends
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,9 @@ class _Sizing:
 
     def recipe(self, loan: int) -> Steps | None:
         """The recipe that borrows `loan` (None when the collateral cannot pay it back with its premium)."""
-        premium = flash_loan_premium(loan, self.premium_bps)
+        # Morpho's flash loan is free: it lends whenever it holds enough of the token, Aave (its premium) otherwise.
+        free = self.costs.morpho_flash_liquidity.get((self.book.chain, self.debt), 0) >= loan
+        lender, premium = ("morpho_blue", 0) if free else (LENDER, flash_loan_premium(loan, self.premium_bps))
         reserve = self.book.reserve(self.collateral)
         assert reserve is not None
         if loan <= 0 or self.min_out(self.book, reserve.collateral_base_units) < loan + premium:
@@ -94,7 +96,7 @@ class _Sizing:
                "swap, pay the loan back")
         premium_usd = usd(premium, token, costs.prices_usd[self.debt])
         try:
-            steps.add(Action("flash_loan", chain, LENDER, self.debt, loan, loan_usd, why,
+            steps.add(Action("flash_loan", chain, lender, self.debt, loan, loan_usd, why,
                              cost_usd=premium_usd + costs.gas_usd("flash_loan", chain)))
             for part in chunks(loan, self.cap_debt):
                 steps.add(aave_step(steps.book, costs, "repay", self.debt, part, why))
@@ -102,7 +104,7 @@ class _Sizing:
                 steps.add(aave_step(steps.book, costs, "withdraw", self.collateral, part, why))
             for part in chunks(withdraw, self.cap_collateral):
                 steps.add(swap_step(steps.book, costs, self.collateral, self.debt, part, self.slippage_bps, why))
-            steps.add(Action("flash_repay", chain, LENDER, self.debt, loan + premium, 0.0, why))
+            steps.add(Action("flash_repay", chain, lender, self.debt, loan + premium, 0.0, why))
         except ValueError:  # the swaps' expected output falls short of what the module must pay back
             return None
         return steps

@@ -15,9 +15,10 @@ from agent.model import Action, Plan, RiskReport, Snapshot
 from agent.planner.bands import BandReading, HedgeState, band_readings, decide, within
 from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel
-from agent.planner.deleverage import plan_boost, plan_deleverage
+from agent.planner.deleverage import Outcome, plan_boost, plan_deleverage
 from agent.planner.hedge import actions_text, plan_hedge
 from agent.planner.margin import perp_at_risk, plan_perp_margin
+from agent.planner.morpho import plan_morpho_deleverage
 from agent.planner.options import OPTION_BANDS, plan_options
 from agent.policy import Policy
 
@@ -69,7 +70,11 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
     hf_trigger = kinds.get("health_factor")
     if hf_trigger is not None and hf_band is not None:
         if hf_trigger.kind == "below_min":
-            outcome = plan_deleverage(book, costs, policy, hf_band.target)
+            # Only the lending positions below min are deleveraged: the band applies to each.
+            outcome = plan_deleverage(book, costs, policy, hf_band.target) if book.health_factor() < hf_band.min \
+                else Outcome((), book)
+            morpho = plan_morpho_deleverage(outcome.book, costs, policy, hf_band.target, hf_band.min)
+            outcome = Outcome(outcome.actions + morpho.actions, morpho.book, outcome.limited_by or morpho.limited_by)
         else:
             outcome = plan_boost(book, costs, policy, hf_band.target, hf_band.min)
         actions += outcome.actions

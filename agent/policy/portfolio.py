@@ -3,22 +3,58 @@ endpoints, and the protocols on each."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
+    BeforeValidator,
     Field,
     NonNegativeInt,
     PositiveInt,
+    WithJsonSchema,
     model_validator,
 )
 
-from agent.policy.fields import Address, Name, RpcUrl, _Model, _problem
+from agent.policy.fields import Address, Name, RpcUrl, _matching, _Model, _problem, _quoted_address
 
 
 class AaveV3(_Model):
     """An Aave v3 market, found through its PoolAddressesProvider."""
 
     pool_addresses_provider: Address
+
+
+def _quoted_market_id(value: Any) -> Any:
+    try:
+        return _quoted_address(value)
+    except ValueError:
+        raise ValueError("expected a market id in quotes: YAML reads an unquoted 0x… as a number") from None
+
+
+MarketId = Annotated[
+    str,
+    BeforeValidator(_quoted_market_id),
+    AfterValidator(_matching(r"0x[0-9a-fA-F]{64}", "a market id: 0x followed by 64 hex digits")),
+    AfterValidator(str.lower),
+    WithJsonSchema({"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$",
+                    "description": "Morpho Blue market id (bytes32, 0x-hex), in quotes"}),
+]
+
+
+class MorphoBlue(_Model):
+    """Morpho Blue: the singleton contract and the markets the account borrows in."""
+
+    morpho: Address
+    """The Morpho Blue contract."""
+    markets: tuple[MarketId, ...] = Field(min_length=1)
+    """Market ids (the hash of each market's loan token, collateral token, oracle, IRM and LLTV)."""
+
+    @model_validator(mode="after")
+    def _markets_unique(self) -> MorphoBlue:
+        for index, market in enumerate(self.markets):
+            if market in self.markets[:index]:
+                raise _problem(f"expected each market once: {market} is listed twice", "markets", index)
+        return self
 
 
 class UniswapV3(_Model):
@@ -72,6 +108,7 @@ class Protocols(_Model):
     chainlink: Chainlink | None = None
     perps: Perps | None = None
     options: Options | None = None
+    morpho_blue: MorphoBlue | None = None
 
     def names(self) -> list[str]:
         """Returns the names of the configured protocols, in declaration order."""

@@ -1,5 +1,5 @@
-"""The whole book against one underlying: value, desk-unit Greeks per position and in total, and every Aave
-account's health factor and distance to liquidation, in a `RiskReport`.
+"""The whole book against one underlying: value, desk-unit Greeks per position and in total, and every lending
+position's (Aave account, Morpho Blue market position) health factor and distance to liquidation, in a `RiskReport`.
 
 Desk units (DESIGN.md): delta_usd = dV/dS·S; gamma_usd_1pct = d²V/dS²·S·(0.01·S), the change of delta_usd for a
 1% move; vega_usd_1vol = ∂V/∂σ / 100; theta_usd_1d = −∂V/∂T / 365; rho_usd_1pct = ∂V/∂r / 100. A perp's theta
@@ -21,14 +21,16 @@ from agent.model import (
     AaveReserve,
     AccountHealth,
     DeskGreeks,
+    LendingPosition,
     LpPosition,
+    MorphoPosition,
     OptionPosition,
     PerpPosition,
     Position,
     PositionRisk,
     RiskReport,
 )
-from agent.risk import lending, lp, perps
+from agent.risk import lending, lp, morpho, perps
 from agent.risk.greeks import black_scholes
 
 SECONDS_PER_YEAR = 365 * 86_400
@@ -67,6 +69,11 @@ def value_usd(
             usd = _net_supply(reserve) * lending.effective_price_1e8(position, reserve) / 1e8
             total = total + (usd * f if lending.price_follows(position, reserve) == underlying else usd)
         return total
+    if isinstance(position, MorphoPosition):
+        collateral_usd, debt_usd = _morpho_usd(position, prices_usd)
+        collateral_moves = f if position.collateral_token.symbol == underlying else np.ones(shape)
+        debt_moves = f if position.loan_token.symbol == underlying else np.ones(shape)
+        return np.asarray(collateral_usd * collateral_moves - debt_usd * debt_moves)
     if isinstance(position, LpPosition):
         if underlying not in (position.token0.symbol, position.token1.symbol):
             amount0, amount1 = lp.position_amounts(position)
@@ -119,6 +126,11 @@ def position_risk(
         )
         greeks = DeskGreeks(delta_usd=held_usd, theta_usd_1d=carry_usd / DAYS_PER_YEAR)
         label = f"aave_v3:{position.chain}:{position.account}"
+    elif isinstance(position, MorphoPosition):
+        collateral_usd, debt_usd = _morpho_usd(position, prices_usd)
+        greeks = DeskGreeks(delta_usd=collateral_usd * (position.collateral_token.symbol == underlying)
+                            - debt_usd * (position.loan_token.symbol == underlying))
+        label = f"morpho_blue:{position.chain}:{position.market_id[:10]}:{position.account}"
     elif isinstance(position, LpPosition):
         if underlying in (position.token0.symbol, position.token1.symbol):
             other = _other_symbol(position, underlying)
@@ -171,15 +183,31 @@ def account_health(
         down, up = lending.liquidation_shocks(health_at)
     else:
         down, up = lending.account_liquidation_shocks(account, moved)
+    return _health(account, health_wad, down, up, spot_usd)
+
+
+def morpho_position_health(position: MorphoPosition, underlying: str, spot_usd: float) -> AccountHealth:
+    """Return the Morpho position's exact health factor and the moves of the underlying (down, up, in % of spot)
+    that make it liquidatable, every other price fixed."""
+    down, up = morpho.account_liquidation_shocks(position, (underlying,))
+    return _health(position, morpho.health_factor_wad(position), down, up, spot_usd)
+
+
+def _health(
+    position: LendingPosition, health_wad: int, down: float | None, up: float | None, spot_usd: float
+) -> AccountHealth:
+    """The health of a lending position from its health factor and its liquidating factors on the underlying."""
     nearer = min((f for f in (down, up) if f is not None), key=lambda f: abs(f - 1.0), default=None)
     return AccountHealth(
-        chain=account.chain,
-        account=account.account,
+        chain=position.chain,
+        account=position.account,
         health_factor_wad=health_wad,
         health_factor=lending.health_factor_float(health_wad),
         liquidation_price_usd=None if nearer is None else spot_usd * nearer,
         distance_down_pct=math.inf if down is None else (1.0 - down) * 100.0,
         distance_up_pct=math.inf if up is None else (up - 1.0) * 100.0,
+        protocol="morpho_blue" if isinstance(position, MorphoPosition) else "aave_v3",
+        market_id=position.market_id if isinstance(position, MorphoPosition) else "",
     )
 
 
@@ -212,6 +240,7 @@ def risk_report(
         ]
         other = prices_usd[_other_symbol(owned[0], underlying)] if owned else 1.0
         accounts.append(account_health(account, underlying, spot, owned, other))
+    accounts += [morpho_position_health(p, underlying, spot) for p in book if isinstance(p, MorphoPosition)]
     total = sum((r.greeks for r in risks), DeskGreeks())
     return RiskReport(
         underlying=underlying,
@@ -242,6 +271,12 @@ def _option_greeks(position: OptionPosition, spot: float, now_ts: int, rate: flo
         theta_usd_1d=float(g.theta) / DAYS_PER_YEAR * qty,
         rho_usd_1pct=float(g.rho) / 100.0 * qty,
     )
+
+
+def _morpho_usd(position: MorphoPosition, prices_usd: Mapping[str, float]) -> tuple[float, float]:
+    """The position's collateral (at its oracle's price) and debt, in USD at the loan token's price."""
+    loan_usd = prices_usd[position.loan_token.symbol]
+    return morpho.collateral_value_loan_units(position) * loan_usd, morpho.debt_loan_units(position) * loan_usd
 
 
 def _net_supply(reserve: AaveReserve) -> float:

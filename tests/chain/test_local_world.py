@@ -40,7 +40,7 @@ def test_demo_portfolios_are_seeded_with_their_health_factors(localnet: Localnet
 
 def test_supply_borrow_repay_withdraw_move_account_data(localnet: Localnet, chain: LocalChain) -> None:
     # given a fresh account with 10 WETH
-    user = localnet.accounts[5].address
+    user = localnet.accounts[9].address
     pool = chain.at("Pool", localnet.world.contracts["Pool"])
     weth, usdc = token(chain, localnet, "WETH"), token(chain, localnet, "USDC")
     chain.send(weth.functions.mint(user, 10 * WAD), user)

@@ -30,9 +30,10 @@ def test_localnet_up_announces_readiness_writes_its_state_and_stops_cleanly(tmp_
         info = json.loads(line)
         assert info["chain_id"] == 31337 and port_open(info["rpc_url"])
         assert {"Pool", "PoolAddressesProvider", "NonfungiblePositionManager", "SwapRouter", "QuoterV2",
-                "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC"} <= set(info["contracts"])
+                "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC", "MorphoBlue", "MorphoIrm"} <= set(info["contracts"])
+        assert set(info["morpho_markets"]) == {"WETH/USDC"}
         assert all(a["local_only"] for a in info["accounts"])
-        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp"}
+        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp", "cross-protocol"}
         # each demo account is a Safe with its own owner, keeper and module; the keeper holds no owner's key
         portfolios = info["demo_portfolios"]
         assert set(portfolios) == set(info["demo_accounts"])
@@ -41,7 +42,8 @@ def test_localnet_up_announces_readiness_writes_its_state_and_stops_cleanly(tmp_
             assert len({portfolio["account"], portfolio["owner"], portfolio["keeper"], portfolio["module"]}) == 4
             policy = (tmp_path / "policies" / f"{name}.yaml").read_text()
             assert f'executor: {{kind: safe_module, module: "{portfolio["module"]}"}}' in policy
-        assert len({p["keeper"] for p in portfolios.values()} | {p["owner"] for p in portfolios.values()}) == 4
+        keys = {p["keeper"] for p in portfolios.values()} | {p["owner"] for p in portfolios.values()}
+        assert len(keys) == 2 * len(portfolios)
         assert json.loads((tmp_path / "localnet.json").read_text()) == info
         for name in info["demo_accounts"]:
             checked = subprocess.run([*BALLAST, "check-policy", str(tmp_path / "policies" / f"{name}.yaml")],

@@ -22,6 +22,7 @@ WAD, USDC = 10**18, 10**6
 
 # What the spec says the local Safes' modules allow: (contract, signature) → (safeArgs, spenderArgs), bit i meaning
 # ABI word i of the arguments (the Safe; an allowed spender).
+MARKET = "(address,address,address,address,uint256)"
 SPEC_CALLS = {
     ("Pool", "supply(address,uint256,address,uint16)"): (1 << 2, 0),
     ("Pool", "repay(address,uint256,uint256,address)"): (1 << 3, 0),
@@ -35,9 +36,14 @@ SPEC_CALLS = {
     ("PerpMarket", "modifyPosition(int256,uint256)"): (0, 0),
     ("OptionsMarket", "buy(uint256,uint256,uint256)"): (0, 0),
     ("OptionsMarket", "sell(uint256,uint256,uint256)"): (0, 0),
+    # Morpho Blue (issue 15): the market's parameters are words 0-4, onBehalf/receiver must be the Safe
+    ("MorphoBlue", f"supplyCollateral({MARKET},uint256,address,bytes)"): (1 << 6, 0),
+    ("MorphoBlue", f"withdrawCollateral({MARKET},uint256,address,address)"): (1 << 6 | 1 << 7, 0),
+    ("MorphoBlue", f"borrow({MARKET},uint256,uint256,address,address)"): (1 << 7 | 1 << 8, 0),
+    ("MorphoBlue", f"repay({MARKET},uint256,uint256,address,bytes)"): (1 << 7, 0),
     **{(token, "approve(address,uint256)"): (0, 1 << 0) for token in ("WETH", "USDC", "WBTC")},
 }
-SPENDERS = ("Pool", "SwapRouter", "PerpMarket", "OptionsMarket")
+SPENDERS = ("Pool", "SwapRouter", "PerpMarket", "OptionsMarket", "MorphoBlue")
 
 
 def selector(signature: str) -> bytes:
@@ -74,7 +80,8 @@ def test_module_allows_the_spec_calls_spenders_lender_and_floor(localnet: Localn
                            + bytes(12) + bytes.fromhex(contracts[s][2:]) + bytes(32)) for s in SPENDERS]
 
     config = read_module_config(chain.w3, portfolio.address, portfolio.module, portfolio.keeper,
-                                probes + approvals, lenders=[contracts["Pool"], contracts["SwapRouter"]])
+                                probes + approvals,
+                                lenders=[contracts["Pool"], contracts["MorphoBlue"], contracts["SwapRouter"]])
 
     # then the module allows exactly the spec's rules, and not transfer
     assert config.module_enabled and config.keeper_enabled
@@ -87,7 +94,8 @@ def test_module_allows_the_spec_calls_spenders_lender_and_floor(localnet: Localn
     assert configured == keys and not module.events.CallRemoved().get_logs(from_block=0)
     # (the probes' approvals of address 0 are read too: not a spender)
     assert config.spenders == {**{contracts[s]: True for s in SPENDERS}, "0x" + "00" * 20: False}
-    assert config.flash_lenders == {contracts["Pool"]: "aave_v3", contracts["SwapRouter"]: None}
+    assert config.flash_lenders == {contracts["Pool"]: "aave_v3", contracts["MorphoBlue"]: "morpho_blue",
+                                    contracts["SwapRouter"]: None}
     assert (config.aave_pool, config.health_factor_floor_wad) == (contracts["Pool"], HEALTH_FACTOR_FLOOR_WAD)
 
 

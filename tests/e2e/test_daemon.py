@@ -122,7 +122,7 @@ def nothing_to_liquidate(chain: LocalChain, localnet: Localnet) -> dict[str, flo
         hf = aave_account(chain, pool.address, account).health_factor_wad
         health[name] = hf / WAD
         assert hf >= WAD, f"{name} is liquidatable: HF {hf / WAD:.4f}"
-        collateral, debt = (weth, usdc) if name == "leveraged-long" else (usdc, weth)
+        collateral, debt = (usdc, weth) if name == "delta-neutral-lp" else (weth, usdc)
         with pytest.raises(Exception, match="45"):  # HEALTH_FACTOR_NOT_BELOW_THRESHOLD
             pool.functions.liquidationCall(collateral, debt, account, MAX_UINT256, False).call(
                 {"from": localnet.liquidator.address})
@@ -176,7 +176,8 @@ def test_daemon_deleverages_in_a_crash_and_a_rally_and_stops_cleanly(
     journal = Journal(workdir / "journal.sqlite")
     assert journal.unresolved() == []
     confirmed = [i for i in journal.intents() if i.state == "confirmed"]
-    assert {i.portfolio for i in confirmed} == {"leveraged-long", "delta-neutral-lp"}
+    # the cross-protocol portfolio's Morpho position breached in the crash too
+    assert {i.portfolio for i in confirmed} == {"leveraged-long", "delta-neutral-lp", "cross-protocol"}
     for intent in confirmed:  # every plan landed as one keeper transaction to its Safe's module
         portfolio = localnet.demo_portfolios[intent.portfolio]
         tx = chain.w3.eth.get_transaction(intent.tx_hash)  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ MALFORMED = {
         ":13: portfolio.chains[0].protocols.aave_v3.pool_addresses_provider: expected an address in quotes: "
         "YAML reads an unquoted 0x… as a number (got the number 0x5fbdb2315678afecb367f032d93f642f64180aa3)",
         ":14: portfolio.chains[0].protocols.gmx: unknown field; expected one of aave_v3, uniswap_v3, chainlink, perps, "
-        "options",
+        "options, morpho_blue",
         ":17: execution.mode: expected 'dry-run' or 'live' (got 'yolo')",
     ],
 }
@@ -176,7 +176,7 @@ def test_chain_without_protocol_is_refused() -> None:
 
     assert problems(text) == [
         "p.yaml:10: portfolio.chains[0].protocols: expected at least one protocol of aave_v3, uniswap_v3, "
-        "chainlink, perps, options (got an empty mapping)"
+        "chainlink, perps, options, morpho_blue (got an empty mapping)"
     ]
 
 
@@ -187,6 +187,36 @@ def test_missing_file_is_one_policy_error_line(tmp_path: Path) -> None:
         load_policy(path)
 
     assert raised.value.lines() == [f"{path}: no such file"]
+
+
+MORPHO = """\
+        morpho_blue:
+          morpho: "0xBBBBBbbBBb9cC5e90e3b3Af64bdAF62C37EEFFCb"
+          markets: [MARKETS]
+"""
+MARKET_ID = "0xB323495F7E4148BE5643A4EA4A8221EEF163E4BCCFDEDC2A6F4696BAACBC86CC"
+
+
+def test_morpho_blue_section_lists_market_ids_in_lower_case() -> None:
+    text = VALID.replace("bands:", MORPHO.replace("MARKETS", f'"{MARKET_ID}"') + "bands:")
+
+    morpho = parse_policy(text).portfolio.chains[0].protocols.morpho_blue
+
+    assert morpho is not None and morpho.markets == (MARKET_ID.lower(),)
+
+
+@pytest.mark.parametrize(("markets", "expected"), [
+    (MARKET_ID, "expected a market id in quotes: YAML reads an unquoted 0x… as a number"),
+    ('"0x1234"', "expected a market id: 0x followed by 64 hex digits (got '0x1234')"),
+    (f'"{MARKET_ID}", "{MARKET_ID.lower()}"', "expected each market once"),
+])
+def test_morpho_blue_market_ids_must_be_quoted_full_and_unique(markets: str, expected: str) -> None:
+    text = VALID.replace("bands:", MORPHO.replace("MARKETS", markets) + "bands:")
+
+    (line,) = problems(text)
+
+    assert line.startswith("p.yaml:15: portfolio.chains[0].protocols.morpho_blue.markets")
+    assert expected in line
 
 
 def test_committed_schema_is_what_the_models_generate() -> None:
