@@ -338,8 +338,11 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
     telemetry.CYCLES.labels(name, "ok").inc()
     telemetry.CYCLE_DURATION.labels(name).observe(duration_s)
     telemetry.LAST_SUCCESSFUL_CYCLE.labels(name).set(now_s)
+    lowest: dict[str, float] = {}  # a chain may hold several lending positions (Aave, Morpho markets)
     for account in report.accounts:
-        telemetry.HEALTH_FACTOR.labels(name, account.chain).set(account.health_factor)
+        lowest[account.chain] = min(lowest.get(account.chain, math.inf), account.health_factor)
+    for chain_name, health_factor in lowest.items():
+        telemetry.HEALTH_FACTOR.labels(name, chain_name).set(health_factor)
     telemetry.LIQUIDATION_DISTANCE.labels(name, "down").set(report.liquidation_distance_down_pct / 100)
     telemetry.LIQUIDATION_DISTANCE.labels(name, "up").set(report.liquidation_distance_up_pct / 100)
     for greek in ("delta_usd", "gamma_usd_1pct", "vega_usd_1vol", "theta_usd_1d", "rho_usd_1pct"):
