@@ -103,7 +103,9 @@ class Simulation:
                 book = self._keep(book, keeper, pool, i, close, now, turnover, result)
                 result.cost_usd[i] = sum(a.cost_usd for a in result.actions[before:])
                 report = self._gate_report(book, close, now)
-            result.theta_usd -= report.total.theta_usd_1d * hours / 24.0
+            # The options' time decay (the report lists them last): what holding the protection costs.
+            held = report.positions[len(report.positions) - len(book.options):] if book.options else ()
+            result.theta_usd -= sum(r.greeks.theta_usd_1d for r in held) * hours / 24.0
             hf = min((a.health_factor for a in report.accounts), default=math.inf)
             result.health_factor[i] = hf
             result.health_factor_bar_min[i] = min(bar_min, hf)

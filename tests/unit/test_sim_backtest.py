@@ -147,6 +147,8 @@ def test_option_trades_stay_in_the_simulated_book_and_their_premium_and_theta_ar
         assert run.gamma_usd_1pct[bar] >= band.min, (bar, run.gamma_usd_1pct[bar])
     assert figures["time_in_band"]["gamma_usd_1pct"] > 0.9
     assert figures["options"]["premium_paid_usd"] > 0 and figures["options"]["theta_usd"] > 0
+    assert figures["hedge_cost"]["option_theta_usd"] == figures["options"]["theta_usd"]
+    assert figures["hedge_cost"]["fees_usd"] > 0  # the venue's fee on each purchase
     assert figures["liquidations"] == 0
 
 
@@ -249,7 +251,8 @@ def test_the_cli_prints_every_fixed_run_in_json_and_writes_the_report_with_the_s
                 "hedge_cost_usd", "hedge_cost", "turnover_usd", "tracking_error_usd", "time_in_band", "actions",
                 "sharpe_daily", "cost_prediction"} <= set(run)
         assert set(run["liquidations_by_venue"]) == {"aave_v3", "perp", "options"}
-        assert {"fees_usd", "slippage_usd", "gas_usd", "flash_premium_usd"} == set(run["hedge_cost"])
+        assert {"fees_usd", "slippage_usd", "gas_usd", "flash_premium_usd", "option_theta_usd"} == set(
+            run["hedge_cost"])
     assert {p.name for p in report.iterdir()} == {"index.html", "price.png", "health_factor.png", "delta.png",
                                                   "cost.png", "value.png", "prediction.png", "frontier.png"}
     page = (report / "index.html").read_text()
