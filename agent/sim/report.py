@@ -1,7 +1,8 @@
 """What a backtest or a replay found, per run: liquidations by venue, the lowest health factor, time inside each
 band, hedging cost (pool and venue fees, price impact, gas, flash-loan premiums, the options' theta) against the
-planner's prediction of its trading part, option premium paid, turnover, P&L, maximum drawdown, a risk-adjusted return, tracking error against the
-target, actions. As JSON-ready data and a rich table (`agent.sim.charts` draws them).
+planner's prediction of its trading part, option premium paid, turnover, P&L, maximum drawdown, a risk-adjusted
+return, tracking error against the target, actions. As JSON-ready data and a rich table (`agent.sim.charts` draws
+them).
 
 Tracking error: the annualised standard deviation (√8,760 hourly bars) of each bar's P&L minus the P&L a book held
 exactly at the target delta would have made (target delta × the bar's return). The target delta is the policy's
