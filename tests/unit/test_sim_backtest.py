@@ -179,6 +179,18 @@ market: {pool: {recentre_hours: 1, ranges: %s}}
     # and in the deep pool the prediction holds within 1%
     assert abs(deep["cost_prediction"]["error_pct"]) < 1
     assert shallow["liquidations"] == deep["liquidations"] == 0
+    # Through a Safe the plan is one recipe: the swap that falls short reverts all of it (nothing before it in that
+    # bar is recorded as done)
+    from agent.policy.portfolio import SafeModuleExecutor
+
+    safe = policy.model_copy(update={"portfolio": policy.portfolio.model_copy(update={
+        "executor": SafeModuleExecutor(kind="safe_module", module="0x" + "11" * 20)})})
+    run = Simulation(parse_portfolio(text % "[{range: full, usd: 5000000}, {range: [0.998, 1.002], usd: 400000}]"),
+                     path).run(PolicyKeeper(safe))
+    reverted = [a for a in run.actions if a.reverted]
+    assert reverted
+    for failed in reverted:
+        assert [a for a in run.actions if a.unix == failed.unix] == [failed]
 
 
 def test_the_baselines_do_what_their_names_say() -> None:
@@ -319,6 +331,10 @@ def test_leveraged_long_in_a_safe_survives_2020_03_with_flash_loans_and_pays_the
 
     loans = [a for a in managed.actions if a.kind == "flash_loan"]
     assert not managed.liquidations and loans, [a.kind for a in managed.actions]
-    for loan in loans:  # the premium (5 bps of the loan) is the loan's fee; its gas is counted once
-        assert loan.fee_usd == pytest.approx(loan.notional_usd * 5e-4, rel=1e-3, abs=0.01) and loan.gas_usd > 0
-    assert all(a.gas_usd == 0 and a.fee_usd == 0 for a in managed.actions if a.kind == "flash_repay")
+    for loan in loans:  # the premium (5 bps of the loan) is the loan's cost; its gas is counted once
+        assert loan.premium_usd == pytest.approx(loan.notional_usd * 5e-4, rel=1e-3, abs=0.01) and loan.gas_usd > 0
+        assert loan.fee_usd == 0
+    assert all(a.gas_usd == 0 and a.cost_usd == 0 for a in managed.actions if a.kind == "flash_repay")
+    figures = result.figures()["policy"]
+    assert figures["hedge_cost"]["flash_premium_usd"] == pytest.approx(sum(a.premium_usd for a in loans), abs=0.01)
+    assert figures["hedge_cost"]["flash_premium_usd"] > 0
