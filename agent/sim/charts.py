@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from agent.policy import Policy
+from agent.sim.backtest import FIXED
 from agent.sim.records import RunResult
 
 CHARTS = ("price.png", "health_factor.png", "delta.png", "cost.png", "value.png", "prediction.png")
@@ -108,11 +109,19 @@ def write_report(directory: Path, title: str, runs: Mapping[str, RunResult], ref
 
     charts = list(CHARTS)
     if frontier:
-        fig, ax = new("tracking error USD/yr", "hedging cost USD")
+        fig, ax = new("tracking error USD/yr (log)", "hedging cost USD")
+        variants = [(label, f) for label, f in frontier.items() if label not in FIXED]
+        if variants:
+            ax.plot([f["hedge_cost_usd"] for _l, f in variants], [f["tracking_error_usd"] for _l, f in variants],
+                    marker="o", linewidth=1, color="grey", label="sweep")
         for label, f in frontier.items():
-            ax.scatter([f["hedge_cost_usd"]], [f["tracking_error_usd"]], s=30)
-            ax.annotate(label, (f["hedge_cost_usd"], f["tracking_error_usd"]), fontsize=8,
+            point = (f["hedge_cost_usd"], max(f["tracking_error_usd"], 1.0))
+            if label in FIXED:
+                ax.scatter([point[0]], [point[1]], s=45, marker="D", label=label)
+            ax.annotate(label.rsplit("=", 1)[-1] if label not in FIXED else label, point, fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
         save(fig, FRONTIER, dates=False)
         charts.append(FRONTIER)
 

@@ -103,7 +103,9 @@ class Simulation:
                 book = self._keep(book, keeper, pool, i, close, now, turnover, result)
                 result.cost_usd[i] = sum(a.cost_usd for a in result.actions[before:])
                 report = self._gate_report(book, close, now)
-            result.theta_usd -= report.total.theta_usd_1d * hours / 24.0
+            # The options' time decay (the report lists them last): what holding the protection costs.
+            held = report.positions[len(report.positions) - len(book.options):] if book.options else ()
+            result.theta_usd -= sum(r.greeks.theta_usd_1d for r in held) * hours / 24.0
             hf = min((a.health_factor for a in report.accounts), default=math.inf)
             result.health_factor[i] = hf
             result.health_factor_bar_min[i] = min(bar_min, hf)
@@ -244,7 +246,8 @@ class Simulation:
         costs = CostModel(snapshot, policy.triggers.max_hedge_age_s, prices)
         after = Book.from_snapshot(snapshot)
         gas_paid = 0.0
-        recorded, traded = len(result.actions), len(turnover)
+        recorded, traded, paid = len(result.actions), len(turnover), result.premium_paid_usd
+        pool_state = (pool.sqrt_price_x96, pool.liquidity)
         for action in actions:
             gas = costs.gas_usd(action.kind, action.chain) if action.kind in GAS_UNITS else 0.0
             gas_paid += gas
@@ -258,9 +261,13 @@ class Simulation:
                 if policy.portfolio.executor.kind == "safe_module":  # one recipe: all of it reverts, gas is paid
                     after = Book.from_snapshot(snapshot)
                     del result.actions[recorded:-1], turnover[traded:]
+                    pool.sqrt_price_x96, pool.liquidity = pool_state
+                    result.premium_paid_usd = paid
                 break
+            # A flash loan's cost is its premium; the other actions' are fees and slippage.
+            premium, fee = (fee, 0.0) if action.kind == "flash_loan" else (0.0, fee)
             result.actions.append(ActionRecord(now, price, action.kind, _asset(action), action.notional_usd, fee,
-                                               slippage, gas, action.reason, action.cost_usd))
+                                               slippage, gas, action.reason, action.cost_usd, premium))
             turnover.append((now, action.notional_usd))
             if action.kind == "option_buy":
                 result.premium_paid_usd += action.notional_usd
@@ -350,13 +357,13 @@ def _asset(action: Action) -> str:
 
 def costed(action: Action, costs: CostModel, now: int, price: float) -> ActionRecord:
     """Return the action's record with its costs as the cost model predicts them (what a replay that does not
-    measure its fills records): pool fee (a flash loan's premium), price impact and gas, in USD."""
+    measure its fills records): pool fee, price impact, gas and a flash loan's premium, in USD."""
     gas = costs.gas_usd(action.kind, action.chain) if action.kind in GAS_UNITS else 0.0
-    fee = action.notional_usd * action.fee_pips / 1e6 if action.kind == "swap" else (
-        max(action.cost_usd - gas, 0.0) if action.kind == "flash_loan" else 0.0)
+    fee = action.notional_usd * action.fee_pips / 1e6 if action.kind == "swap" else 0.0
     slippage = max(action.cost_usd - gas - fee, 0.0) if action.kind == "swap" else 0.0
+    premium = max(action.cost_usd - gas, 0.0) if action.kind == "flash_loan" else 0.0
     return ActionRecord(now, price, action.kind, _asset(action), action.notional_usd, fee, slippage, gas,
-                        action.reason, action.cost_usd)
+                        action.reason, action.cost_usd, premium)
 
 
 __all__ = ["Simulation", "costed"]

@@ -125,7 +125,7 @@ def marked(book: SimBook, underlying: str, quote: str, price: float, now: int, v
             payoff = max(price - o.strike_usd, 0.0) if o.is_call else max(o.strike_usd - price, 0.0)
             wallet[quote] = wallet.get(quote, 0) + round(payoff * o.quantity * 10**TOKENS[quote].decimals)
             continue
-        options.append(marked_option(o, price, now, vol))
+        options.append(marked_option(o, vol))
     return dataclasses.replace(book, account=account, lps=tuple(lps), options=tuple(options), wallet=wallet)
 
 

@@ -1,7 +1,8 @@
 """What a backtest or a replay found, per run: liquidations by venue, the lowest health factor, time inside each
-band, hedging cost (pool fees, price impact, gas, flash-loan premiums) against the planner's prediction of it,
-option premium and theta, turnover, P&L, maximum drawdown, a risk-adjusted return, tracking error against the
-target, actions. As JSON-ready data and a rich table (`agent.sim.charts` draws them).
+band, hedging cost (pool and venue fees, price impact, gas, flash-loan premiums, the options' theta) against the
+planner's prediction of its trading part, option premium paid, turnover, P&L, maximum drawdown, a risk-adjusted
+return, tracking error against the target, actions. As JSON-ready data and a rich table (`agent.sim.charts` draws
+them).
 
 Tracking error: the annualised standard deviation (√8,760 hourly bars) of each bar's P&L minus the P&L a book held
 exactly at the target delta would have made (target delta × the bar's return). The target delta is the policy's
@@ -106,7 +107,7 @@ def summary(run: RunResult, policy: Policy | None) -> dict[str, Any]:
     slippage = sum(a.slippage_usd for a in run.actions)
     gas = sum(a.gas_usd for a in run.actions)
     premiums = sum(a.premium_usd for a in run.actions)
-    cost = fees + slippage + gas + premiums
+    cost = fees + slippage + gas + premiums + run.theta_usd
     lowest = float(np.min(run.health_factor_bar_min)) if len(run.health_factor_bar_min) else math.inf
     end_value = float(run.value_usd[-1])
     venues = Counter(x.venue for x in run.liquidations)
@@ -120,7 +121,7 @@ def summary(run: RunResult, policy: Policy | None) -> dict[str, Any]:
         "time_in_band": {k: round(v, 4) for k, v in time_in_band(run, policy).items()},
         "hedge_cost_usd": round(cost, 2),
         "hedge_cost": {"fees_usd": round(fees, 2), "slippage_usd": round(slippage, 2), "gas_usd": round(gas, 2),
-                       "flash_premium_usd": round(premiums, 2)},
+                       "flash_premium_usd": round(premiums, 2), "option_theta_usd": round(run.theta_usd, 2)},
         "options": {"premium_paid_usd": round(run.premium_paid_usd, 2), "theta_usd": round(run.theta_usd, 2)},
         "cost_prediction": prediction(run),
         "turnover_usd": round(sum(a.notional_usd for a in run.actions), 2),
@@ -165,11 +166,11 @@ def table(title: str, figures: Mapping[str, Mapping[str, Any]]) -> Table:
         ("  price impact USD", lambda f: f"{f['hedge_cost']['slippage_usd']:,.2f}"),
         ("  gas USD", lambda f: f"{f['hedge_cost']['gas_usd']:,.2f}"),
         ("  flash-loan premiums USD", lambda f: f"{f['hedge_cost']['flash_premium_usd']:,.2f}"),
+        ("  option theta USD", lambda f: f"{f['hedge_cost']['option_theta_usd']:,.2f}"),
         ("predicted cost USD", lambda f: f"{f['cost_prediction']['predicted_usd']:,.2f}"),
         ("prediction error", lambda f: "—" if f["cost_prediction"]["error_pct"] is None
          else f"{f['cost_prediction']['error_pct']:+.1f}%"),
         ("option premium paid USD", lambda f: f"{f['options']['premium_paid_usd']:,.0f}"),
-        ("option theta USD", lambda f: f"{f['options']['theta_usd']:,.0f}"),
         ("turnover USD", lambda f: f"{f['turnover_usd']:,.0f}"),
         ("refused plans", lambda f: str(f["refused_plans"])),
         ("P&L USD", lambda f: f"{f['pnl_usd']:,.0f}"),

@@ -31,14 +31,6 @@ def strike_step(spot_usd: float) -> float:
     return 10.0 ** math.floor(math.log10(spot_usd)) / 20.0
 
 
-def mark_usd(is_call: bool, spot_usd: float, strike_usd: float, expiry_ts: int, now: int, vol: float) -> float:
-    """Return the venue's mark per unit: Black-Scholes at rate 0, the intrinsic value at or past expiry."""
-    t = (expiry_ts - now) / SECONDS_PER_YEAR
-    if t <= 0:
-        return max(spot_usd - strike_usd, 0.0) if is_call else max(strike_usd - spot_usd, 0.0)
-    return float(black_scholes(is_call, spot_usd, strike_usd, t, vol, 0.0).price)
-
-
 def listed_series(venue: OptionsVenue, underlying: str, quote: str, spot_usd: float, now: int, vol: float,
                   held: tuple[OptionPosition, ...]) -> tuple[OptionSeries, ...]:
     """Return the series the venue lists at `now`: a call and a put at each strike multiple of spot (on the strike
@@ -57,13 +49,12 @@ def listed_series(venue: OptionsVenue, underlying: str, quote: str, spot_usd: fl
         for (e, k, c), m in zip(rows, np.atleast_1d(marks), strict=True))
 
 
-def marked_option(position: OptionPosition, spot_usd: float, now: int, vol: float) -> OptionPosition:
-    """Return the held option at the bar's vol and mark, with the venue's series id."""
+def marked_option(position: OptionPosition, vol: float) -> OptionPosition:
+    """Return the held option at the bar's vol, with the venue's series id (the risk engine prices it at that vol:
+    the venue's mark; the listed series carry the mark for trades)."""
     sid = position.series_id if position.series_id is not None else series_id(
         position.expiry_ts, position.strike_usd, position.is_call)
-    return dataclasses.replace(position, venue=VENUE, vol_annual=vol, series_id=sid,
-                               mark_price_usd=mark_usd(position.is_call, spot_usd, position.strike_usd,
-                                                       position.expiry_ts, now, vol))
+    return dataclasses.replace(position, venue=VENUE, vol_annual=vol, series_id=sid, mark_price_usd=None)
 
 
 def perp_market(model: PerpMarketModel, position: PerpPosition | None, underlying: str, quote: str,

@@ -147,6 +147,8 @@ def test_option_trades_stay_in_the_simulated_book_and_their_premium_and_theta_ar
         assert run.gamma_usd_1pct[bar] >= band.min, (bar, run.gamma_usd_1pct[bar])
     assert figures["time_in_band"]["gamma_usd_1pct"] > 0.9
     assert figures["options"]["premium_paid_usd"] > 0 and figures["options"]["theta_usd"] > 0
+    assert figures["hedge_cost"]["option_theta_usd"] == figures["options"]["theta_usd"]
+    assert figures["hedge_cost"]["fees_usd"] > 0  # the venue's fee on each purchase
     assert figures["liquidations"] == 0
 
 
@@ -177,6 +179,18 @@ market: {pool: {recentre_hours: 1, ranges: %s}}
     # and in the deep pool the prediction holds within 1%
     assert abs(deep["cost_prediction"]["error_pct"]) < 1
     assert shallow["liquidations"] == deep["liquidations"] == 0
+    # Through a Safe the plan is one recipe: the swap that falls short reverts all of it (nothing before it in that
+    # bar is recorded as done)
+    from agent.policy.portfolio import SafeModuleExecutor
+
+    safe = policy.model_copy(update={"portfolio": policy.portfolio.model_copy(update={
+        "executor": SafeModuleExecutor(kind="safe_module", module="0x" + "11" * 20)})})
+    run = Simulation(parse_portfolio(text % "[{range: full, usd: 5000000}, {range: [0.998, 1.002], usd: 400000}]"),
+                     path).run(PolicyKeeper(safe))
+    reverted = [a for a in run.actions if a.reverted]
+    assert reverted
+    for failed in reverted:
+        assert [a for a in run.actions if a.unix == failed.unix] == [failed]
 
 
 def test_the_baselines_do_what_their_names_say() -> None:
@@ -249,7 +263,8 @@ def test_the_cli_prints_every_fixed_run_in_json_and_writes_the_report_with_the_s
                 "hedge_cost_usd", "hedge_cost", "turnover_usd", "tracking_error_usd", "time_in_band", "actions",
                 "sharpe_daily", "cost_prediction"} <= set(run)
         assert set(run["liquidations_by_venue"]) == {"aave_v3", "perp", "options"}
-        assert {"fees_usd", "slippage_usd", "gas_usd", "flash_premium_usd"} == set(run["hedge_cost"])
+        assert {"fees_usd", "slippage_usd", "gas_usd", "flash_premium_usd", "option_theta_usd"} == set(
+            run["hedge_cost"])
     assert {p.name for p in report.iterdir()} == {"index.html", "price.png", "health_factor.png", "delta.png",
                                                   "cost.png", "value.png", "prediction.png", "frontier.png"}
     page = (report / "index.html").read_text()
@@ -316,6 +331,10 @@ def test_leveraged_long_in_a_safe_survives_2020_03_with_flash_loans_and_pays_the
 
     loans = [a for a in managed.actions if a.kind == "flash_loan"]
     assert not managed.liquidations and loans, [a.kind for a in managed.actions]
-    for loan in loans:  # the premium (5 bps of the loan) is the loan's fee; its gas is counted once
-        assert loan.fee_usd == pytest.approx(loan.notional_usd * 5e-4, rel=1e-3, abs=0.01) and loan.gas_usd > 0
-    assert all(a.gas_usd == 0 and a.fee_usd == 0 for a in managed.actions if a.kind == "flash_repay")
+    for loan in loans:  # the premium (5 bps of the loan) is the loan's cost; its gas is counted once
+        assert loan.premium_usd == pytest.approx(loan.notional_usd * 5e-4, rel=1e-3, abs=0.01) and loan.gas_usd > 0
+        assert loan.fee_usd == 0
+    assert all(a.gas_usd == 0 and a.cost_usd == 0 for a in managed.actions if a.kind == "flash_repay")
+    figures = result.figures()["policy"]
+    assert figures["hedge_cost"]["flash_premium_usd"] == pytest.approx(sum(a.premium_usd for a in loans), abs=0.01)
+    assert figures["hedge_cost"]["flash_premium_usd"] > 0
