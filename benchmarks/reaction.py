@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import faulthandler
 import json
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from agent.localnet.fleet import (
 from agent.localnet.world import FEED_DECIMALS
 from agent.policy import Policy
 from agent.settings import Settings
+from agent.telemetry import configure_logging
 
 STEP = 0.03  # each move lowers WETH by 3%
 START_USD = 2_000.0
@@ -109,7 +112,19 @@ def scan(w3: Web3, mover: str, pool: str, after: int) -> Reaction:
     return Reaction(after, first, complete, sent)
 
 
-def start_daemon(policies: list[Policy], movers: list[Mover], directory: Path) -> Daemon:
+def block_a_second(w3: Web3, on: bool) -> None:
+    """Mine a block a second, or (off) only on a transaction."""
+    if on:
+        w3.provider.make_request("evm_setIntervalMining", [1])  # type: ignore[arg-type]
+    else:
+        w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+
+
+def start_daemon(w3: Web3, policies: list[Policy], movers: list[Mover], directory: Path) -> Daemon:
+    """Start a live daemon on `policies` and return it once it has assessed each. The chain stands still while it
+    starts: discovery reads pinned to one block, which a block a second can overtake at a thousand portfolios."""
+    block_a_second(w3, False)
     settings = Settings(db=str(directory / "journal.sqlite"), metrics_addr="127.0.0.1:0",
                         kill_switch=directory / "KILL", state_dir=directory,
                         private_key=SecretStr(",".join(m.key for m in movers)))
@@ -120,6 +135,8 @@ def start_daemon(policies: list[Policy], movers: list[Mover], directory: Path) -
         if time.monotonic() > deadline:
             raise SystemExit("the daemon did not assess every portfolio within 10 minutes")
         time.sleep(0.2)
+    block_a_second(w3, True)
+    time.sleep(3)  # the follower learns the block time
     return daemon
 
 
@@ -129,11 +146,11 @@ def run(localnet: Localnet, movers: list[Mover], idle: list[Policy], watched: in
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     chain, pool = LocalChain(w3), localnet.world.contracts["Pool"]
     reactions = []
-    fleet = None if watched == 1 else start_daemon([m.policy for m in movers] + idle[: watched - len(movers)],
+    fleet = None if watched == 1 else start_daemon(w3, [m.policy for m in movers] + idle[: watched - len(movers)],
                                                    movers, directory)
     try:
         for g, mover in enumerate(movers):
-            daemon = fleet or start_daemon([mover.policy], [mover], directory)
+            daemon = fleet or start_daemon(w3, [mover.policy], [mover], directory)
             try:
                 block = move_oracle(chain, localnet, START_USD * (1 - STEP) ** (g + 1))
                 reactions.append(scan(w3, mover.address, pool, block))
@@ -157,6 +174,8 @@ def main() -> None:
     parser.add_argument("--watched", type=int, nargs="+", default=[1, 1000])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    configure_logging(level="warning")  # to stderr; a cycle line per portfolio per block would drown the figures
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack
     report: dict[str, object] = {"moves": args.moves, "block_time_s": 1, "runs": []}
     with Anvil() as node:
         localnet = build_localnet(node.url, node.chain_id)
@@ -168,11 +187,9 @@ def main() -> None:
         for watched in args.watched:
             w3.provider.make_request("evm_revert", [seeded])  # type: ignore[arg-type]
             seeded = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-            w3.provider.make_request("evm_setIntervalMining", [1])  # type: ignore[arg-type]
             with tempfile.TemporaryDirectory() as directory:
                 reactions = run(localnet, movers, idle, watched, Path(directory))
-            w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
-            w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+            block_a_second(w3, False)
             firsts, completes = [r.first_lag for r in reactions], [r.complete_lag for r in reactions]
             report["runs"].append({  # type: ignore[attr-defined]
                 "watched": watched, "first_tx_lag": distribution(firsts), "complete_lag": distribution(completes),
