@@ -19,6 +19,7 @@ import argparse
 import collections
 import faulthandler
 import json
+import os
 import signal
 import tempfile
 import time
@@ -136,7 +137,7 @@ def start_daemon(w3: Web3, policies: list[Policy], movers: list[Mover], director
             raise SystemExit("the daemon did not assess every portfolio within 10 minutes")
         time.sleep(0.2)
     block_a_second(w3, True)
-    time.sleep(3)  # the follower learns the block time
+    time.sleep(10)  # the follower learns the block time (the median of its last 8 block gaps)
     return daemon
 
 
@@ -174,7 +175,7 @@ def main() -> None:
     parser.add_argument("--watched", type=int, nargs="+", default=[1, 1000])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    configure_logging(level="warning")  # to stderr; a cycle line per portfolio per block would drown the figures
+    configure_logging(level=os.environ.get("REACTION_LOG", "warning"))  # type: ignore[arg-type]  # to stderr; a cycle line per portfolio per block would drown the figures
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack
     report: dict[str, object] = {"moves": args.moves, "block_time_s": 1, "runs": []}
     with Anvil() as node:
