@@ -37,6 +37,7 @@ bench: deps
 	$(BIN)/python benchmarks/backtest.py
 	$(BIN)/python benchmarks/recipe.py
 	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/reaction.py
 
 schema: deps
 	$(BIN)/ballast check-policy --write-schema config/policy.schema.json

@@ -251,7 +251,7 @@ class Daemon:
         """Poll the chain's head, just before each block is due once its block time is known, and run every new
         block; a block that takes longer than the block time to process makes the next poll find the newest one."""
         last: Block | None = None
-        gaps: list[int] = []
+        gaps: list[float] = []
         misses = 0
         while not self.stopping.is_set() and chain_key_alive(self.fleet, chain):
             try:
@@ -269,7 +269,7 @@ class Daemon:
                 continue
             detected = time.monotonic()
             if last is not None and block.number > last.number:
-                gaps = [*gaps[1 - BLOCK_TIMES_KEPT:], max(0, block.timestamp - last.timestamp)]
+                gaps = [*gaps[1 - BLOCK_TIMES_KEPT:], seconds_per_block(last, block)]
             self.on_block(chain, block)
             last, misses = block, 0
             gap = statistics.median(gaps) if gaps else 0
@@ -324,6 +324,12 @@ class Daemon:
             if portfolio.last_success_s is None or now - portfolio.last_success_s > limit:
                 return False, f"{portfolio.name}: no successful cycle in the last {limit:g}s"
         return True, "ok"
+
+
+def seconds_per_block(earlier: Block, later: Block) -> float:
+    """Return the mean block time between two blocks (s): per block, not per poll, so that blocks skipped while a
+    slow block was processed do not stretch the estimate (which would delay the next poll and skip more)."""
+    return max(0, later.timestamp - earlier.timestamp) / max(1, later.number - earlier.number)
 
 
 def chain_key_alive(fleet: Fleet, chain: ChainFleet) -> bool:

@@ -32,6 +32,10 @@ from agent.model import Snapshot
 from agent.policy import Policy
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# A node run by the keeper's operator: no request body limit, no block gas limit on calls; then one batch per
+# block holds the whole fleet (BALLAST_MULTICALL_MAX_BYTES / _MAX_CALLS / _GAS set the same limits in the daemon).
+OPERATOR_NODE = ("--no-request-size-limit", "--disable-block-gas-limit")
+OPERATOR_LIMITS = BatchLimits(max_bytes=100_000_000, max_calls=1_000_000, gas=10_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -131,16 +135,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--blocks", type=int, default=3, help="quiet and moved blocks per size (best is shown)")
     parser.add_argument("--peer-sample", type=int, default=100)
+    parser.add_argument("--operator-node", action="store_true",
+                        help="a node whose operator lifted the request size limit and the call gas cap")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    limits = BatchLimits()  # the defaults fit anvil's 2 MB request and 30M gas limits
+    limits = OPERATOR_LIMITS if args.operator_node else BatchLimits()  # defaults: anvil's 2 MB, 30M gas
     results = []
-    with Anvil() as node:
+    with Anvil(extra_args=OPERATOR_NODE if args.operator_node else ()) as node:
         localnet = build_localnet(node.url, node.chain_id)
         policies, seed_s = seed(localnet, max(args.sizes))
         for size in sorted(args.sizes):
             results.append(run_size(localnet, policies[:size], limits, min(size, args.peer_sample), args.blocks))
     report = {"seeded_accounts": len(policies), "seed_s": round(seed_s, 2), "limits": asdict(limits),
+              "operator_node": args.operator_node,
               "sizes": results}
     if args.json:
         print(json.dumps(report, indent=2))

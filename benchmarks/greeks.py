@@ -1,15 +1,19 @@
-"""Revalue a book of options with `black_scholes` and, in the same run, with two peers; print options/second.
+"""Revalue a book of options with `black_scholes` and, in the same run, with peers; print options/second.
 
-Peers: a straightforward vectorised scipy.stats.norm implementation of the same formulas, and QuantLib's
-AnalyticEuropeanEngine in a per-option loop (on a subsample). All three compute price, delta, gamma, vega, theta
-and rho. Run: .venv/bin/python benchmarks/greeks.py [--options N] [--quantlib-options M]
+Peers: a straightforward vectorised scipy.stats.norm implementation of the same formulas, on one thread and split
+over the same threads as `black_scholes` (numpy and scipy release the GIL inside their ufuncs), and QuantLib's
+AnalyticEuropeanEngine in a per-option loop (on a subsample). All compute price, delta, gamma, vega, theta and rho.
+Run: .venv/bin/python benchmarks/greeks.py [--options N] [--quantlib-options M] [--repeats R]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import QuantLib as ql
@@ -19,6 +23,9 @@ from agent.risk.greeks import black_scholes
 
 RATE = 0.03
 YIELD = 0.01
+# The threaded peer's chunk: the best of 16k..1M on the 2-core target (scipy.stats' per-call overhead is ~30 µs).
+PEER_CHUNK = 131_072
+THREADS = len(os.sched_getaffinity(0))
 
 
 def book(n: int, seed: int = 3) -> tuple[np.ndarray, ...]:
@@ -71,36 +78,73 @@ def quantlib_loop(is_call, s, k, t, vol, r, q) -> list[tuple[float, ...]]:
     return out
 
 
-def best_rate(n: int, run: Callable[[], object], repeats: int) -> float:
-    """Options per second of the fastest of `repeats` runs (after one warm-up run)."""
-    run()
-    best = min(_timed(run) for _ in range(repeats))
-    return n / best
+def threaded(peer: Callable[..., tuple[np.ndarray, ...]], pool: ThreadPoolExecutor, *args: np.ndarray | float):
+    """Run `peer` on chunks of PEER_CHUNK options across `pool` and join the six outputs."""
+    n = len(args[0])  # type: ignore[arg-type]
+    chunks = [[a[lo : lo + PEER_CHUNK] if isinstance(a, np.ndarray) else a for a in args]
+              for lo in range(0, n, PEER_CHUNK)]
+    parts = list(pool.map(lambda chunk: peer(*chunk), chunks))
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
 
 
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def rates(n: int, runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Options per second of each run, `repeats` times, interleaved so that a busy spell slows every line alike
+    (after one warm-up each)."""
+    for run in runs.values():
+        run()
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            out[name].append(n / (time.perf_counter() - start))
+    return out
+
+
+def cpu_seconds_per_option(n: int, run: Callable[[], object]) -> float:
+    """Process CPU seconds per option of one run: the cost when the cores are shared, whatever the load."""
+    start = time.process_time()
     run()
-    return time.perf_counter() - start
+    return (time.process_time() - start) / n
+
+
+def line(name: str, samples: list[float]) -> str:
+    best, median, worst = max(samples), statistics.median(samples), min(samples)
+    return f"{name:<28} best {best / 1e6:7.2f}  median {median / 1e6:7.2f}  worst {worst / 1e6:7.2f} M options/s"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--options", type=int, default=1_000_000)
     parser.add_argument("--quantlib-options", type=int, default=2_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
     n, m = args.options, args.quantlib_options
     is_call, s, k, t, vol = book(n)
-    print(f"options revalued (price + 5 Greeks): {n:,}; QuantLib subsample {m:,}")
-    for q in (0.0, YIELD):
-        ours = best_rate(n, lambda q=q: black_scholes(is_call, s, k, t, vol, RATE, q), args.repeats)
-        peer = best_rate(n, lambda q=q: scipy_norm_greeks(is_call, s, k, t, vol, RATE, q), args.repeats)
-        print(f"  yield {q:4.0%}: black_scholes {ours / 1e6:6.2f} M options/s, scipy.stats.norm "
-              f"{peer / 1e6:6.2f} M options/s, ratio {ours / peer:4.1f}x")
+    print(f"options revalued (price + 5 Greeks): {n:,}; threads {THREADS}; QuantLib subsample {m:,}; "
+          f"{args.repeats} interleaved runs each; load average {os.getloadavg()[0]:.1f}")
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        for q in (0.0, YIELD):
+            runs = {
+                "black_scholes": lambda q=q: black_scholes(is_call, s, k, t, vol, RATE, q),
+                f"scipy.stats.norm x{THREADS} threads": lambda q=q: threaded(
+                    scipy_norm_greeks, pool, is_call, s, k, t, vol, RATE, q),
+                "scipy.stats.norm 1 thread": lambda q=q: scipy_norm_greeks(is_call, s, k, t, vol, RATE, q),
+            }
+            measured = rates(n, runs, args.repeats)
+            ours, peer, single = (max(v) for v in measured.values())
+            print(f"  yield {q:4.0%}:")
+            for name, samples in measured.items():
+                print("    " + line(name, samples))
+            cpu = {name: cpu_seconds_per_option(n, run) for name, run in runs.items()}
+            print("    CPU ns per option: " + ", ".join(f"{name} {c * 1e9:.1f}" for name, c in cpu.items()))
+            print(f"    ratio to the threaded peer {ours / peer:4.1f}x (best runs), "
+                  f"{cpu[f'scipy.stats.norm x{THREADS} threads'] / cpu['black_scholes']:4.1f}x (CPU per option); "
+                  f"to one thread {ours / single:4.1f}x; capacity of {THREADS} free cores at the CPU cost: "
+                  f"{THREADS / cpu['black_scholes'] / 1e6:5.1f} M options/s")
     sub = (is_call[:m], s[:m], k[:m], t[:m], vol[:m])
-    quantlib = best_rate(m, lambda: quantlib_loop(*sub, RATE, YIELD), 1)
+    quantlib = max(rates(m, {"ql": lambda: quantlib_loop(*sub, RATE, YIELD)}, 1)["ql"])
     print(f"  yield {YIELD:4.0%}: QuantLib loop {quantlib / 1e6:8.4f} M options/s, black_scholes/QuantLib "
           f"ratio {ours / quantlib:,.0f}x")
 

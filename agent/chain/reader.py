@@ -217,15 +217,20 @@ class PortfolioReader:
                                                                                 on_request=on_request))
             for chain in portfolio.chains
         ]
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.chains)), thread_name_prefix="chain-reader")
+        # Threads only where several chains are read at once: a fleet of single-chain portfolios would otherwise
+        # hold an idle thread each.
+        several = len(self.chains) > 1
+        self._pool = ThreadPoolExecutor(len(self.chains), thread_name_prefix="chain-reader") if several else None
 
     def read(self) -> Snapshot:
         """Return the portfolio's snapshot; raises `ChainUnavailable` when a chain has no answering endpoint."""
-        chains: Sequence[ChainSnapshot] = list(self._pool.map(lambda reader: reader.read(), self.chains))
+        chains: Sequence[ChainSnapshot] = ([reader.read() for reader in self.chains] if self._pool is None
+                                           else list(self._pool.map(lambda reader: reader.read(), self.chains)))
         portfolio = self.policy.portfolio
         return Snapshot(portfolio.name, portfolio.account, portfolio.underlying, tuple(chains))
 
     def close(self) -> None:
         if self.fleet is not None:
             self.fleet.remove(self.policy.portfolio.name)
-        self._pool.shutdown(wait=False)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

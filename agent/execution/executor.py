@@ -233,7 +233,9 @@ class Executor:
                     continue
                 self._drive(intent, first=position == 0)
                 touched.append(intent.id)
-                break  # one step of a plan at a time
+                driven = self.journal.intent(intent.id)
+                if driven is None or driven.state != "confirmed":
+                    break  # one step of a plan at a time; a step confirmed in this pass lets the next one go now
         self._update_gauges()
         return [i for i in (self.journal.intent(t) for t in touched) if i is not None]
 

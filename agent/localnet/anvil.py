@@ -67,6 +67,7 @@ class Anvil:
     balance_eth: int = 1_000_000
     block_time_s: float | None = None
     fork_url: str | None = None
+    extra_args: tuple[str, ...] = ()  # further anvil options, e.g. an operator's node limits
     ready_timeout_s: float = 15.0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -88,6 +89,7 @@ class Anvil:
                 args += ["--block-time", str(self.block_time_s)]
             if self.fork_url:
                 args += ["--fork-url", self.fork_url]
+            args += self.extra_args
             self.process = subprocess.Popen(
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
             )

@@ -154,9 +154,9 @@ def _mine_all(url: str, hashes: Sequence[str]) -> None:
 
 
 def fleet_policy(localnet: Localnet, name: str, account: str, lp: bool = False, mode: str = "dry-run",
-                 interval_s: float = 12) -> Policy:
+                 interval_s: float = 12, health_factor_target: float = 1.8) -> Policy:
     """Return the policy of one fleet account: its Aave account (and LP positions) priced by the local feeds, kept
-    inside a health-factor band of [1.5, 3.0] with target 1.8."""
+    inside a health-factor band of [1.5, 3.0] with target `health_factor_target` (1.8)."""
     contracts = localnet.world.contracts
     feeds = ", ".join(f'{symbol}: "{address}"' for symbol, address in localnet.world.feeds.items())
     uniswap = (f'\n        uniswap_v3: {{position_manager: "{contracts["NonfungiblePositionManager"]}", swap_router: '
@@ -175,7 +175,7 @@ portfolio:
         aave_v3: {{pool_addresses_provider: "{contracts["PoolAddressesProvider"]}"}}{uniswap}
         chainlink: {{max_age_s: 3600, feeds: {{{feeds}}}}}
 bands:
-  health_factor: {{min: 1.5, target: 1.8, max: 3.0, boost: false}}
+  health_factor: {{min: 1.5, target: {health_factor_target:g}, max: 3.0, boost: false}}
 triggers: {{interval_s: {interval_s:g}, max_hedge_age_s: 86400, price_move_pct: 2.0, cooldown_s: 60}}
 hedging: {{instruments: [aave_borrow, spot_swap], max_slippage_bps: 30, min_trade_usd: 500}}
 limits: {{max_notional_per_tx_usd: 250000, max_daily_turnover_usd: 2000000, max_gas_price_gwei: 200}}

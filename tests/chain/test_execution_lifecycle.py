@@ -71,6 +71,23 @@ def test_repay_recipe_carries_its_exact_approval_in_one_keeper_transaction(
     assert usdc.functions.allowance(safe, localnet.world.contracts["Pool"]).call() == 0  # exact: nothing left
 
 
+def test_the_pass_that_confirms_an_approval_sends_the_repay(
+    localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path
+) -> None:
+    # With a block a second, a step that waited for the next pass would cost the plan a block.
+    policy = live(demo_policy("leveraged-long"))
+    before = read(policy)
+    repay = Action("repay", "localnet", "aave_v3", "USDC", 2_000 * 10**6, 2_000.0, "health_factor below min")
+    executor = make_executor(localnet, policy, tmp_path)
+
+    report = executor.execute_plan(plan(before, repay), before)  # sends the approval (mined at once: automine)
+    assert [i.state for i in report.intents] == ["sent", "planned"]
+    executor.advance()
+
+    states = [i.state for i in executor.journal.intents(policy.portfolio.name, plan=report.plan_id)]
+    assert states[0] == "confirmed" and states[1] in ("sent", "mined", "confirmed")
+
+
 def test_reverting_transaction_is_not_broadcast_and_is_recorded_failed_with_its_reason(
     localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path
 ) -> None:
