@@ -21,6 +21,7 @@ from tests.chain.execution_support import (
     keeper_account,
     live,
     make_executor,
+    plain_leveraged_long,
     plan,
     read,
     rpc,
@@ -72,10 +73,11 @@ def test_repay_recipe_carries_its_exact_approval_in_one_keeper_transaction(
 
 
 def test_the_pass_that_confirms_an_approval_sends_the_repay(
-    localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path
+    localnet: Localnet, chain: LocalChain, tmp_path: Path
 ) -> None:
-    # With a block a second, a step that waited for the next pass would cost the plan a block.
-    policy = live(demo_policy("leveraged-long"))
+    # With a block a second, a step that waited for the next pass would cost the plan a block: a plain account's
+    # repay is two transactions (a Safe's is one recipe).
+    policy = plain_leveraged_long(localnet, chain, idle_usdc=5_000)
     before = read(policy)
     repay = Action("repay", "localnet", "aave_v3", "USDC", 2_000 * 10**6, 2_000.0, "health_factor below min")
     executor = make_executor(localnet, policy, tmp_path)
