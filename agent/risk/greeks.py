@@ -121,7 +121,8 @@ def _evaluate(
         # One option (a backtest marks its book one bar at a time): the same kernels on the same one-element
         # arrays as the block path below, without its broadcasting, scratch and worker set-up (most of a scalar
         # call's cost).
-        _block(*(x.reshape(1) for x in (call, *operands)), outputs, np.empty((5, 1)), no_yield, black76)
+        s, k, t, vol, r, q = (x.reshape(1) for x in operands)
+        _block(call.reshape(1), s, k, t, vol, r, q, outputs, np.empty((5, 1)), no_yield, black76)
         return Greeks(*(o.reshape(shape) for o in outputs))
     flat = [_flat(x, shape) for x in (call, *operands)]
     workers = min(_cpu_count(), -(-size // _BLOCK)) if size >= _PARALLEL_MIN else 1
