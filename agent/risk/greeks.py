@@ -115,12 +115,18 @@ def _evaluate(
     call = np.asarray(is_call, dtype=np.bool_)
     shape = np.broadcast_shapes(call.shape, *(x.shape for x in operands))
     size = math.prod(shape)
-    flat = [_flat(x, shape) for x in (call, *operands)]
     outputs = np.empty((6, size))
+    no_yield = not black76 and operands[5].size == 1 and float(operands[5].reshape(())) == 0.0
+    if size == 1:
+        # One option (a backtest marks its book one bar at a time): the same kernels on the same one-element
+        # arrays as the block path below, without its broadcasting, scratch and worker set-up (most of a scalar
+        # call's cost).
+        s, k, t, vol, r, q = (x.reshape(1) for x in operands)
+        _block(call.reshape(1), s, k, t, vol, r, q, outputs, np.empty((5, 1)), no_yield, black76)
+        return Greeks(*(o.reshape(shape) for o in outputs))
+    flat = [_flat(x, shape) for x in (call, *operands)]
     workers = min(_cpu_count(), -(-size // _BLOCK)) if size >= _PARALLEL_MIN else 1
     share = -(-size // workers)
-
-    no_yield = not black76 and operands[5].size == 1 and float(operands[5].reshape(())) == 0.0
 
     def run(first: int) -> None:
         # One scratch set per worker, reused block after block: fresh large arrays would page-fault on first touch.

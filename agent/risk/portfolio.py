@@ -31,7 +31,7 @@ from agent.model import (
     RiskReport,
 )
 from agent.risk import lending, lp, morpho, perps
-from agent.risk.greeks import black_scholes
+from agent.risk.greeks import Greeks, black_scholes
 
 SECONDS_PER_YEAR = 365 * 86_400
 DAYS_PER_YEAR = 365.0
@@ -104,7 +104,13 @@ def position_risk(
     """Return the position's label, value (USD) and desk Greeks against `underlying` (zero Greeks for positions
     on another underlying)."""
     spot = prices_usd[underlying]
-    value = float(value_usd(position, underlying, prices_usd, now_ts, rate=rate))
+    marks = None
+    if isinstance(position, OptionPosition) and position.underlying == underlying:
+        # One evaluation gives the mark and the Greeks (value_usd would price the option again, identically).
+        marks = _option_marks(position, spot, now_ts, rate)
+        value = float(marks.price * position.quantity)
+    else:
+        value = float(value_usd(position, underlying, prices_usd, now_ts, rate=rate))
     greeks = DeskGreeks()
     if isinstance(position, AaveAccount):
         # Priced by Aave at the underlying's price, so it moves one for one with it: a supply is long, a debt short.
@@ -148,8 +154,8 @@ def position_risk(
             )
         label = f"perp:{position.venue}:{position.underlying}"
     else:
-        if position.underlying == underlying:
-            greeks = _option_greeks(position, spot, now_ts, rate)
+        if marks is not None:
+            greeks = _option_greeks(position, marks, spot)
         kind = "C" if position.is_call else "P"
         label = f"option:{position.venue}:{position.underlying}-{position.expiry_ts}-{position.strike_usd:g}-{kind}"
     return PositionRisk(label, value, greeks)
@@ -254,8 +260,9 @@ def risk_report(
     )
 
 
-def _option_greeks(position: OptionPosition, spot: float, now_ts: int, rate: float) -> DeskGreeks:
-    g = black_scholes(
+def _option_marks(position: OptionPosition, spot: float, now_ts: int, rate: float) -> Greeks:
+    """Return the option's BSM price and raw Greeks at `spot` (USD) and its own vol."""
+    return black_scholes(
         position.is_call,
         spot,
         position.strike_usd,
@@ -263,6 +270,10 @@ def _option_greeks(position: OptionPosition, spot: float, now_ts: int, rate: flo
         position.vol_annual,
         rate,
     )
+
+
+def _option_greeks(position: OptionPosition, g: Greeks, spot: float) -> DeskGreeks:
+    """Return the desk Greeks (USD) of the position from its raw Greeks per option."""
     qty = position.quantity
     return DeskGreeks(
         delta_usd=float(g.delta) * spot * qty,

@@ -40,6 +40,8 @@ def accrued(book: SimBook, hours: float, borrow_apr: dict[str, float], supply_ap
 
 def funded(book: SimBook, hours: float, price: float, funding_per_hour: float) -> SimBook:
     """Return the book after its perps paid (or received) `hours` of funding at `funding_per_hour` of notional."""
+    if not book.perps:
+        return book
     perps = tuple(dataclasses.replace(p, funding_rate_per_hour=funding_per_hour,
                                       margin_usd=p.margin_usd - p.size_underlying * price * funding_per_hour * hours)
                   for p in book.perps)
@@ -74,7 +76,8 @@ def lp_fee_base_units(position: LpPosition, underlying: str, quote: str, low: fl
 def liquidated(book: SimBook, underlying: str, price: float, now: int,
                out: list[LiquidationRecord]) -> tuple[SimBook, float]:
     """Return the book after every liquidation the price `price` allows (appended to `out`), and the health factor
-    before them."""
+    before them. The returned account carries the oracle price `price` only when it was liquidated (the engine marks
+    the book at the close next)."""
     perps = []
     for p in book.perps:
         equity = p.margin_usd + p.size_underlying * (price - p.entry_price_usd)
@@ -82,12 +85,16 @@ def liquidated(book: SimBook, underlying: str, price: float, now: int,
             out.append(LiquidationRecord(now, price, "perp", 0.0, 0.0, max(equity, 0.0)))
             continue
         perps.append(p)
-    book = dataclasses.replace(book, perps=tuple(perps))
+    if len(perps) < len(book.perps):
+        book = dataclasses.replace(book, perps=tuple(perps))
     if book.account is None:
         return book, math.inf
     account = priced(book.account, underlying, price)
     hf_wad = lending.health_factor_wad(account)
     before = lending.health_factor_float(hf_wad)
+    if hf_wad >= lending.LIQUIDATION_THRESHOLD_WAD:
+        # Nothing to liquidate (most bars): the book as it came; `marked` sets the close's oracle price next.
+        return book, before
     for _ in range(MAX_LIQUIDATIONS_PER_BAR):
         if hf_wad >= lending.LIQUIDATION_THRESHOLD_WAD:
             break

@@ -129,6 +129,22 @@ def test_arrays_and_scalars_broadcast_to_the_same_values_as_one_option_at_a_time
     assert g.theta[2, 1] == pytest.approx(float(one.theta), rel=1e-14)
 
 
+@pytest.mark.parametrize("model", ["bsm", "black76"])
+@pytest.mark.parametrize("case", [(True, 100.0, 90.0, 0.5, 0.4, 0.03, 0.0), (False, 100.0, 120.0, 1.0, 0.4, 0.02, 0.01),
+                                  (True, 100.0, 100.0, 0.0, 0.4, 0.02, 0.0), (False, 100.0, 100.0, 0.5, 0.0, 0.0, 0.0)])
+def test_one_option_takes_the_same_bits_as_the_block_path(model, case):
+    # A single option skips the block set-up (the backtest's per-bar marks); the kernels must give it the exact
+    # values an array of options gets.
+    c, s, k, t, v, r, q = case
+    if model == "bsm":
+        one, many = black_scholes(c, s, k, t, v, r, q), black_scholes([c, c], s, k, t, v, r, q)
+    else:
+        one, many = black76(c, s, k, t, v, r), black76([c, c], s, k, t, v, r)
+    for field in ("price", "delta", "gamma", "vega", "theta", "rho"):
+        assert getattr(one, field).shape == ()
+        np.testing.assert_array_equal(np.full(2, getattr(one, field)), getattr(many, field))
+
+
 def test_threaded_blocks_give_the_same_result_as_one_block(monkeypatch):
     rng = np.random.default_rng(7)
     n = 50_000

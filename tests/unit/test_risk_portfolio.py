@@ -9,7 +9,14 @@ import pytest
 from agent.model import AaveAccount, AaveReserve, LpPosition, OptionPosition, PerpPosition, Token
 from agent.risk import lending, lp
 from agent.risk.greeks import black_scholes
-from agent.risk.portfolio import SECONDS_PER_YEAR, account_health, position_risk, risk_report, years_to_expiry
+from agent.risk.portfolio import (
+    SECONDS_PER_YEAR,
+    account_health,
+    position_risk,
+    risk_report,
+    value_usd,
+    years_to_expiry,
+)
 
 WETH = Token("WETH", "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", 18)
 USDC = Token("USDC", "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", 6)
@@ -26,6 +33,13 @@ def _call_greeks():
 def test_option_delta_usd_is_delta_times_spot_times_quantity():
     risk = position_risk(CALL, "WETH", PRICES, NOW, RATE)
     assert risk.greeks.delta_usd == pytest.approx(float(_call_greeks().delta) * 2000.0 * 3.0, rel=1e-12)
+
+
+def test_option_value_in_its_risk_is_exactly_its_value_usd():
+    # position_risk prices an option once for its mark and its Greeks; the mark must be value_usd's to the bit.
+    for option in (CALL, OptionPosition("ref", "WETH", False, 1800.0, NOW + 3600, 2.0, 0.9)):
+        assert position_risk(option, "WETH", PRICES, NOW, RATE).value_usd == float(
+            value_usd(option, "WETH", PRICES, NOW, rate=RATE))
 
 
 def test_option_gamma_usd_1pct_is_gamma_times_spot_times_one_percent_of_spot():
