@@ -46,8 +46,6 @@ class PerpVenue(Protocol):
 
     def encode_deposit_margin(self, amount_base_units: int) -> TxRequest: ...
 
-    def encode_withdraw_margin(self, amount_base_units: int) -> TxRequest: ...
-
 
 class LocalPerpMarket:
     """The local reference perp market: one market per contract, on the underlying its feed prices."""
@@ -112,10 +110,6 @@ class LocalPerpMarket:
     def encode_deposit_margin(self, amount_base_units: int) -> TxRequest:
         data = LOCAL_PERP.fn("depositMargin").encode(amount_base_units)
         return TxRequest(self.chain, self.market, data, description=f"perps deposit {amount_base_units} margin")
-
-    def encode_withdraw_margin(self, amount_base_units: int) -> TxRequest:
-        data = LOCAL_PERP.fn("withdrawMargin").encode(amount_base_units)
-        return TxRequest(self.chain, self.market, data, description=f"perps withdraw {amount_base_units} margin")
 
 
 def perp_venue(venue: str, chain: str, account: str, market: str, underlying: str, tokens: TokenRegistry) -> PerpVenue:
