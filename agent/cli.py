@@ -14,8 +14,6 @@ stdout) and a documented exit code, never a traceback. `user_errors` does it for
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +23,7 @@ import structlog
 import typer
 
 from agent import __version__
-from agent.console import make_console, progress
+from agent.console import make_console, native_stdout_to_stderr, progress
 from agent.errors import BallastError, ExitCode, UserInputError
 from agent.policy import Policy, load_policy, policy_json_schema_text
 from agent.settings import load_settings, policy_variables
@@ -269,21 +267,6 @@ def once(
                 make_console().print(execution.deferred or "; ".join(str(r) for r in execution.refusals) or states)
 
 
-@contextmanager
-def _native_stdout_to_stderr() -> Iterator[None]:
-    """Send what native code writes to file descriptor 1 to stderr for the block: the MILP solver (HiGHS) may print
-    a line there, which would break the one JSON object `--json` prints."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
     from agent.sim.market import parse_date
 
@@ -338,7 +321,7 @@ def backtest(
             alternatives[alternative_label(file, {*FIXED, *alternatives})] = load_policy(file, env=policy_variables())
         for width in alt_delta_bands or []:
             alternatives[f"delta ±{width:g}"] = with_delta_band(policy, width)
-        with _native_stdout_to_stderr(), progress(make_console(stderr=True), not as_json) as bar:
+        with native_stdout_to_stderr(), progress(make_console(stderr=True), not as_json) as bar:
             task = bar.add_task("backtest", total=None)
 
             def on_run(label: str, done: int, total: int) -> None:
@@ -389,7 +372,7 @@ def replay(
         path = load_prices(prices, *_window(start, end))
         # The daemon's cycle lines would drown the report: warnings and errors only, on stderr.
         configure_logging(load_settings().log_format, "warning")
-        with _native_stdout_to_stderr(), progress(make_console(stderr=True), not as_json) as bar:
+        with native_stdout_to_stderr(), progress(make_console(stderr=True), not as_json) as bar:
             task = bar.add_task("replay", total=len(path))
             result = run_replay(policy, path, on_bar=lambda i, total: bar.update(task, completed=i))
         _print_runs(result, policy, report_dir, as_json)

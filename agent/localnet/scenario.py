@@ -31,7 +31,7 @@ CRASH_BEFORE_GAP = [round(2_000 * 0.95**i, 2) for i in range(1, 6)]  # −5% a s
 GAP_HEALTH_FACTOR = 1.015  # the gap takes the looped long this close to liquidation in one block
 CRASH_AFTER_GAP = 3  # then −5% steps again
 RALLY_STEPS = 16  # +6% a step
-PORTFOLIOS = ("leveraged-long", "delta-neutral-lp")
+PORTFOLIOS = ("leveraged-long", "delta-neutral-lp", "cross-protocol")  # every demo portfolio (its Aave HF)
 
 
 def _sample(name: str, **labels: str) -> float:
