@@ -52,10 +52,15 @@ def main() -> None:
     sample = PricePath(path.source, path.unix[: args.sample_bars], path.open[: args.sample_bars],
                        path.high[: args.sample_bars], path.low[: args.sample_bars], path.close[: args.sample_bars],
                        path.volume[: args.sample_bars])
-    gated, _l, _a = timed("leveraged-long", sample, gate=True)
-    naive, _l, _a = timed("leveraged-long", sample, gate=False)
+    # The peer: the same simulation, keeper and policy with the full cycle on every bar, which is how a competent
+    # backtest without a trigger gate runs the daemon's cycle. Both must take the same decisions, or the ratio
+    # would compare different work.
+    gated, liquidations_g, actions_g = timed("leveraged-long", sample, gate=True)
+    naive, liquidations_n, actions_n = timed("leveraged-long", sample, gate=False)
+    same = "the same" if (liquidations_g, actions_g) == (liquidations_n, actions_n) else "DIFFERENT"
     print(f"leveraged-long, first {len(sample):,} bars: gated {len(sample) / gated:,.0f} bars/s, full cycle every "
-          f"bar {len(sample) / naive:,.0f} bars/s: ratio {naive / gated:.1f}x")
+          f"bar {len(sample) / naive:,.0f} bars/s: ratio {naive / gated:.1f}x ({same} decisions: "
+          f"{actions_g} vs {actions_n} actions, {liquidations_g} vs {liquidations_n} liquidations)")
 
 
 if __name__ == "__main__":

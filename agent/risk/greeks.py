@@ -81,18 +81,6 @@ def black_scholes(
 
     `vol`, `rate` and `div_yield` are annual and continuously compounded (0.05 = 5%); rho holds `div_yield` fixed.
     """
-    return _evaluate(is_call, spot, strike, t_years, vol, rate, div_yield)
-
-
-def _evaluate(
-    is_call: ArrayLike,
-    spot: ArrayLike,
-    strike: ArrayLike,
-    t_years: ArrayLike,
-    vol: ArrayLike,
-    rate: ArrayLike,
-    div_yield: ArrayLike,
-) -> Greeks:
     raw = (spot, strike, t_years, vol, rate, div_yield)
     operands = [np.asarray(x, dtype=np.float64) for x in raw]
     call = np.asarray(is_call, dtype=np.bool_)
