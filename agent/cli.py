@@ -14,8 +14,6 @@ stdout) and a documented exit code, never a traceback. `user_errors` does it for
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +21,9 @@ from typing import Annotated, Any, NoReturn
 
 import structlog
 import typer
-from rich.console import Console
 
 from agent import __version__
+from agent.console import make_console, native_stdout_to_stderr, progress
 from agent.errors import BallastError, ExitCode, UserInputError
 from agent.policy import Policy, load_policy, policy_json_schema_text
 from agent.settings import load_settings, policy_variables
@@ -98,7 +96,7 @@ def localnet_up(
     from agent.localnet.demo import serve
 
     with user_errors():
-        serve(Console(stderr=as_json), state_dir or load_settings().state_dir, port, as_json)
+        serve(make_console(stderr=as_json), state_dir or load_settings().state_dir, port, as_json)
 
 
 @app.command("demo")
@@ -107,7 +105,7 @@ def demo(state_dir: Path | None = STATE_DIR_OPTION) -> None:
     from agent.localnet.demo import run_demo
 
     with user_errors():
-        run_demo(Console(), state_dir or load_settings().state_dir)
+        run_demo(make_console(), state_dir or load_settings().state_dir)
 
 
 @app.command("check-policy")
@@ -191,7 +189,7 @@ def status(
         if as_json:
             typer.echo(json.dumps(snapshot_json(snapshot)))
         else:
-            Console().print(snapshot_tables(snapshot))
+            make_console().print(snapshot_tables(snapshot))
 
 
 @app.command("journal")
@@ -221,7 +219,7 @@ def journal(
         if as_json:
             typer.echo(json.dumps(data))
         else:
-            Console().print(journal_tables(data))
+            make_console().print(journal_tables(data))
 
 
 @app.command("once")
@@ -263,25 +261,10 @@ def once(
                 output["execution"] = execution.to_json()
             typer.echo(json.dumps(output))
         else:
-            Console().print(cycle_tables(result))
+            make_console().print(cycle_tables(result))
             if execution is not None:
                 states = ", ".join(f"{i.kind} {i.state}" for i in execution.intents) or "nothing to send"
-                Console().print(execution.deferred or "; ".join(str(r) for r in execution.refusals) or states)
-
-
-@contextmanager
-def _native_stdout_to_stderr() -> Iterator[None]:
-    """Send what native code writes to file descriptor 1 to stderr for the block: the MILP solver (HiGHS) may print
-    a line there, which would break the one JSON object `--json` prints."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+                make_console().print(execution.deferred or "; ".join(str(r) for r in execution.refusals) or states)
 
 
 def _window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
@@ -338,9 +321,14 @@ def backtest(
             alternatives[alternative_label(file, {*FIXED, *alternatives})] = load_policy(file, env=policy_variables())
         for width in alt_delta_bands or []:
             alternatives[f"delta ±{width:g}"] = with_delta_band(policy, width)
-        with _native_stdout_to_stderr():
+        with native_stdout_to_stderr(), progress(make_console(stderr=True), not as_json) as bar:
+            task = bar.add_task("backtest", total=None)
+
+            def on_run(label: str, done: int, total: int) -> None:
+                bar.update(task, description=f"backtest: {label}", completed=done, total=total)
+
             result = run_backtest(spec, path, policy, alternatives, sweeps or (), market,
-                                  (periodic_hours, periodic_move_pct))
+                                  (periodic_hours, periodic_move_pct), on_run)
         _print_runs(result, policy, report_dir, as_json)
 
 
@@ -357,9 +345,9 @@ def _print_runs(result: Any, policy: Policy, report_dir: Path | None, as_json: b
     if as_json:
         typer.echo(json.dumps(output))
     else:
-        Console().print(table(result.title(), result.figures()))
+        make_console().print(table(result.title(), result.figures()))
         if report_dir is not None:
-            Console().print(f"report: {output['report']}")
+            make_console().print(f"report: {output['report']}")
 
 
 @app.command("replay")
@@ -384,8 +372,9 @@ def replay(
         path = load_prices(prices, *_window(start, end))
         # The daemon's cycle lines would drown the report: warnings and errors only, on stderr.
         configure_logging(load_settings().log_format, "warning")
-        with _native_stdout_to_stderr():
-            result = run_replay(policy, path)
+        with native_stdout_to_stderr(), progress(make_console(stderr=True), not as_json) as bar:
+            task = bar.add_task("replay", total=len(path))
+            result = run_replay(policy, path, on_bar=lambda i, total: bar.update(task, completed=i))
         _print_runs(result, policy, report_dir, as_json)
 
 

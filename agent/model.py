@@ -438,9 +438,9 @@ class Action:
     - "perp": change the perp position by `amount_base_units` (signed, 1e18 units of the underlying `asset`, +
       buys) at a fill no worse than `acceptable_price_1e18` (USD, 1e18: a buy fills at or below it, a sell at or
       above);
-    - "perp_deposit", "perp_withdraw": move `amount_base_units` of the margin token `asset` into or out of the
-      perp market (the planner deposits margin when a perp's liquidation price comes within 25% of the
-      underlying's price, funded from the idle balance or Aave collateral: `planner/margin.py`);
+    - "perp_deposit": move `amount_base_units` of the margin token `asset` into the perp market (the planner
+      deposits margin when a perp's liquidation price comes within 25% of the underlying's price, funded from the
+      idle balance or Aave collateral: `planner/margin.py`; the keeper never withdraws margin);
     - "option_buy", "option_sell": buy or sell back `amount_base_units` options (1e18 units of the underlying) of
       the venue's series `position_id` (`asset` names it, e.g. "WETH-1700000000-1800-P"), paying at most
       `max_amount_in_base_units` or receiving at least `min_amount_out_base_units` of the venue's quote token;

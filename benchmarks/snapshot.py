@@ -1,15 +1,19 @@
-"""Snapshot reading: one block-pinned Multicall3 batch against naive per-call reading of the same values.
+"""Snapshot reading: one block-pinned Multicall3 batch against a JSON-RPC batch of the same `eth_call`s.
 
 Runs a local chain, gives the delta-neutral-lp account 40 LP positions, and times both ways of reading every value
-the adapters ask for. Prints wall time per snapshot, RPC requests per snapshot and the ratio. No assertions: the
+the adapters ask for at one block. The peer is what a competent engineer without Multicall3 would write: every call
+in one JSON-RPC batch (`w3.batch_requests()`, one HTTP round trip, pinned to the block it read first), not a loop
+of sequential calls. Prints wall time per snapshot, HTTP requests per snapshot and the ratio. No assertions: the
 numbers are for the reader."""
 
 from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
-from web3 import Web3
+from web3 import HTTPProvider, Web3
+from web3.types import RPCEndpoint, RPCResponse
 
 from agent.chain.reader import PortfolioReader
 from agent.localnet import Anvil, build_localnet
@@ -20,6 +24,22 @@ from agent.policy import parse_policy
 
 ROUNDS = 20
 POSITIONS = 40
+
+
+class Counted(HTTPProvider):
+    """web3's HTTP provider, counting its HTTP requests (a batch is one) into `counter[0]`."""
+
+    def __init__(self, url: str, counter: list[int]) -> None:
+        super().__init__(url)
+        self.counter = counter
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        self.counter[0] += 1
+        return super().make_request(method, params)
+
+    def make_batch_request(self, requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
+        self.counter[0] += 1
+        return super().make_batch_request(requests)
 
 
 def main() -> None:
@@ -50,14 +70,21 @@ def main() -> None:
         def batched() -> None:
             reader.read()
 
-        def naive() -> None:
-            block = chain_reader.w3.eth.get_block("latest")["number"]
-            for call in calls:
-                request = {"to": Web3.to_checksum_address(call.target), "data": call.function.encode(*call.args)}
-                chain_reader.w3.eth.call(request, block_identifier=block)
+        # The peer talks to the same node through web3's plain HTTP provider (the agent's failover provider sends
+        # one request at a time); `Counted` counts its HTTP requests as the reader's hook counts the agent's.
+        w3 = Web3(Counted(node.url, requests))
+
+        def rpc_batch() -> None:
+            block = w3.eth.get_block("latest")["number"]
+            with w3.batch_requests() as batch:
+                for call in calls:
+                    batch.add(w3.eth.call({"to": Web3.to_checksum_address(call.target),
+                                           "data": call.function.encode(*call.args)}, block_identifier=block))
+                answers = batch.execute()
+            assert len(answers) == len(calls)
 
         results = {}
-        for name, fn in (("multicall batch", batched), ("naive per call", naive)):
+        for name, fn in (("multicall batch", batched), ("JSON-RPC batch", rpc_batch)):
             times = []
             requests[0] = 0
             for _ in range(ROUNDS):
@@ -69,9 +96,10 @@ def main() -> None:
     print(f"snapshot of {POSITIONS} LP positions + Aave + feeds + balances + quotes ({len(calls)} reads), "
           f"median of {ROUNDS}:")
     for name, (seconds, per) in results.items():
-        print(f"  {name:16s} {seconds * 1000:8.1f} ms/snapshot  {per:6.0f} RPC requests/snapshot")
-    ratio = results["naive per call"][0] / results["multicall batch"][0]
-    print(f"  batch is {ratio:.1f}x faster than naive reading on loopback (more over a network: one round trip)")
+        print(f"  {name:16s} {seconds * 1000:8.1f} ms/snapshot  {per:6.0f} HTTP requests/snapshot")
+    ratio = results["JSON-RPC batch"][0] / results["multicall batch"][0]
+    print(f"  the multicall batch is {ratio:.2f}x the speed of the JSON-RPC batch on loopback (both one round trip "
+          "for the calls; a JSON-RPC batch also runs into providers' batch-size limits)")
 
 
 if __name__ == "__main__":

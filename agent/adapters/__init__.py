@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from web3 import Web3
 
 from agent.chain.multicall import Block, Call, CallResult
 from agent.model import DataProblem, Reading
+
+if TYPE_CHECKING:
+    from agent.adapters.erc20 import TokenRegistry
 
 
 class Adapter(Protocol):
@@ -37,6 +40,21 @@ def failed_calls(chain: str, results: Sequence[CallResult]) -> tuple[DataProblem
     return tuple(
         DataProblem(chain, r.call.source, "failed_call", r.error or "failed") for r in results if not r.ok
     )
+
+
+class LocalVenue:
+    """What the local reference derivatives venues (perps, options) share: one market contract on one chain, read
+    for one account, on the underlying its feed prices, with the token registry that resolves its quote token."""
+
+    name = "venue"
+    venue = "local"
+
+    def __init__(self, chain: str, account: str, market: str, underlying: str, tokens: TokenRegistry) -> None:
+        self.chain = chain
+        self.account = Web3.to_checksum_address(account)
+        self.market: str = Web3.to_checksum_address(market)
+        self.underlying = underlying
+        self.token_registry = tokens
 
 
 A = TypeVar("A")

@@ -166,15 +166,13 @@ def encode_action(
 def _encode_venue_trade(action: Action, venues: Venues) -> TxRequest:
     """The call of a perp or options venue trade or margin move."""
     kind = action.kind
-    if kind in ("perp", "perp_deposit", "perp_withdraw"):
+    if kind in ("perp", "perp_deposit"):
         perps = _venue(venues.perps, "perp venue", venues.chain)
         if kind == "perp":
             if action.amount_base_units == 0 or action.acceptable_price_1e18 <= 0:
                 raise EncodeError("a perp trade needs a non-zero size and an acceptable price")
             return perps.encode_modify_position(action.amount_base_units, action.acceptable_price_1e18)
-        if kind == "perp_deposit":
-            return perps.encode_deposit_margin(action.amount_base_units)
-        return perps.encode_withdraw_margin(action.amount_base_units)
+        return perps.encode_deposit_margin(action.amount_base_units)
     if kind in ("option_buy", "option_sell"):
         options = _venue(venues.options, "options venue", venues.chain)
         if kind == "option_buy":
@@ -247,8 +245,7 @@ def call_rules(venues: Venues) -> CallRules:
         rules[(manager, MANAGER.fn("collect").selector)] = (_bits(1), 0)
     trades: list[TxRequest] = []
     if venues.perps is not None:
-        trades += [venues.perps.encode_modify_position(0, 0), venues.perps.encode_deposit_margin(0),
-                   venues.perps.encode_withdraw_margin(0)]
+        trades += [venues.perps.encode_modify_position(0, 0), venues.perps.encode_deposit_margin(0)]
     if venues.options is not None:
         trades += [venues.options.encode_buy(0, 0, 0), venues.options.encode_sell(0, 0, 0)]
     for trade in trades:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from web3 import Web3
 
-from agent.adapters import failed_calls
+from agent.adapters import LocalVenue, failed_calls
 from agent.adapters.erc20 import TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
@@ -67,18 +67,13 @@ class _Listed:
     expiry_ts: int
 
 
-class LocalOptionsMarket:
+class LocalOptionsMarket(LocalVenue):
     """The local reference options market: European cash-settled options on the underlying its feed prices."""
 
     name = "options"
-    venue = "local"
 
     def __init__(self, chain: str, account: str, market: str, underlying: str, tokens: TokenRegistry) -> None:
-        self.chain = chain
-        self.account = Web3.to_checksum_address(account)
-        self.market: str = Web3.to_checksum_address(market)
-        self.underlying = underlying
-        self.token_registry = tokens
+        super().__init__(chain, account, market, underlying, tokens)
         self.quote_token: Token | None = None
         self.fee_fraction = 0.0
         self.listed: tuple[_Listed, ...] = ()

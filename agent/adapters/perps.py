@@ -14,7 +14,7 @@ from typing import Protocol
 
 from web3 import Web3
 
-from agent.adapters import failed_calls
+from agent.adapters import LocalVenue, failed_calls
 from agent.adapters.erc20 import TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
@@ -46,21 +46,14 @@ class PerpVenue(Protocol):
 
     def encode_deposit_margin(self, amount_base_units: int) -> TxRequest: ...
 
-    def encode_withdraw_margin(self, amount_base_units: int) -> TxRequest: ...
 
-
-class LocalPerpMarket:
+class LocalPerpMarket(LocalVenue):
     """The local reference perp market: one market per contract, on the underlying its feed prices."""
 
     name = "perps"
-    venue = "local"
 
     def __init__(self, chain: str, account: str, market: str, underlying: str, tokens: TokenRegistry) -> None:
-        self.chain = chain
-        self.account = Web3.to_checksum_address(account)
-        self.market: str = Web3.to_checksum_address(market)
-        self.underlying = underlying
-        self.token_registry = tokens
+        super().__init__(chain, account, market, underlying, tokens)
         self.margin_token: Token | None = None
 
     def discover(self, w3: Web3) -> None:
@@ -112,10 +105,6 @@ class LocalPerpMarket:
     def encode_deposit_margin(self, amount_base_units: int) -> TxRequest:
         data = LOCAL_PERP.fn("depositMargin").encode(amount_base_units)
         return TxRequest(self.chain, self.market, data, description=f"perps deposit {amount_base_units} margin")
-
-    def encode_withdraw_margin(self, amount_base_units: int) -> TxRequest:
-        data = LOCAL_PERP.fn("withdrawMargin").encode(amount_base_units)
-        return TxRequest(self.chain, self.market, data, description=f"perps withdraw {amount_base_units} margin")
 
 
 def perp_venue(venue: str, chain: str, account: str, market: str, underlying: str, tokens: TokenRegistry) -> PerpVenue:

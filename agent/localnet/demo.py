@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -20,10 +21,8 @@ from agent.status import health_factor_text, lp_price_range
 
 def status_table(localnet: Localnet, state_dir: Path) -> Table:
     """Return one row per demo portfolio: its Aave account and LP ranges, read by the agent's own snapshot reader
-    through the policy `write_state` wrote for it."""
-    table = Table(title=f"Demo portfolios on {localnet.rpc_url} (chain {localnet.world.chain_id})")
-    for column in ("portfolio", "account", "health factor", "collateral USD", "debt USD", "LP range (WETH USD)"):
-        table.add_column(column, justify="left" if column in ("portfolio", "account") else "right")
+    through the policy `write_state` wrote for it (see `portfolios_table`)."""
+    rows = []
     for name in localnet.demo_accounts:
         reader = PortfolioReader(load_policy(state_dir / "policies" / f"{name}.yaml"))
         snapshot = reader.read()
@@ -32,12 +31,24 @@ def status_table(localnet: Localnet, state_dir: Path) -> Table:
         collateral = sum(r.collateral_base_units * r.price_1e8 // 10**r.token.decimals for r in aave.reserves)
         debt = sum((r.variable_debt_base_units + r.stable_debt_base_units) * r.price_1e8 // 10**r.token.decimals
                    for r in aave.reserves)
-        ranges = ", ".join(
+        ranges = "\n".join(
             "{:,.0f}–{:,.0f}".format(*lp_price_range(p, snapshot.underlying))
             for p in snapshot.positions if isinstance(p, LpPosition)
         ) or "—"
-        table.add_row(name, snapshot.account, health_factor_text(aave.reported_health_factor_wad),
-                      f"{collateral / 1e8:,.2f}", f"{debt / 1e8:,.2f}", ranges)
+        rows.append((name, snapshot.account, health_factor_text(aave.reported_health_factor_wad),
+                     f"{collateral / 1e8:,.2f}", f"{debt / 1e8:,.2f}", ranges))
+    return portfolios_table(f"Demo portfolios on {localnet.rpc_url} (chain {localnet.world.chain_id})", rows)
+
+
+def portfolios_table(title: str, rows: list[tuple[str, str, str, str, str, str]]) -> Table:
+    """Return the table of (portfolio, account, health factor, collateral USD, debt USD, LP ranges) rows; the
+    account goes under the portfolio's name and the LP ranges one a line, so the table fits 100 columns."""
+    table = Table(title=title)
+    for column in ("portfolio / account", "HF", "collateral USD", "debt USD", "LP range (WETH USD)"):
+        table.add_column(column, justify="right" if column in ("HF", "collateral USD", "debt USD") else "left",
+                         no_wrap=not column.startswith("LP"), min_width=11 if column.startswith("LP") else None)
+    for name, account, hf, collateral, debt, ranges in rows:
+        table.add_row(f"{name}\n{account}", hf, collateral, debt, ranges, end_section=True)
     return table
 
 
@@ -63,7 +74,8 @@ def serve(console: Console, state_dir: Path, port: int, as_json: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with Anvil(port=port) as node:
-        localnet = build_localnet(node.url, node.chain_id)
+        with nullcontext() if as_json else console.status("deploying the local world and the demo portfolios…"):
+            localnet = build_localnet(node.url, node.chain_id)
         state_file = write_state(localnet, state_dir)
         if as_json:
             print(json.dumps(localnet.to_json()), flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -17,6 +18,7 @@ from rich.table import Table
 from web3 import Web3
 
 from agent import telemetry
+from agent.console import progress
 from agent.daemon import Daemon, load_policies
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
@@ -29,7 +31,7 @@ CRASH_BEFORE_GAP = [round(2_000 * 0.95**i, 2) for i in range(1, 6)]  # −5% a s
 GAP_HEALTH_FACTOR = 1.015  # the gap takes the looped long this close to liquidation in one block
 CRASH_AFTER_GAP = 3  # then −5% steps again
 RALLY_STEPS = 16  # +6% a step
-PORTFOLIOS = ("leveraged-long", "delta-neutral-lp")
+PORTFOLIOS = ("leveraged-long", "delta-neutral-lp", "cross-protocol")  # every demo portfolio (its Aave HF)
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -43,7 +45,7 @@ def _sample(name: str, **labels: str) -> float:
 
 
 def _hf(value: float) -> str:
-    return f"{value:.3f}" if value < 1_000 else "> 1000 (dust debt)"
+    return f"{value:.3f}" if value < 1_000 else "> 1000 (dust)"
 
 
 def settle(daemon: Daemon, cycles: int = 2, timeout_s: float = 90) -> None:
@@ -98,40 +100,49 @@ def _prices(chain: LocalChain, localnet: Localnet, index: int, last: float) -> f
     return None
 
 
-def _run_steps(console: Console, localnet: Localnet, daemon: Daemon) -> list[dict[str, float]]:
+def _run_steps(console: Console, localnet: Localnet, daemon: Daemon) -> list[dict[str, float | str]]:
+    """Move the WETH price through the crash and the rally, waiting for the daemon at each step; print the steps
+    and the plans, and return one row per step (see `steps_table`)."""
     chain = LocalChain(Web3(Web3.HTTPProvider(localnet.rpc_url)))
-    table = Table(title="The daemon through a crash and a rally (live, real Aave v3 and Uniswap v3, Safes)")
-    for column in ("step", "WETH USD", "HF leveraged-long", "HF delta-neutral-lp", "delta USD delta-neutral-lp",
-                   "actions so far", "liquidatable"):
-        table.add_column(column, justify="right")
     settle(daemon)
-    steps = []
+    steps: list[dict[str, float | str]] = []
     crash_steps = len(CRASH_BEFORE_GAP) + 1 + CRASH_AFTER_GAP
     price, index = 2_000.0, 1
-    with console.status("running the scenario…") as status:
+    with progress(console) as bar:
+        task = bar.add_task("crash and rally", total=crash_steps + RALLY_STEPS)
         while (next_price := _prices(chain, localnet, index, price)) is not None:
             price = next_price
-            status.update(f"step {index}: WETH to ${price:,.2f}, waiting for the daemon…")
+            bar.update(task, description=f"step {index}: WETH ${price:,.2f}, waiting for the daemon")
             set_weth_price(chain, localnet, price)
             settle(daemon)
-            health = {p: aave_account(chain, localnet.world.contracts["Pool"], localnet.demo_accounts[p])
-                      .health_factor_wad / 1e18 for p in PORTFOLIOS}
-            row = {
-                "price": price, **{f"hf:{p}": health[p] for p in PORTFOLIOS},
-                "delta": _sample("ballast_greek_usd", portfolio="delta-neutral-lp", greek="delta_usd"),
-                "actions": _sample("ballast_actions_total"),
-            }
-            steps.append(row)
             label = "gap" if index == len(CRASH_BEFORE_GAP) + 1 else "crash" if index <= crash_steps else "rally"
-            table.add_row(
-                f"{index} {label}", f"{price:,.2f}",
-                _hf(health["leveraged-long"]), _hf(health["delta-neutral-lp"]), f"{row['delta']:,.0f}",
-                f"{row['actions']:.0f}", "yes" if min(health.values()) < 1 else "no",
-            )
+            row: dict[str, float | str] = {"step": f"{index} {label}", "price": price}
+            for p in PORTFOLIOS:
+                account = aave_account(chain, localnet.world.contracts["Pool"], localnet.demo_accounts[p])
+                row[f"hf:{p}"] = account.health_factor_wad / 1e18
+                row[f"delta:{p}"] = _sample("ballast_greek_usd", portfolio=p, greek="delta_usd")
+                row[f"actions:{p}"] = _sample("ballast_actions_total", portfolio=p)
+            steps.append(row)
+            bar.advance(task)
             index += 1
-    console.print(table)
+    console.print(steps_table(steps))
     console.print(_plans_table(chain, localnet, daemon))
     return steps
+
+
+def steps_table(steps: list[dict[str, float | str]]) -> Table:
+    """Return one row per step and portfolio: the WETH price, the portfolio's health factor, delta (USD) and
+    actions so far, and whether it is liquidatable. Under 100 columns wide."""
+    table = Table(title="The daemon through a crash and a rally (live: real Aave v3, Uniswap v3, Safes)")
+    for column in ("step", "WETH USD", "portfolio", "HF", "delta USD", "actions", "liquidatable"):
+        table.add_column(column, justify="left" if column in ("step", "portfolio") else "right", no_wrap=True)
+    for row in steps:
+        for n, p in enumerate(PORTFOLIOS):
+            hf = float(row[f"hf:{p}"])
+            table.add_row(str(row["step"]) if n == 0 else "", f"{float(row['price']):,.2f}" if n == 0 else "", p,
+                          _hf(hf), f"{float(row[f'delta:{p}']):,.0f}", f"{float(row[f'actions:{p}']):.0f}",
+                          "yes" if hf < 1 else "no", end_section=n == len(PORTFOLIOS) - 1)
+    return table
 
 
 def _plans_table(chain: LocalChain, localnet: Localnet, daemon: Daemon) -> Table:
@@ -139,7 +150,8 @@ def _plans_table(chain: LocalChain, localnet: Localnet, daemon: Daemon) -> Table
     health factor at the plan's snapshot block and after the transaction's block (read from the pool)."""
     table = Table(title="Plans, one keeper transaction each (to the Safe's keeper module)")
     for column in ("portfolio", "recipe", "calls", "block", "gas", "HF before", "HF after", "state"):
-        table.add_column(column, justify="left" if column in ("portfolio", "recipe", "state") else "right")
+        table.add_column(column, justify="left" if column in ("portfolio", "recipe", "state") else "right",
+                         no_wrap=column != "recipe")
     pool = chain.at("Pool", localnet.world.contracts["Pool"])
     for intent in (i for i in daemon.journal.intents() if i.mode == "live" and i.tx_hash):
         safe = localnet.demo_accounts[intent.portfolio]
@@ -159,19 +171,30 @@ def _plans_table(chain: LocalChain, localnet: Localnet, daemon: Daemon) -> Table
     return table
 
 
-def _report(daemon: Daemon, steps: list[dict[str, float]]) -> Table:
-    journal = daemon.journal
-    table = Table(title="Report per portfolio")
-    for column in ("portfolio", "min HF", "final HF", "calls", "transactions confirmed", "failed", "est. cost USD"):
-        table.add_column(column, justify="right")
+def _report(daemon: Daemon, steps: list[dict[str, float | str]]) -> Table:
+    """Return the report table of the run: per portfolio, from the journal and the metrics (see `report_table`)."""
+    rows = []
     for p in PORTFOLIOS:
-        intents = [i for i in journal.intents(p) if i.mode == "live"]
+        intents = [i for i in daemon.journal.intents(p) if i.mode == "live"]
         confirmed = [i for i in intents if i.state == "confirmed"]
         kinds = Counter(c["kind"] for i in confirmed for c in i.recipe_calls() or [{"kind": i.kind}])
-        table.add_row(
-            p, _hf(min(s[f"hf:{p}"] for s in steps)), _hf(steps[-1][f"hf:{p}"]),
-            ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none", str(len(confirmed)),
-            str(sum(i.state == "failed" for i in intents)),
-            f"{_sample('ballast_action_cost_usd_total', portfolio=p):,.2f}",
-        )
+        rows.append({
+            "portfolio": p, "min_hf": min(float(s[f"hf:{p}"]) for s in steps), "final_hf": float(steps[-1][f"hf:{p}"]),
+            "calls": ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none",
+            "confirmed": len(confirmed), "failed": sum(i.state == "failed" for i in intents),
+            "cost_usd": _sample("ballast_action_cost_usd_total", portfolio=p),
+        })
+    return report_table(rows)
+
+
+def report_table(rows: list[dict[str, Any]]) -> Table:
+    """Return one row per portfolio: min and final health factor, the calls its confirmed transactions carried,
+    transactions confirmed and failed, estimated cost (USD). Under 100 columns wide (the calls wrap)."""
+    table = Table(title="Report per portfolio")
+    for column in ("portfolio", "min HF", "final HF", "calls", "confirmed", "failed", "cost USD"):
+        table.add_column(column, justify="left" if column in ("portfolio", "calls") else "right",
+                         no_wrap=column != "calls")
+    for row in rows:
+        table.add_row(row["portfolio"], _hf(row["min_hf"]), _hf(row["final_hf"]), row["calls"],
+                      str(row["confirmed"]), str(row["failed"]), f"{row['cost_usd']:,.2f}")
     return table

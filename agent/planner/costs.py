@@ -25,7 +25,6 @@ GAS_UNITS = {
     # The reference derivatives venues (an option trade prices the series on-chain: ~130k of it).
     "perp": 150_000,
     "perp_deposit": 80_000,
-    "perp_withdraw": 100_000,
     "option_buy": 250_000,
     "option_sell": 250_000,
     # A flash loan through the keeper module: the lender's bookkeeping, the callback, the transfer into the Safe

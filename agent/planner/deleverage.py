@@ -15,30 +15,22 @@ leaves the health factor at or above the band's min), swap it for the collateral
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from agent.model import Action, LpPosition
+from agent.model import LpPosition
 from agent.planner.book import Book, Steps, aave_step, add_removal, chunks, remove_liquidity_step, swap_step
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.flash import flash_deleverage, full_cost_usd
+
+# Outcome, DUST_USD and WAD live in outcome.py; re-exported here while hedge.py and plan.py import them from here.
+from agent.planner.outcome import DUST_USD as DUST_USD
+from agent.planner.outcome import WAD as WAD
+from agent.planner.outcome import Outcome as Outcome
+from agent.planner.outcome import cap_base_units
 from agent.planner.search import least, most
 from agent.policy import Policy
 from agent.risk import lending
 
-WAD = 10**18
 MAX_ROUNDS = 12
-DUST_USD = 1.0
 _MIN_FLOOR_GAP = 0.005  # below 1.005 a withdrawal would risk Aave's own HF < 1 revert
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a planning step chose: its actions (stamped with their health factors), the book after them, and the
-    policy limit that stopped it short ("" when none)."""
-
-    actions: tuple[Action, ...]
-    book: Book
-    limited_by: str = ""
 
 
 def withdraw_floor(start_health_factor: float) -> float:
@@ -84,8 +76,7 @@ class _Deleverage:
         self.reason = f"HF {self.start_hf:.4g} below min, repay {debt} to target {target_hf:g}"
 
     def cap_units(self, symbol: str) -> int:
-        return base_units(self.policy.limits.max_notional_per_tx_usd, self.steps.book.token(symbol),
-                          self.costs.prices_usd[symbol])
+        return cap_base_units(self.policy, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
 
     def need(self) -> int:
         return repay_needed(self.steps.book, self.debt, self.target_wad)
@@ -272,7 +263,7 @@ def plan_boost(book: Book, costs: CostModel, policy: Policy, target_hf: float, m
     symbol = collateral[1]
     steps = Steps(book, costs)
     target_wad, min_wad = int(target_hf * WAD), int(min_hf * WAD)
-    cap = base_units(policy.limits.max_notional_per_tx_usd, book.token(debt), costs.prices_usd[debt])
+    cap = cap_base_units(policy, book.token(debt), costs.prices_usd[debt])
     reason = f"HF {book.health_factor():.4g} above max with boost: borrow {debt} to target {target_hf:g}"
     for _ in range(MAX_ROUNDS):
         current = steps.book

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from agent.model import Action
 from agent.planner.book import Book, Steps, aave_step, chunks, swap_step
-from agent.planner.costs import TX_BASE_GAS, CostModel, base_units, flash_loan_premium, usd
+from agent.planner.costs import TX_BASE_GAS, CostModel, flash_loan_premium, usd
+from agent.planner.outcome import cap_base_units
 from agent.planner.search import least, most
 from agent.policy import Policy
 
@@ -67,9 +68,8 @@ class _Sizing:
         self.book, self.costs, self.debt, self.collateral = book, costs, debt, collateral
         self.premium_bps, self.reason = premium_bps, reason
         self.slippage_bps = policy.hedging.max_slippage_bps
-        cap_usd = policy.limits.max_notional_per_tx_usd
-        self.cap_debt = base_units(cap_usd, book.token(debt), costs.prices_usd[debt])
-        self.cap_collateral = base_units(cap_usd, book.token(collateral), costs.prices_usd[collateral])
+        self.cap_debt = cap_base_units(policy, book.token(debt), costs.prices_usd[debt])
+        self.cap_collateral = cap_base_units(policy, book.token(collateral), costs.prices_usd[collateral])
 
     def min_out(self, book: Book, amount: int) -> int:
         """The sum of the minimum outputs of swapping `amount` collateral (once withdrawn) in chunks under the cap."""

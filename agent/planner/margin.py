@@ -14,9 +14,9 @@ import math
 
 from agent.model import Action, PerpPosition
 from agent.planner.book import Book, Steps, aave_step, chunks
-from agent.planner.costs import CostModel, base_units, usd
-from agent.planner.deleverage import DUST_USD, WAD, Outcome
+from agent.planner.costs import CostModel, usd
 from agent.planner.hedge import perp_step
+from agent.planner.outcome import DUST_USD, WAD, Outcome, cap_base_units
 from agent.planner.search import least, most
 from agent.policy import Policy
 from agent.risk.perps import liquidation_price_usd
@@ -73,7 +73,7 @@ def plan_perp_margin(book: Book, costs: CostModel, policy: Policy, hf_min: float
     # The venue books margin-token units as USD.
     need = math.ceil(margin_needed_usd(position, spot) * 10**token.decimals)
     steps = Steps(book, costs)
-    cap = base_units(policy.limits.max_notional_per_tx_usd, token, price)
+    cap = cap_base_units(policy, token, price)
     from_wallet = min(book.balance(symbol), need)
     withdrawn = 0
     reserve = book.reserve(symbol)

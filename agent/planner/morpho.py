@@ -17,8 +17,8 @@ from collections.abc import Callable
 from agent.model import Action, MorphoPosition
 from agent.planner.book import Book, Steps, swap_step
 from agent.planner.costs import CostModel, flash_loan_premium, usd
-from agent.planner.deleverage import Outcome
 from agent.planner.flash import atomic_recipes
+from agent.planner.outcome import Outcome
 from agent.planner.search import least
 from agent.policy import Policy
 from agent.risk import morpho

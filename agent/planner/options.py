@@ -23,8 +23,8 @@ from scipy.optimize import linprog
 from agent.model import Action, OptionSeries
 from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel, usd
-from agent.planner.deleverage import Outcome
 from agent.planner.hedge import perp_candidate, perp_step
+from agent.planner.outcome import Outcome
 from agent.policy import Policy
 from agent.risk.greeks import black_scholes
 from agent.risk.portfolio import years_to_expiry
@@ -84,15 +84,7 @@ def plan_options(book: Book, costs: CostModel, policy: Policy, breached: set[str
     if result.x is None:
         return Outcome((), book, "no_funds")
     x = result.x
-    steps = Steps(book, costs)
-    slip = policy.hedging.max_slippage_bps / 1e4
-    chosen = []
-    for i, series in enumerate(live):
-        for side, units in (("option_buy", x[i]), ("option_sell", x[n + i])):
-            units = math.floor(units / MIN_UNITS) * MIN_UNITS
-            if units >= MIN_UNITS:
-                chosen.append(f"{'buy' if side == 'option_buy' else 'sell'} {units:g} {series.label}")
-                steps.add(option_step(steps.book, series, side, units, slip, reason))
+    steps = _trades(Steps(book, costs), policy, live, x[:n], x[n:2 * n], reason)
     limited = ""
     if float(np.sum(x[2 * n:])) > 1.0:
         limited = "no_funds" if result.ineqlin is not None and abs(result.ineqlin.residual[-1]) < 1e-6 * max(
@@ -103,6 +95,19 @@ def plan_options(book: Book, costs: CostModel, policy: Policy, breached: set[str
             steps.add(perp_step(steps.book, costs, -moved, policy.hedging.max_slippage_bps,
                                 f"{reason}; offset the options' delta {moved:,.0f} USD"))
     return Outcome(tuple(steps.actions), steps.book, limited)
+
+
+def _trades(steps: Steps, policy: Policy, live: list[OptionSeries], buy: np.ndarray, sell: np.ndarray,
+            reason: str) -> Steps:
+    """Return `steps` with the option buys and sells of the solution (units of the underlying per series, rounded
+    down to MIN_UNITS; smaller ones dropped)."""
+    slip = policy.hedging.max_slippage_bps / 1e4
+    for i, series in enumerate(live):
+        for side, units in (("option_buy", buy[i]), ("option_sell", sell[i])):
+            units = math.floor(units / MIN_UNITS) * MIN_UNITS
+            if units >= MIN_UNITS:
+                steps.add(option_step(steps.book, series, side, units, slip, reason))
+    return steps
 
 
 def option_step(book: Book, series: OptionSeries, kind: str, units: float, slippage: float, reason: str) -> Action:

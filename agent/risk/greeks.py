@@ -1,4 +1,4 @@
-"""European option prices and Greeks: Black-Scholes-Merton with a continuous yield, and Black-76.
+"""European option prices and Greeks: Black-Scholes-Merton with a continuous yield.
 
 All functions broadcast numpy arrays and scalars and return raw derivatives (DESIGN.md, units): delta per 1 unit of
 the underlying, gamma per unit², vega per 1.00 of vol, theta = −∂V/∂T per year, rho = ∂V/∂r per 1.00 of rate.
@@ -81,48 +81,19 @@ def black_scholes(
 
     `vol`, `rate` and `div_yield` are annual and continuously compounded (0.05 = 5%); rho holds `div_yield` fixed.
     """
-    return _evaluate(is_call, spot, strike, t_years, vol, rate, div_yield, black76=False)
-
-
-def black76(
-    is_call: ArrayLike,
-    forward: ArrayLike,
-    strike: ArrayLike,
-    t_years: ArrayLike,
-    vol: ArrayLike,
-    rate: ArrayLike,
-) -> Greeks:
-    """Return the Black-76 price and Greeks of European options on a forward (price paid at expiry, discounted).
-
-    Delta and gamma are per unit of the forward; theta and rho hold the forward fixed, so rho = −t·price.
-    """
-    return _evaluate(is_call, forward, strike, t_years, vol, rate, rate, black76=True)
-
-
-def _evaluate(
-    is_call: ArrayLike,
-    spot: ArrayLike,
-    strike: ArrayLike,
-    t_years: ArrayLike,
-    vol: ArrayLike,
-    rate: ArrayLike,
-    div_yield: ArrayLike,
-    *,
-    black76: bool,
-) -> Greeks:
     raw = (spot, strike, t_years, vol, rate, div_yield)
     operands = [np.asarray(x, dtype=np.float64) for x in raw]
     call = np.asarray(is_call, dtype=np.bool_)
     shape = np.broadcast_shapes(call.shape, *(x.shape for x in operands))
     size = math.prod(shape)
     outputs = np.empty((6, size))
-    no_yield = not black76 and operands[5].size == 1 and float(operands[5].reshape(())) == 0.0
+    no_yield = operands[5].size == 1 and float(operands[5].reshape(())) == 0.0
     if size == 1:
         # One option (a backtest marks its book one bar at a time): the same kernels on the same one-element
         # arrays as the block path below, without its broadcasting, scratch and worker set-up (most of a scalar
         # call's cost).
         s, k, t, vol, r, q = (x.reshape(1) for x in operands)
-        _block(call.reshape(1), s, k, t, vol, r, q, outputs, np.empty((5, 1)), no_yield, black76)
+        _block(call.reshape(1), s, k, t, vol, r, q, outputs, np.empty((5, 1)), no_yield)
         return Greeks(*(o.reshape(shape) for o in outputs))
     flat = [_flat(x, shape) for x in (call, *operands)]
     workers = min(_cpu_count(), -(-size // _BLOCK)) if size >= _PARALLEL_MIN else 1
@@ -138,7 +109,7 @@ def _evaluate(
             hi = min(lo + _BLOCK, first + share, size)
             n = hi - lo
             kind, s, k, t, vol, r, q = (x[lo:hi] if c is None else c[:n] for x, c in zip(flat, constant, strict=True))
-            _block(kind, s, k, t, vol, r, q, outputs[:, lo:hi], scratch[:, :n], no_yield, black76)
+            _block(kind, s, k, t, vol, r, q, outputs[:, lo:hi], scratch[:, :n], no_yield)
 
     if workers > 1:
         # numpy's ufuncs and the compiled kernel release the GIL, so the workers' blocks run truly in parallel.
@@ -163,8 +134,7 @@ def _flat(x: NDArray[Any], shape: tuple[int, ...]) -> NDArray[Any]:
 
 def _block(
     is_call: NDArray[np.bool_], s: Array, k: Array, t: Array, vol: Array, r: Array, q: Array, out: Array,
-    scratch: Array,
-    no_yield: bool, black76: bool,
+    scratch: Array, no_yield: bool,
 ) -> None:
     """Fill `out` (price, delta, gamma, vega, theta, rho rows) for one block of options.
 
@@ -186,7 +156,7 @@ def _block(
     _half_squares(log_ratio, t, vol, exp_d1, exp_d2)
     np.exp(exp_d1, out=exp_d1)
     np.exp(exp_d2, out=exp_d2)
-    _greeks(is_call, s, k, t, vol, r, q, exp_rt, exp_qt, log_ratio, exp_d1, exp_d2, no_yield, black76, *out)
+    _greeks(is_call, s, k, t, vol, r, q, exp_rt, exp_qt, log_ratio, exp_d1, exp_d2, no_yield, *out)
 
 
 # The kernels: compiled once to the on-disk cache, release the GIL, and divide by zero as IEEE does (no checks that
@@ -255,7 +225,7 @@ def _ndtr(x: float, exp_half_x2: float) -> float:
 def _greeks(
     is_call: NDArray[np.bool_], s: Array, k: Array, t: Array, vol: Array, r: Array, q: Array, exp_rt: Array,
     exp_qt: Array,
-    log_ratio: Array, exp_d1: Array, exp_d2: Array, no_yield: bool, black76: bool, price: Array, delta: Array,
+    log_ratio: Array, exp_d1: Array, exp_d2: Array, no_yield: bool, price: Array, delta: Array,
     gamma: Array, vega: Array, theta: Array, rho: Array,
 ) -> None:
     """Fill the six output blocks from the exponentials (e^(−rt), e^(−qt), e^(−d1²/2), e^(−d2²/2)) and ln(fs/fk).
@@ -285,7 +255,7 @@ def _greeks(
         diffusion = vol[i] * si
         diffusion = diffusion * diffusion * gamma[i] * -0.5  # −½σ²S²Γ: the time decay of the convexity
         carry = 0.0 if no_yield else a1 * q[i]
-        theta[i] = price[i] * ri + diffusion if black76 else a2 * -ri + diffusion + carry
-        rho[i] = price[i] * ti * -1.0 if black76 else a2 * ti
+        theta[i] = a2 * -ri + diffusion + carry
+        rho[i] = a2 * ti
         delta[i] = a1 / si
         vega[i] = fs_pdf * sqrt_t

@@ -9,7 +9,7 @@ longer determines the vol in float64 and the solver returns a vol that reprices 
 
 "No solution": prices outside the no-arbitrage bounds (below the discounted intrinsic value or above the
 discounted forward for a call / strike for a put) have no implied vol. `implied_vol` returns NaN there and
-`no_solution` says which; `implied_vol_strict` raises `NoImpliedVol` instead.
+`no_solution` says which.
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ _ITERATIONS = 60
 _TOLERANCE = 1e-14  # on the normalised price, relative
 _V_MAX = 50.0
 _PARITY_SLACK = 1e-13  # total vol above which an option is worth its upper bound to machine precision
-
-
-class NoImpliedVol(ValueError):
-    """A price lies outside the no-arbitrage bounds, so no volatility reproduces it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,23 +79,6 @@ def implied_vol(
     v = _solve_total_vol(beta, -np.abs(x))
     vol = np.where(no_solution, np.nan, v / np.sqrt(t_safe))
     return ImpliedVol(vol.reshape(arrays[0].shape), no_solution.reshape(arrays[0].shape))
-
-
-def implied_vol_strict(
-    price: ArrayLike,
-    is_call: ArrayLike,
-    spot: ArrayLike,
-    strike: ArrayLike,
-    t_years: ArrayLike,
-    rate: ArrayLike,
-    div_yield: ArrayLike = 0.0,
-) -> NDArray[np.float64]:
-    """Return the annual implied vols as `implied_vol` does; raise `NoImpliedVol` if any price has none."""
-    result = implied_vol(price, is_call, spot, strike, t_years, rate, div_yield)
-    if result.no_solution.any():
-        bad = int(np.count_nonzero(result.no_solution))
-        raise NoImpliedVol(f"{bad} price(s) outside the no-arbitrage bounds (or t ≤ 0)")
-    return result.vol
 
 
 def _normalised_call(x: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -4,7 +4,7 @@ and each variant of a sweep (`--sweep FIELD=V1,V2,…`), whose cost and tracking
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,14 @@ from agent.errors import UserInputError
 from agent.policy import GreekBand, Policy
 from agent.sim.conditions import Conditions, conditions
 from agent.sim.engine import Simulation
-from agent.sim.keepers import PERIODIC_HOURS, PERIODIC_MOVE_PCT, HealthFactorKeeper, PeriodicKeeper, PolicyKeeper
+from agent.sim.keepers import (
+    PERIODIC_HOURS,
+    PERIODIC_MOVE_PCT,
+    HealthFactorKeeper,
+    Keeper,
+    PeriodicKeeper,
+    PolicyKeeper,
+)
 from agent.sim.market import PricePath
 from agent.sim.portfolio import PortfolioSpec
 from agent.sim.records import RunResult
@@ -146,27 +153,35 @@ def with_setting(policy: Policy, name: str, value: float) -> Policy:
 def run_backtest(spec: PortfolioSpec, path: PricePath, policy: Policy,
                  alternatives: dict[str, Policy] | None = None, sweep: Sequence[str] = (),
                  market: Conditions | None = None, periodic: tuple[float, float] = (PERIODIC_HOURS,
-                                                                                    PERIODIC_MOVE_PCT)) -> Backtest:
-    """Return the portfolio's runs along `path`: the FIXED ones, each alternative, each sweep variant."""
+                                                                                    PERIODIC_MOVE_PCT),
+                 on_run: Callable[[str, int, int], None] | None = None) -> Backtest:
+    """Return the portfolio's runs along `path`: the FIXED ones, each alternative, each sweep variant.
+
+    `on_run(label, done, total)` is called before each run, `done` of `total` runs done (for a progress bar)."""
     sim = Simulation(spec, path, market if market is not None else conditions(path, spec.market))
     band = policy.bands.delta_usd
     target = band.target if band is not None else sim.start_delta_usd()  # as `report.target_delta_usd`
     hours, move = periodic
-    runs = {
-        "unmanaged": sim.run(None, "unmanaged"),
-        "hf_only": sim.run(HealthFactorKeeper(policy)),
-        "periodic": sim.run(PeriodicKeeper(policy, target, hours, move)),
-        "policy": sim.run(PolicyKeeper(policy)),
+    keepers: dict[str, Keeper | None] = {
+        "unmanaged": None,
+        "hf_only": HealthFactorKeeper(policy),
+        "periodic": PeriodicKeeper(policy, target, hours, move),
+        "policy": PolicyKeeper(policy),
     }
     for label, alternative in (alternatives or {}).items():
-        runs[label] = sim.run(PolicyKeeper(alternative, label))
+        keepers[label] = PolicyKeeper(alternative, label)
     labels = []
     for text in sweep:
         name, values = parse_sweep(text)
         for value in values:
             label = f"{name}={value:g}"
-            runs[label] = sim.run(PolicyKeeper(with_setting(policy, name, value), label))
+            keepers[label] = PolicyKeeper(with_setting(policy, name, value), label)
             labels.append(label)
+    runs = {}
+    for done, (label, keeper) in enumerate(keepers.items()):
+        if on_run is not None:
+            on_run(label, done, len(keepers))
+        runs[label] = sim.run(keeper, label) if keeper is None else sim.run(keeper)
     return Backtest(spec, path, policy, sim.market, runs, tuple(labels), periodic)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,11 @@ class _Side:
                                 z.copy(), z.copy(), z.copy(), z.copy())
 
 
-def run_replay(policy: Policy, path: PricePath, workdir: Path | None = None) -> Replay:
-    """Return the managed and unmanaged runs of the demo portfolio `policy` names along `path` on a local chain."""
+def run_replay(policy: Policy, path: PricePath, workdir: Path | None = None,
+               on_bar: Callable[[int, int], None] | None = None) -> Replay:
+    """Return the managed and unmanaged runs of the demo portfolio `policy` names along `path` on a local chain.
+
+    `on_bar(i, total)` is called before bar `i` of `total` (for a progress bar)."""
     name = policy.portfolio.name
     if name not in DEMO_ACCOUNT_INDEX:
         raise UserInputError(f"replay: the policy's portfolio must be a demo portfolio "
@@ -119,7 +123,7 @@ def run_replay(policy: Policy, path: PricePath, workdir: Path | None = None) -> 
         now = [int(chain.w3.eth.get_block("latest")["timestamp"])]
         daemon = Daemon({directory / f"{name}.yaml": managed}, settings, clock=lambda: float(now[0]))
         try:
-            _replay(chain, localnet, daemon, sides, scaled, now)
+            _replay(chain, localnet, daemon, sides, scaled, now, on_bar)
         finally:
             for portfolio in daemon.portfolios.values():
                 portfolio.reader.close()
@@ -136,7 +140,7 @@ def _on_localnet(policy: Policy, name: str, account: str, localnet: Localnet, li
 
 
 def _replay(chain: LocalChain, localnet: Localnet, daemon: Daemon, sides: list[_Side], path: PricePath,
-            now: list[int]) -> None:
+            now: list[int], on_bar: Callable[[int, int], None] | None = None) -> None:
     from agent.chain.reader import PortfolioReader
 
     readers = {s.label: PortfolioReader(s.policy) for s in sides}
@@ -149,6 +153,8 @@ def _replay(chain: LocalChain, localnet: Localnet, daemon: Daemon, sides: list[_
             side.result.start_price_usd = float(path.open[0])
             side.result.start_delta_usd = assess(snapshot).total.delta_usd
         for i in range(len(path)):
+            if on_bar is not None:
+                on_bar(i, len(path))
             chain.w3.provider.make_request("evm_increaseTime", [3600])  # type: ignore[arg-type]
             chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
             _refresh_feeds(chain, localnet)

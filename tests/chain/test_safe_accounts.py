@@ -32,7 +32,6 @@ SPEC_CALLS = {
     ("NonfungiblePositionManager", "decreaseLiquidity((uint256,uint128,uint256,uint256,uint256))"): (0, 0),
     ("NonfungiblePositionManager", "collect((uint256,address,uint128,uint128))"): (1 << 1, 0),
     ("PerpMarket", "depositMargin(uint256)"): (0, 0),
-    ("PerpMarket", "withdrawMargin(uint256)"): (0, 0),
     ("PerpMarket", "modifyPosition(int256,uint256)"): (0, 0),
     ("OptionsMarket", "buy(uint256,uint256,uint256)"): (0, 0),
     ("OptionsMarket", "sell(uint256,uint256,uint256)"): (0, 0),

@@ -253,3 +253,6 @@ def test_the_wheel_s_package_list_covers_every_folder_of_the_agent() -> None:
         if "__pycache__" not in path.parts
     }
     assert folders - set(packages) == set()
+    # Each ABI folder is a data-only package: one left out still ships (package-data), with a setuptools warning.
+    abi_folders = {f"agent.contracts_abi.{path.name}" for path in (ROOT / "contracts_abi").iterdir() if path.is_dir()}
+    assert abi_folders and abi_folders - set(packages) == set()

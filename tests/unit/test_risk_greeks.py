@@ -1,4 +1,4 @@
-"""Black-Scholes-Merton and Black-76 prices and Greeks against published values, parity and finite differences."""
+"""Black-Scholes-Merton prices and Greeks against published values, parity and finite differences."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.special import ndtr
 
 from agent.risk import greeks
-from agent.risk.greeks import black76, black_scholes
+from agent.risk.greeks import black_scholes
 
 HULL = {"price": 2.400527323, "delta": 0.521604661, "gamma": 0.065544039, "theta": -4.305329823,
         "vega": 12.10547988, "rho": 8.906961950}
@@ -39,7 +39,6 @@ def test_hull_put_matches_published_price():
 
 def test_haug_cases_match_to_1e4():
     assert float(black_scholes(True, 60.0, 65.0, 0.25, 0.3, 0.08).price) == pytest.approx(2.1334, abs=1e-4)
-    assert float(black76(True, 19.0, 19.0, 0.75, 0.28, 0.10).price) == pytest.approx(1.7011, abs=1e-4)
     g = black_scholes(True, 55.0, 60.0, 0.75, 0.3, 0.10)
     assert float(g.gamma) == pytest.approx(0.0278, abs=1e-4)
     assert float(g.vega) == pytest.approx(18.9358, abs=1e-4)
@@ -83,22 +82,6 @@ def test_every_bsm_greek_is_the_finite_difference_of_price(c, s, m, t, v, r, q):
     assert float(g.theta) == pytest.approx(-_fd(lambda x: price(t_years=x), t, h), rel=1e-4, abs=scale)
 
 
-@settings(max_examples=100, deadline=None)
-@given(kinds, spots, moneyness, expiries, vols, rates)
-def test_black76_greeks_are_finite_differences_holding_the_forward(c, f, m, t, v, r):
-    k = f * m
-    g = black76(c, f, k, t, v, r)
-
-    def price(x=f, tt=t, rr=r):
-        return float(black76(c, x, k, tt, v, rr).price)
-
-    assert float(g.delta) == pytest.approx(_fd(lambda x: price(x=x), f, f * 1e-5), rel=1e-5, abs=1e-6)
-    assert float(g.rho) == pytest.approx(_fd(lambda x: price(rr=x), r, 1e-5), rel=1e-5, abs=f * 1e-6)
-    assert float(g.rho) == pytest.approx(-t * float(g.price), rel=1e-12, abs=1e-15)
-    h = min(1e-5, t / 10)
-    assert float(g.theta) == pytest.approx(-_fd(lambda x: price(tt=x), t, h), rel=1e-4, abs=f * 1e-6)
-
-
 def test_expiry_and_zero_vol_give_intrinsic_value_and_finite_greeks_without_warnings():
     with warnings.catch_warnings(), np.errstate(all="raise"):
         warnings.simplefilter("error")
@@ -129,17 +112,13 @@ def test_arrays_and_scalars_broadcast_to_the_same_values_as_one_option_at_a_time
     assert g.theta[2, 1] == pytest.approx(float(one.theta), rel=1e-14)
 
 
-@pytest.mark.parametrize("model", ["bsm", "black76"])
 @pytest.mark.parametrize("case", [(True, 100.0, 90.0, 0.5, 0.4, 0.03, 0.0), (False, 100.0, 120.0, 1.0, 0.4, 0.02, 0.01),
                                   (True, 100.0, 100.0, 0.0, 0.4, 0.02, 0.0), (False, 100.0, 100.0, 0.5, 0.0, 0.0, 0.0)])
-def test_one_option_takes_the_same_bits_as_the_block_path(model, case):
+def test_one_option_takes_the_same_bits_as_the_block_path(case):
     # A single option skips the block set-up (the backtest's per-bar marks); the kernels must give it the exact
     # values an array of options gets.
     c, s, k, t, v, r, q = case
-    if model == "bsm":
-        one, many = black_scholes(c, s, k, t, v, r, q), black_scholes([c, c], s, k, t, v, r, q)
-    else:
-        one, many = black76(c, s, k, t, v, r), black76([c, c], s, k, t, v, r)
+    one, many = black_scholes(c, s, k, t, v, r, q), black_scholes([c, c], s, k, t, v, r, q)
     for field in ("price", "delta", "gamma", "vega", "theta", "rho"):
         assert getattr(one, field).shape == ()
         np.testing.assert_array_equal(np.full(2, getattr(one, field)), getattr(many, field))
@@ -186,7 +165,7 @@ def test_quantlib_agrees_with_dividend_yield(is_call):
     assert float(g.theta) == pytest.approx(option.theta(), rel=1e-8)
 
 
-def _reference(is_call, s, k, t, vol, r, q, *, black76_=False):
+def _reference(is_call, s, k, t, vol, r, q):
     """The formulas of the numpy implementation the compiled kernel replaced, unblocked, with scipy's ndtr: the
     oracle. fs = S·e^(−qt), fk = K·e^(−rt); a1 = φ·fs·N(φd1), a2 = φ·fk·N(φd2); σ√t > 0 here."""
     phi = np.where(is_call, 1.0, -1.0)
@@ -198,14 +177,14 @@ def _reference(is_call, s, k, t, vol, r, q, *, black76_=False):
     price = a1 - a2
     gamma = fs_pdf / (s * s * v)
     diffusion = -0.5 * (vol * s) ** 2 * gamma
-    theta = r * price + diffusion if black76_ else -r * a2 + diffusion + q * a1
-    rho = -t * price if black76_ else t * a2
+    theta = -r * a2 + diffusion + q * a1
+    rho = t * a2
     return price, a1 / s, gamma, fs_pdf * np.sqrt(t), theta, rho
 
 
-@pytest.mark.parametrize("model", ["bsm", "bsm-no-yield", "black76"])
+@pytest.mark.parametrize("model", ["bsm", "bsm-no-yield"])
 def test_compiled_kernel_matches_the_reference_formulas_to_1e12(monkeypatch, model):
-    rng = np.random.default_rng({"bsm": 1, "bsm-no-yield": 2, "black76": 3}[model])
+    rng = np.random.default_rng({"bsm": 1, "bsm-no-yield": 2}[model])
     n = 30_001
     is_call = rng.random(n) < 0.5
     s = rng.uniform(1.0, 5_000.0, n)
@@ -217,12 +196,8 @@ def test_compiled_kernel_matches_the_reference_formulas_to_1e12(monkeypatch, mod
     # Several blocks on several workers, ending in a partial block.
     monkeypatch.setattr(greeks, "_PARALLEL_MIN", 1)
     monkeypatch.setattr(greeks, "_BLOCK", 4096)
-    if model == "black76":
-        g = black76(is_call, s, k, t, vol, r)
-        expected = _reference(is_call, s, k, t, vol, r, r, black76_=True)
-    else:
-        g = black_scholes(is_call, s, k, t, vol, r, q)
-        expected = _reference(is_call, s, k, t, vol, r, q)
+    g = black_scholes(is_call, s, k, t, vol, r, q)
+    expected = _reference(is_call, s, k, t, vol, r, q)
     # 1e-12 relative, with a floor of 1e-12 of each field's natural unit: deep out of the money the price is the
     # difference of two nearly equal terms, and any two evaluations of N agree there only to a few ulps of those.
     units = {"price": s, "delta": 1.0, "gamma": 1.0 / s, "vega": s, "theta": s, "rho": s}

@@ -7,7 +7,7 @@ import pytest
 from vollib.black_scholes_merton.implied_volatility import implied_volatility as vollib_iv
 
 from agent.risk.greeks import black_scholes
-from agent.risk.implied_vol import NoImpliedVol, implied_vol, implied_vol_strict
+from agent.risk.implied_vol import implied_vol
 
 HOUR = 1 / (365 * 24)
 
@@ -43,11 +43,6 @@ def test_prices_outside_no_arbitrage_bounds_are_nan_and_flagged():
     np.testing.assert_array_equal(result.no_solution, [True, True, False, True])
     assert np.isnan(result.vol[[0, 1, 3]]).all()
     assert np.isfinite(result.vol[2])
-
-
-def test_strict_variant_raises_no_implied_vol():
-    with pytest.raises(NoImpliedVol):
-        implied_vol_strict(120.0, True, 100.0, 100.0, 1.0, 0.0)
 
 
 def test_price_at_intrinsic_value_has_zero_vol():
