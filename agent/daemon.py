@@ -84,6 +84,7 @@ class Portfolio:
     last_success_s: float | None = None
     last_result: CycleResult | None = None  # the last assessment: it holds while the figures do not move
     chain_snapshots: dict[str, ChainSnapshot] = field(default_factory=dict)  # newest block read per chain
+    open_intents: bool = True  # live intents unfinished (unknown at start): driven at each block before the read
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -219,7 +220,8 @@ class Daemon:
         try:
             result = decide(snapshot, portfolio.policy, portfolio.hedge_state, log_decision=False)
             report = portfolio.executor.execute_plan(result.plan, result.snapshot)
-            portfolio.executor.advance()
+            if portfolio.open_intents or not result.plan.empty:  # nothing to drive otherwise: skip the journal
+                self._advance(portfolio)
         except Exception as error:  # a failed cycle is recorded and retried on the next block or tick
             self._failed(portfolio.name, error)
             return None
@@ -230,6 +232,26 @@ class Daemon:
         portfolio.last_result = result
         record(result, portfolio.policy, report, duration, self.clock())
         return result
+
+    def _advance(self, portfolio: Portfolio) -> None:
+        """Drive the portfolio's unfinished intents one pass and note whether any remain (its lock held)."""
+        portfolio.executor.advance()
+        portfolio.open_intents = bool(self.journal.unresolved(portfolio.name))
+
+    def _drive_open(self, chain: ChainFleet) -> None:
+        """Drive the intents of the chain's portfolios that have unfinished ones, before the block's fleet read:
+        the next step of a plan (a repay after its approve) goes out as soon as the block that confirmed the
+        previous one is seen."""
+        for name in list(chain.readers):
+            portfolio = self.portfolios.get(name)
+            if portfolio is None or not portfolio.open_intents or not portfolio.lock.acquire(blocking=False):
+                continue
+            try:
+                self._advance(portfolio)
+            except Exception as error:  # recorded; the cycle after the read retries it
+                self._failed(name, error)
+            finally:
+                portfolio.lock.release()
 
     @staticmethod
     def _failed(name: str, error: Exception) -> None:
@@ -280,6 +302,7 @@ class Daemon:
         """Read every portfolio on `chain` at `block` in one batch, then run the cycle of each whose figures moved
         (or whose last assessment is due again), most urgent first; the others' last assessment still holds."""
         started = time.monotonic()
+        self._drive_open(chain)
         try:
             snapshots = chain.read(block)
         except PinningLost:
