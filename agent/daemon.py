@@ -273,14 +273,8 @@ class Daemon:
                 thread.start()
 
     def _follow(self, chain: ChainFleet) -> None:
-        """Poll the chain's head, just before each block is due once its block time is known, run the portfolios
-        near their floor at every new block and hand it to the fleet reader (its own thread, which reads the newest
-        block it was handed when it is done with the last: a slow fleet skips blocks, the few near their floor do
-        not wait for it)."""
-        newest = NewestBlock()
-        reader = threading.Thread(target=self._read_fleet, args=[chain, newest], name=f"fleet-{chain.name}",
-                                  daemon=True)
-        reader.start()
+        """Poll the chain's head, just before each block is due once its block time is known, and run every new
+        block; a block that takes longer than the block time to process makes the next poll find the newest one."""
         last: Block | None = None
         gaps: list[float] = []
         misses = 0
@@ -302,46 +296,36 @@ class Daemon:
             if last is not None and block.number > last.number:
                 gaps = [*gaps[1 - BLOCK_TIMES_KEPT:], seconds_per_block(last, block)]
             self.on_block(chain, block)
-            newest.put(block)
             last, misses = block, 0
             gap = statistics.median(gaps) if gaps else 0
             due = detected + gap - gap / 20 if gap >= 1 else time.monotonic() + self.settings.head_poll_s
             self.stopping.wait(max(0.0, due - time.monotonic()))
-        reader.join(timeout=30)
-
-    def _read_fleet(self, chain: ChainFleet, newest: NewestBlock) -> None:
-        """Read and run the whole fleet of `chain` at the newest block handed over, until the follower stops."""
-        while not self.stopping.is_set() and chain_key_alive(self.fleet, chain):
-            block = newest.take(self.settings.head_poll_s)
-            if block is not None:
-                self.on_fleet_block(chain, block)
 
     def on_block(self, chain: ChainFleet, block: Block) -> None:
-        """Drive unfinished intents, then read the portfolios near their health-factor floor at `block` in a
-        batch of their own and run their cycles: they act before the fleet's read and assessments."""
+        """Drive unfinished intents; read the portfolios near their health-factor floor at `block` and run their
+        cycles; then read the rest of the chain's portfolios in one batch and run the cycle of each whose figures
+        moved (or whose last assessment is due again), most urgent first; the others' last assessment still
+        holds. The few near their floor thus act before the fleet's read and assessments."""
+        started = time.monotonic()
         self._drive_open(chain)
         urgent = [name for name, p in self.portfolios.items() if name in chain.readers and near_floor(p)]
-        if urgent:
-            self._read_and_run(chain, block, urgent)
-
-    def on_fleet_block(self, chain: ChainFleet, block: Block) -> None:
-        """Read every portfolio on `chain` at `block` in one batch, then run the cycle of each whose figures moved
-        (or whose last assessment is due again), most urgent first; the others' last assessment still holds."""
-        started = time.monotonic()
-        assessed = self._read_and_run(chain, block, None)
-        telemetry.BLOCK_DURATION.labels(chain.name).observe(time.monotonic() - started)
-        log.debug("block", chain=chain.name, block=block.number, portfolios=len(chain.readers), assessed=assessed)
-
-    def _read_and_run(self, chain: ChainFleet, block: Block, only: list[str] | None) -> int:
-        """Read the portfolios `only` names (or all) at `block` and run those due; return how many ran."""
+        assessed = 0
         try:
-            snapshots = chain.read(block, only)
+            if urgent and len(urgent) < len(chain.readers):
+                assessed += self._run_block(chain, chain.read(block, only=urgent))
+                read = set(urgent)
+                assessed += self._run_block(chain, chain.read(block, only=[n for n in chain.readers
+                                                                           if n not in read]))
+            else:
+                assessed += self._run_block(chain, chain.read(block))
         except PinningLost:
-            return 0  # a newer block is out already: the next poll reads it
+            return  # a newer block is out already: the next poll reads it
         except Exception as error:  # no endpoint answered: the next block or the timers retry
             log.warning("block read failed", chain=chain.name, block=block.number, problem=type(error).__name__)
-            return 0
-        return self._run_block(chain, snapshots)
+            return
+        telemetry.BLOCK_DURATION.labels(chain.name).observe(time.monotonic() - started)
+        log.debug("block", chain=chain.name, block=block.number, portfolios=len(chain.readers), assessed=assessed,
+                  urgent=len(urgent))
 
     def _run_block(self, chain: ChainFleet, snapshots: dict[str, ChainSnapshot | Exception]) -> int:
         """Run the cycle of each portfolio of `snapshots` whose figures moved, most urgent first; return how many."""
@@ -353,9 +337,6 @@ class Daemon:
             if isinstance(read, Exception):
                 self._failed(name, read)
                 continue
-            held = portfolio.chain_snapshots.get(chain.name)
-            if held is not None and held.block_number >= read.block_number:
-                continue  # the follower ran it at this block already (it was near its floor)
             portfolio.chain_snapshots[chain.name] = read
             snapshot = portfolio.snapshot()
             if snapshot is None:
@@ -390,26 +371,6 @@ def seconds_per_block(earlier: Block, later: Block) -> float:
     """Return the mean block time between two blocks (s): per block, not per poll, so that blocks skipped while a
     slow block was processed do not stretch the estimate (which would delay the next poll and skip more)."""
     return max(0, later.timestamp - earlier.timestamp) / max(1, later.number - earlier.number)
-
-
-class NewestBlock:
-    """The newest block the follower handed to the fleet reader: a block not yet taken is replaced by a newer one."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._block: Block | None = None
-
-    def put(self, block: Block) -> None:
-        with self._changed:
-            self._block = block
-            self._changed.notify()
-
-    def take(self, timeout_s: float) -> Block | None:
-        """Return the newest block not yet taken, waiting up to `timeout_s` for one (None if none came)."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._block is not None, timeout_s)
-            block, self._block = self._block, None
-            return block
 
 
 def near_floor(portfolio: Portfolio) -> bool:

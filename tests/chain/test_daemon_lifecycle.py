@@ -110,7 +110,7 @@ def test_a_price_move_beyond_price_move_pct_runs_a_cycle_before_the_interval(
     wait_for(lambda: all(p.last_success_s != first[name] for name, p in d.portfolios.items()), timeout_s=20)
 
 
-def test_the_follower_reads_the_portfolios_near_their_floor_and_the_fleet_reader_all(
+def test_portfolios_near_their_floor_are_read_and_run_before_the_rest_of_the_block(
     daemon: tuple[Daemon, str, Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, _url, _clock = daemon
@@ -130,9 +130,7 @@ def test_the_follower_reads_the_portfolios_near_their_floor_and_the_fleet_reader
         return read(block, only)
 
     chain.read = recording_read  # type: ignore[method-assign]
-    block = chain.latest_block()
-    d.on_block(chain, block)  # the follower: the few near their floor
-    d.on_fleet_block(chain, block)  # the fleet reader: everyone
+    d.on_block(chain, chain.latest_block())
 
     assert 1 <= len(expected) < len(d.portfolios)
-    assert reads == [expected, set(d.portfolios)]
+    assert reads == [expected, set(d.portfolios) - expected]
