@@ -114,6 +114,8 @@ class ChainFleet:
         if subset is None:
             self._calldata = calldata  # the calls of rediscovered positions leave the cache
             self._layouts = {}  # a subset's layout is laid out again against the new calls
+        elif len(self._layouts) > 3:  # the subsets change from block to block: keep the whole fleet's layout only
+            self._layouts = {k: v for k, v in self._layouts.items() if k is None}
         layout = self._layouts[subset] = _Layout(batches, requests, indices)
         return layout
 
