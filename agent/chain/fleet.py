@@ -9,7 +9,7 @@ positions) stays with each portfolio and runs again when its positions change.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class ChainFleet:
         self.markets: MarketCache = {}
         self.tokens = TokenRegistry()
         self.readers: dict[str, ChainReader] = {}
-        self._layout: _Layout | None = None
+        self._layouts: dict[frozenset[str] | None, _Layout] = {}  # the whole fleet's (None) and a subset's
         self._calldata: dict[Call, bytes] = {}
 
     @property
@@ -64,18 +64,24 @@ class ChainFleet:
         """Return the chain's newest block header (one request): the head the follower polls."""
         return latest_block(self.w3)
 
-    def read(self, block: Block) -> dict[str, ChainSnapshot | Exception]:
-        """Return each portfolio's chain snapshot at `block`, or the error that kept one portfolio from it (its
-        discovery or decoding failed: the others still count). Raises `PinningLost` when the node answered from
-        another block, and `ChainUnavailable` when no endpoint answered: then no portfolio has a snapshot."""
+    def read(self, block: Block, only: Collection[str] | None = None) -> dict[str, ChainSnapshot | Exception]:
+        """Return each portfolio's chain snapshot at `block` (of the portfolios named in `only`, or all), or the
+        error that kept one portfolio from it (its discovery or decoding failed: the others still count). Raises
+        `PinningLost` when the node answered from another block, and `ChainUnavailable` when no endpoint answered:
+        then no portfolio has a snapshot."""
         batches: dict[str, list[Call]] = {}
         outcome: dict[str, ChainSnapshot | Exception] = {}
+        subset = None if only is None else frozenset(only)
         for name, reader in self.readers.items():
+            if subset is not None and name not in subset:
+                continue
             try:
                 batches[name] = reader.batch()
             except Exception as error:  # this portfolio's discovery failed; it is retried next block
                 outcome[name] = error
-        layout = self._layout if self._layout and self._layout.matches(batches) else self._lay_out(batches)
+        layout = self._layouts.get(subset)
+        if layout is None or not layout.matches(batches):
+            layout = self._lay_out(batches, subset)
         answers = pinned_batches(self.w3, layout.requests, block, self.limits, layout.encoded)
         decoded: dict[tuple[int, Any, Any], CallResult] = {}
         for name, calls in batches.items():
@@ -87,7 +93,7 @@ class ChainFleet:
                 outcome[name] = error
         return outcome
 
-    def _lay_out(self, batches: dict[str, list[Call]]) -> _Layout:
+    def _lay_out(self, batches: dict[str, list[Call]], subset: frozenset[str] | None) -> _Layout:
         distinct: dict[tuple[str, bytes], int] = {}
         requests: list[tuple[str, bool, bytes]] = []
         indices: dict[str, list[int]] = {}
@@ -105,9 +111,13 @@ class ChainFleet:
                     requests.append((call.target, True, data))
                 positions.append(index)
             indices[name] = positions
-        self._calldata = calldata
-        self._layout = _Layout(batches, requests, indices)
-        return self._layout
+        if subset is None:
+            self._calldata = calldata  # the calls of rediscovered positions leave the cache
+            self._layouts = {}  # a subset's layout is laid out again against the new calls
+        elif len(self._layouts) > 3:  # the subsets change from block to block: keep the whole fleet's layout only
+            self._layouts = {k: v for k, v in self._layouts.items() if k is None}
+        layout = self._layouts[subset] = _Layout(batches, requests, indices)
+        return layout
 
 
 def _result(call: Call, index: int, answer: tuple[bool, bytes], decoded: dict[tuple[int, Any, Any], CallResult]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from agent.cycle import urgency
 from agent.daemon import Daemon, load_policies
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
@@ -106,3 +108,29 @@ def test_a_price_move_beyond_price_move_pct_runs_a_cycle_before_the_interval(
     first = {name: p.last_success_s for name, p in d.portfolios.items()}
     set_weth_price(chain, localnet, 2_000 * 1.03)  # 3% > price_move_pct 2%; the interval is an hour
     wait_for(lambda: all(p.last_success_s != first[name] for name, p in d.portfolios.items()), timeout_s=20)
+
+
+def test_portfolios_near_their_floor_are_read_and_run_before_the_rest_of_the_block(
+    daemon: tuple[Daemon, str, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, _url, _clock = daemon
+    wait_for(lambda: all(p.last_result for p in d.portfolios.values()))
+    # The demo books all sit within 25% of their floors: a tighter margin leaves one of them near it.
+    margin = sorted(urgency(p.last_result.snapshot, p.policy) for p in d.portfolios.values())[0] * 1.0001  # type: ignore[union-attr]
+    monkeypatch.setattr("agent.daemon.NEAR_FLOOR", margin)
+    (chain,) = d.fleet.chains.values()
+    expected = {n for n, p in d.portfolios.items()
+                if urgency(p.last_result.snapshot, p.policy) < margin}  # type: ignore[union-attr]
+    reads: list[set[str]] = []
+    me, read = threading.get_ident(), chain.read
+
+    def recording_read(block, only=None):  # type: ignore[no-untyped-def]  # the real read, its subsets noted
+        if threading.get_ident() == me:
+            reads.append(set(chain.readers if only is None else only))
+        return read(block, only)
+
+    chain.read = recording_read  # type: ignore[method-assign]
+    d.on_block(chain, chain.latest_block())
+
+    assert 1 <= len(expected) < len(d.portfolios)
+    assert reads == [expected, set(d.portfolios) - expected]

@@ -56,6 +56,29 @@ def test_fleet_read_of_the_demo_portfolios_equals_their_own_snapshots_in_one_cal
         assert fleet_chain.positions and fleet_chain.prices and fleet_chain.markets
 
 
+def test_a_read_of_some_of_the_fleet_equals_the_whole_fleets_read_of_them(
+    localnet: Localnet, demo_policy: Callable[[str], Policy]
+) -> None:
+    policies = [demo_policy(name) for name in localnet.demo_accounts]
+    requests: collections.Counter[str] = collections.Counter()
+    fleet = Fleet(BatchLimits(), on_request=lambda _i, method, _o: requests.update([method]))
+    for policy in policies:
+        PortfolioReader(policy, fleet=fleet)
+    (chain,) = fleet.chains.values()
+    block = chain.latest_block()
+    whole = chain.read(block)
+    some = [policies[0].portfolio.name, policies[-1].portfolio.name]
+    requests.clear()
+    first = chain.read(block, only=some)
+    rest = chain.read(block, only=[n for n in whole if n not in some])
+
+    assert requests == {"eth_call": 2}  # the urgent few, then the rest: one call each
+    assert sorted(first) == sorted(some) and sorted([*first, *rest]) == sorted(whole)
+    for name, snapshot in {**first, **rest}.items():
+        assert isinstance(snapshot, ChainSnapshot)
+        assert without_quote_gas(snapshot) == without_quote_gas(whole[name])  # type: ignore[arg-type]
+
+
 def test_fleet_read_of_many_seeded_accounts_split_in_batches_equals_their_own_snapshots(localnet: Localnet) -> None:
     accounts = [FleetAccount(address, 5 + i % 7, borrow_for_health_factor(5 + i % 7, 1.6 + i % 9 / 10),
                              idle_usdc=100 * (i % 3), lp=i % 5 == 0)

@@ -169,3 +169,16 @@ def test_closed_form_search_and_general_scan_find_the_same_crossing(account):
             assert b is None and (a is None or not 0.01 <= a <= 100)
         else:
             assert a == pytest.approx(b, rel=1e-9)
+
+
+_EMODE = EModeCategory(1, 9000, 9300, 10100, price_1e8=2100 * 10**8, price_source_symbol="WETH")
+
+
+@settings(max_examples=80, deadline=None)
+@given(accounts, st.booleans(), st.sampled_from([("WETH",), ("USDC",), ("WETH", "USDC")]), st.floats(1e-9, 50.0))
+def test_shocked_health_factor_is_the_integer_health_factor_of_the_shocked_account(account, emode, moved, factor):
+    if emode:  # WETH in the category, priced by its source; USDC outside it
+        weth = dataclasses.replace(account.reserves[0], emode_category=1)
+        account = dataclasses.replace(account, reserves=(weth, account.reserves[1]), emode=_EMODE)
+    fast = lending.shocked_health_factor(account, moved)(factor)
+    assert fast == lending.health_factor_wad(lending.shocked_account(account, moved, factor))
