@@ -16,6 +16,7 @@ from agent.chain.reader import PortfolioReader
 from agent.model import Plan, RiskReport, Snapshot
 from agent.planner import HedgeState, plan, prices_usd
 from agent.planner.bands import band_readings
+from agent.planner.stress import betas_for, scenarios_for
 from agent.policy import Policy
 from agent.risk.portfolio import risk_report
 
@@ -33,9 +34,13 @@ class CycleResult:
     breaches: tuple[str, ...] = ()  # the bands outside [min, max] in `report`
 
 
-def assess(snapshot: Snapshot) -> RiskReport:
-    """Return the risk report of the snapshot's positions at its prices and block time."""
-    return risk_report(snapshot.positions, snapshot.underlying, prices_usd(snapshot), snapshot.timestamp)
+def assess(snapshot: Snapshot, policy: Policy | None = None) -> RiskReport:
+    """Return the risk report of the snapshot's positions at its prices and block time; with a policy, its factors
+    at the policy's betas and the book in the policy's stress scenarios (named and default)."""
+    if policy is None:
+        return risk_report(snapshot.positions, snapshot.underlying, prices_usd(snapshot), snapshot.timestamp)
+    return risk_report(snapshot.positions, snapshot.underlying, prices_usd(snapshot), snapshot.timestamp,
+                       betas=betas_for(policy, snapshot.positions), scenarios=scenarios_for(policy, snapshot.positions))
 
 
 def decide(
@@ -43,7 +48,7 @@ def decide(
 ) -> CycleResult:
     """Assess and plan a snapshot; the returned state assumes the plan is done. With `log_decision` the one log
     line that explains the decision is written here (the daemon writes its own, with the execution's outcome)."""
-    report = assess(snapshot)
+    report = assess(snapshot, policy)
     chosen = plan(snapshot, report, policy, state)
     if log_decision:
         log_plan(chosen, report)

@@ -9,6 +9,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# The risk engine's answers live in agent/report.py; they are part of the shared vocabulary, re-exported here.
+from agent.report import (  # noqa: F401
+    AccountHealth,
+    AccountStress,
+    DeskGreeks,
+    FactorRisk,
+    PositionRisk,
+    RiskReport,
+    Scenario,
+    ScenarioResult,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Token:
@@ -126,70 +138,6 @@ class OptionPosition:
     vol_annual: float
     mark_price_usd: float | None = None
     series_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeskGreeks:
-    """Sensitivities in desk units, all in USD (DESIGN.md): `delta_usd` = dV/dS·S, `gamma_usd_1pct` = change of
-    delta_usd for a 1% move of the underlying, `vega_usd_1vol` per vol point (0.01), `theta_usd_1d` per calendar
-    day, `rho_usd_1pct` per 1% of rate."""
-
-    delta_usd: float = 0.0
-    gamma_usd_1pct: float = 0.0
-    vega_usd_1vol: float = 0.0
-    theta_usd_1d: float = 0.0
-    rho_usd_1pct: float = 0.0
-
-    def __add__(self, other: DeskGreeks) -> DeskGreeks:
-        return DeskGreeks(
-            self.delta_usd + other.delta_usd,
-            self.gamma_usd_1pct + other.gamma_usd_1pct,
-            self.vega_usd_1vol + other.vega_usd_1vol,
-            self.theta_usd_1d + other.theta_usd_1d,
-            self.rho_usd_1pct + other.rho_usd_1pct,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PositionRisk:
-    """One position's value and desk Greeks; `label` names it (e.g. "aave_v3:localnet:0xabc…")."""
-
-    label: str
-    value_usd: float
-    greeks: DeskGreeks
-
-
-@dataclass(frozen=True, slots=True)
-class AccountHealth:
-    """An Aave account's health now, and how far the underlying can move before the health factor crosses 1.
-
-    `health_factor_wad` is Aave's own integer (2**256 − 1 with no debt), `health_factor` the same as a float (inf
-    with no debt). Distances are in % of spot, `math.inf` when no move in that direction liquidates, 0 when the
-    account is liquidatable now. `liquidation_price_usd` is the underlying's price at the nearer crossing (None: none).
-    """
-
-    chain: str
-    account: str
-    health_factor_wad: int
-    health_factor: float
-    liquidation_price_usd: float | None
-    distance_down_pct: float
-    distance_up_pct: float
-
-
-@dataclass(frozen=True, slots=True)
-class RiskReport:
-    """The whole book against one underlying at one spot price: per-position and total desk Greeks, every lending
-    account's health, and the smallest move of the underlying (in % of spot) that liquidates any account."""
-
-    underlying: str
-    spot_usd: float
-    positions: tuple[PositionRisk, ...]
-    total: DeskGreeks
-    value_usd: float
-    accounts: tuple[AccountHealth, ...]
-    liquidation_distance_down_pct: float
-    liquidation_distance_up_pct: float
 
 
 # --- What one cycle reads (chain/, adapters/) -------------------------------------------------------------------

@@ -358,7 +358,7 @@ class Executor:
         predicted_delta = plan.predicted.total.delta_usd if plan.predicted is not None else None
         actual_delta = _delta_usd(after) if predicted_delta is not None else None
         if predicted_delta is not None and actual_delta is not None:
-            band = self.policy.bands.delta_usd
+            band = self.policy.bands.main_delta_band(self.policy.portfolio.underlying)
             tolerance = delta_tolerance_usd if delta_tolerance_usd is not None else (
                 (band.max - band.min) / 4 if band is not None else self.policy.hedging.min_trade_usd)
             if abs(actual_delta - predicted_delta) > tolerance:

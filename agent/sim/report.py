@@ -30,7 +30,7 @@ CHARTS = ("price.png", "health_factor.png", "delta.png", "cost.png")
 
 def target_delta_usd(run: RunResult, policy: Policy | None) -> float:
     """Return the delta (USD) the run is measured against: the delta band's target, else the starting delta."""
-    band = policy.bands.delta_usd if policy is not None else None
+    band = policy.bands.main_delta_band(policy.portfolio.underlying) if policy is not None else None
     return band.target if band is not None else run.start_delta_usd
 
 
@@ -174,7 +174,7 @@ def write_report(directory: Path, title: str, runs: Mapping[str, RunResult], ref
     fig, ax = new("delta USD")
     for label, run in runs.items():
         ax.plot(times, run.delta_usd, linewidth=1, label=label)
-    delta_band = reference.bands.delta_usd if reference is not None else None
+    delta_band = reference.bands.main_delta_band(reference.portfolio.underlying) if reference is not None else None
     if delta_band is not None:
         ax.axhspan(delta_band.min, delta_band.max, color="green", alpha=0.08, label="band")
     ax.legend(fontsize=8)

@@ -166,8 +166,8 @@ def test_policy_without_any_band_is_refused() -> None:
     text = VALID.replace("bands:\n  health_factor: {min: 1.5, target: 1.8, max: 3.0}\n", "bands: {}\n")
 
     assert problems(text) == [
-        "p.yaml:13: bands: expected at least one band of health_factor, delta_usd, gamma_usd_1pct, vega_usd_1vol"
-        " (got an empty mapping)"
+        "p.yaml:13: bands: expected at least one band of health_factor, delta_usd, stress_health_factor,"
+        " gamma_usd_1pct, vega_usd_1vol (got an empty mapping)"
     ]
 
 

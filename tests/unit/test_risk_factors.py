@@ -1,0 +1,174 @@
+"""Every asset a risk factor: per-factor delta and gamma, the beta-weighted delta, joint stress scenarios with
+liquidation costs, the joint liquidation boundary, and the policy forms of factor bands and scenarios."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import PolicyError
+from agent.model import AaveAccount, AaveReserve, EModeCategory, OptionPosition, Scenario, Token
+from agent.policy import load_policy
+from agent.risk import lending
+from agent.risk.portfolio import risk_report
+from agent.risk.scenarios import account_stress, default_scenarios, joint_liquidation_prices_1e8
+from tests.unit.policy_support import local_policy
+
+WETH = Token("WETH", "0x" + "11" * 20, 18)
+WBTC = Token("WBTC", "0x" + "22" * 20, 8)
+USDC = Token("USDC", "0x" + "33" * 20, 6)
+WSTETH = Token("WSTETH", "0x" + "44" * 20, 18)
+PRICES = {"WETH": 2000.0, "WBTC": 60000.0, "USDC": 1.0, "WSTETH": 2000.0}
+NOW = 1_700_000_000
+EMODE = EModeCategory(1, 9300, 9500, 10100)
+
+
+def _two_collateral() -> AaveAccount:
+    """10 WETH and 1 WBTC against 50,000 USDC: HF = (20,000·0.825 + 60,000·0.75) / 50,000 ≈ 1.23."""
+    return AaveAccount("l", "0x1", (
+        AaveReserve(WETH, 10 * 10**18, 0, 2000 * 10**8, 8000, 8250, 10500, True),
+        AaveReserve(WBTC, 1 * 10**8, 0, 60000 * 10**8, 7000, 7500, 10650, True),
+        AaveReserve(USDC, 0, 50_000 * 10**6, 10**8, 7500, 7800, 10450, False),
+    ))
+
+
+def _lst_loop(hf_target: float = 1.07) -> AaveAccount:
+    """100 WSTETH in e-mode against WETH debt at `hf_target` (LT 95%), both priced at 2,000."""
+    debt = int(100 * 0.95 / hf_target * 10**18)
+    return AaveAccount("l", "0x1", (
+        AaveReserve(WSTETH, 100 * 10**18, 0, 2000 * 10**8, 6900, 7900, 10700, True, emode_category=1),
+        AaveReserve(WETH, 0, debt, 2000 * 10**8, 8000, 8250, 10500, False, emode_category=1),
+    ), EMODE)
+
+
+def test_each_asset_is_a_factor_with_its_own_delta():
+    report = risk_report([_two_collateral()], "WETH", PRICES, NOW, betas={"WETH": 1.0, "WBTC": 0.5})
+
+    deltas = {f.symbol: f.delta_usd for f in report.factors}
+    assert deltas == pytest.approx({"WETH": 20_000.0, "WBTC": 60_000.0, "USDC": -50_000.0})
+    assert all(abs(f.gamma_usd_1pct) < 1e-6 for f in report.factors)
+    # The old view: only the underlying moves.
+    assert report.total.delta_usd == pytest.approx(20_000.0)
+    assert report.beta_delta_usd == pytest.approx(20_000.0 + 0.5 * 60_000.0)
+
+
+def test_lst_loop_is_nearly_delta_neutral_once_its_lst_has_beta_one():
+    loop = _lst_loop()
+    plain = risk_report([loop], "WETH", PRICES, NOW)
+    weighted = risk_report([loop], "WETH", PRICES, NOW, betas={"WETH": 1.0, "WSTETH": 1.0})
+
+    equity = 100 * 2000 - loop.reserves[1].variable_debt_base_units / 1e18 * 2000
+    assert plain.total.delta_usd == pytest.approx(-(200_000 - equity))  # the misleading single-factor view
+    assert weighted.beta_delta_usd == pytest.approx(equity)
+
+
+def test_underlying_factor_matches_the_closed_form_greeks_of_options():
+    put = OptionPosition("local", "WETH", False, 1800.0, NOW + 30 * 86_400, 20.0, 0.7)
+    report = risk_report([put], "WETH", PRICES, NOW)
+    weth = report.factor("WETH")
+
+    assert weth is not None
+    assert weth.delta_usd == pytest.approx(report.total.delta_usd, rel=1e-5)
+    assert weth.gamma_usd_1pct == pytest.approx(report.total.gamma_usd_1pct, rel=1e-4)
+
+
+def test_default_scenarios_depeg_stables_and_lsts_and_move_lsts_with_their_peg():
+    scenarios = {s.name: s for s in default_scenarios(["WETH", "WSTETH", "USDC", "WBTC"], stablecoins=["USDC"],
+                                                       lsts={"WSTETH": "WETH"}, decoupled=[("WETH", "WBTC")])}
+
+    assert dict(scenarios["WETH -40%"].shocks) == {"WETH": -0.40, "WSTETH": -0.40}
+    assert dict(scenarios["USDC depeg -10%"].shocks) == {"USDC": -0.10}
+    assert dict(scenarios["WSTETH depeg -8% vs WETH"].shocks) == {"WSTETH": -0.08}
+    assert dict(scenarios["WETH/WBTC decoupling: WETH -20%, WBTC +10%"].shocks) == {"WETH": -0.2, "WBTC": 0.1}
+    assert "WSTETH +10%" not in scenarios and "USDC +10%" not in scenarios
+
+
+def test_lst_loop_dies_in_a_depeg_not_in_a_crash():
+    loop = _lst_loop()
+    crash = account_stress(loop, {"WETH": -0.40, "WSTETH": -0.40})
+    depeg = account_stress(loop, {"WSTETH": -0.08})
+
+    assert crash.health_factor == pytest.approx(lending.health_factor_float(lending.health_factor_wad(loop)),
+                                                rel=1e-6)
+    assert crash.liquidation_cost_usd == 0
+    assert depeg.health_factor < 0.995
+    # One liquidation repays 50% of the WETH debt (HF above 0.95) and pays the e-mode bonus of 1% on it.
+    owed = loop.reserves[1].variable_debt_base_units / 1e18 * 2000
+    assert depeg.liquidated_debt_usd == pytest.approx(owed / 2, rel=1e-6)
+    assert depeg.liquidation_cost_usd == pytest.approx(owed / 2 * 0.01, rel=1e-3)
+
+
+def test_scenarios_in_the_report_carry_pnl_and_health():
+    scenario = Scenario("ETH -40%, stETH depeg 8%", (("WETH", -0.40), ("WSTETH", -0.45)))
+    report = risk_report([_lst_loop()], "WETH", PRICES, NOW, scenarios=[scenario])
+
+    (result,) = report.scenarios
+    debt_eth = _lst_loop().reserves[1].variable_debt_base_units / 1e18
+    assert result.pnl_usd == pytest.approx(-100 * 2000 * 0.45 + debt_eth * 2000 * 0.40)
+    assert report.worst_scenario is result and result.min_health_factor < 1
+
+
+@pytest.mark.parametrize("shocks", [{"WETH": -0.40, "WBTC": -0.30}, {"WETH": -0.1, "WBTC": -0.5}, {"WBTC": -1.0}])
+def test_joint_liquidation_boundary_is_healthy_and_one_unit_past_it_is_not(shocks: dict[str, float]):
+    account = _two_collateral()
+    edge = joint_liquidation_prices_1e8(account, shocks)
+
+    assert edge is not None
+    past = {s: p - 1 for s, p in edge.items()}
+    assert lending.health_factor_wad(lending.with_prices(account, edge)) >= 10**18
+    assert lending.health_factor_wad(lending.with_prices(account, past)) < 10**18
+
+
+def test_policy_takes_factor_bands_flat_bands_scenarios_and_a_stress_band():
+    policy = local_policy("p", """\
+bands:
+  delta_usd: {WETH: {min: -5000, max: 5000}, total: {min: -8000, max: 8000}}
+  stress_health_factor: {min: 1.0}
+risk:
+  betas: {WBTC: 0.8}
+  scenarios:
+    - {name: "ETH -40%, stETH depeg 8%", shocks: {WETH: -0.40, WSTETH: -0.45}, vols: {WETH: 0.5}}
+""")
+
+    assert set(policy.bands.delta_bands()) == {"WETH", "total"}
+    assert policy.bands.stress_health_factor is not None and policy.bands.stress_health_factor.target_value == 1.05
+    assert policy.risk.betas_for("WETH", ("WETH", "WBTC", "WSTETH", "USDC")) == {
+        "WETH": 1.0, "WBTC": 0.8, "WSTETH": 1.0, "USDC": 0.0}
+    assert policy.risk.scenarios[0].scenario().vol_shocks == (("WETH", 0.5),)
+
+
+def test_factor_bands_and_scenarios_report_problems_on_their_own_lines(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(_POLICY_HEAD + """\
+bands:
+  delta_usd:
+    WETH: {min: 5000, max: -5000}
+  stress_health_factor: {min: 1.0, target: 0.9}
+risk:
+  scenarios:
+    - {name: a, shocks: {WETH: -1.5}}
+""")
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path, env={})
+
+    assert [line.removeprefix(str(path)) for line in raised.value.lines()] == [
+        ":15: bands.delta_usd.WETH.max: expected a value above min (5000) (got -5000)",
+        ":16: bands.stress_health_factor.target: expected a value above min (1) (got 0.9)",
+        ":19: risk.scenarios[0].shocks.WETH: expected a relative move above -1 (-0.4 is a 40% fall; -1 would take"
+        " the price to zero) (got -1.5)",
+    ]
+
+
+_POLICY_HEAD = """\
+version: 1
+portfolio:
+  name: p
+  account: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+  underlying: WETH
+  chains:
+    - name: localnet
+      chain_id: 31337
+      rpc: ["http://127.0.0.1:8545"]
+      protocols:
+        aave_v3:
+          pool_addresses_provider: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+"""
