@@ -24,7 +24,7 @@ from agent.policy import Chain, Policy
 
 QUOTE_NOTIONAL_USD = (10_000.0, 100_000.0)
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-_REDISCOVER_ON = ("uniswap_v3:balanceOf", "options:seriesCount")
+_REDISCOVER_ON = ("uniswap_v3:balanceOf", "options:seriesCount", "aave_v3:health_factor")
 PIN_ATTEMPTS = 3
 
 
