@@ -30,7 +30,6 @@ from agent.adapters.encode import (
     EncodeError,
     Venues,
     approval_needed,
-    decode_approve,
     encode_action,
     encode_approve,
     read_allowance,
@@ -381,6 +380,8 @@ class Executor:
         steps: list[_Step] = []
         refusals: list[Refusal] = []
         blocks = dict(plan.blocks)
+        # What the plan's own earlier steps leave approved per (chain, token, spender): their spending uses it up.
+        left: dict[tuple[str, str, str], int] = {}
         for index, action in enumerate(plan.actions):
             context = self.chains.get(action.chain)
             if context is None:
@@ -397,12 +398,14 @@ class Executor:
             step = 0
             if approval is not None:
                 token, spender, amount = approval
-                # Approvals of earlier steps of this plan count too: they are sent before this one.
-                granted = max([read_allowance(context.w3, token, self.account, spender, block or "latest")]
-                              + [_approved(s.request, token, spender) for s in steps])
+                key = (action.chain, token.address.lower(), spender.lower())
+                granted = left[key] if key in left else read_allowance(context.w3, token, self.account, spender,
+                                                                         block or "latest")
                 if granted < amount:
                     steps.append(_Step(index, step, "approve", encode_approve(action.chain, token, spender, amount)))
                     step += 1
+                    granted = amount
+                left[key] = granted - amount
             steps.append(_Step(index, step, action.kind, request))
         return steps, refusals
 
@@ -724,13 +727,6 @@ class Executor:
     def _update_gauges(self) -> None:
         self.metrics.unresolved.labels(self.portfolio).set(len(self.journal.unresolved(self.portfolio)))
         self.metrics.paused.labels(self.portfolio).set(1 if self.journal.paused(self.portfolio) else 0)
-
-
-def _approved(request: TxRequest, token: Token, spender: str) -> int:
-    approval = decode_approve(request.data)
-    if approval is None or request.to.lower() != token.address.lower() or approval[0].lower() != spender.lower():
-        return 0
-    return approval[1]
 
 
 def _request(intent: Intent) -> TxRequest:

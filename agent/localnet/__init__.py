@@ -20,7 +20,7 @@ __all__ = ["Anvil", "Localnet", "LocalnetError", "build_localnet", "write_state"
 
 # Roles of anvil's dev accounts in the local world.
 DEPLOYER, LIQUIDATOR = 0, 3
-DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2}
+DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2, "lst-loop": 4}
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Seed the local world: protocol liquidity from the deployer, and the two demo portfolios of DESIGN.md, each on
-its own dev account."""
+"""Seed the local world: protocol liquidity from the deployer, and the demo portfolios of DESIGN.md, each on its
+own dev account."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from agent.localnet.chain import LocalChain
 from agent.localnet.world import MAX_UINT256, RESERVES, TICK_SPACING, World, tick_for_weth_price
 
 VARIABLE_RATE = 2
+SPENT = "0x000000000000000000000000000000000000dEaD"  # where a loop's borrowed funds go: they bought its collateral
 LP_FEE = 500
 
 # What the deployer supplies to Aave so that the demo accounts can borrow (whole tokens).
@@ -30,6 +31,8 @@ class DemoPortfolio:
     perp_margin_usdc: int = 0  # margin deposited in the perp market (minted, whole USDC)
     perp_size_weth: float = 0.0  # the perp position opened (signed, + long)
     protective_put: tuple[int, int, float] | None = None  # (strike USD, days to expiry, WETH) bought with idle USDC
+    emode_category: int = 0  # the Aave e-mode category the account enters before borrowing
+    borrowed_spent: bool = False  # the borrow paid for the supply (a loop): it is sent away, nothing stays idle
 
 
 # leveraged-long: 100 WETH ($200k) against 97,000 USDC → HF = 200,000·0.825 / 97,000 ≈ 1.70.
@@ -37,6 +40,8 @@ class DemoPortfolio:
 # USDC go into a 1,600–2,500 range whose geometric middle is the price, so the LP's WETH offsets the debt; 5 more
 # WETH in the range are hedged by a 5 WETH perp short (10,000 USDC margin: liquidated only above ~$3,800).
 # leveraged-long spends some of its borrowed USDC on a protective 30-day $1,800 put on 20 WETH.
+# lst-loop: 100 WSTETH ($230k) in the ETH e-mode (LT 95%) against 101.16 WETH → HF = 218,500 / 202,320 ≈ 1.080: an
+# ETH crash moves both sides alike, a WSTETH depeg of 8% leaves HF ≈ 0.994, liquidatable.
 DEMO_PORTFOLIOS = (
     DemoPortfolio("leveraged-long", supply=("WETH", 100), borrow=("USDC", 97_000), protective_put=(1_800, 30, 20.0)),
     DemoPortfolio(
@@ -44,6 +49,8 @@ DEMO_PORTFOLIOS = (
         lp_range_usd=(1_600.0, 2_500.0), extra_mint=("USDC", 112_000), lp_extra_weth=5.0,
         perp_margin_usdc=10_000, perp_size_weth=-5.0,
     ),
+    DemoPortfolio("lst-loop", supply=("WSTETH", 100), borrow=("WETH", 101.16), emode_category=1,
+                  borrowed_spent=True),
 )
 
 
@@ -75,8 +82,13 @@ def seed_portfolio(chain: LocalChain, world: World, demo: DemoPortfolio, owner: 
     chain.send(supply_token.functions.mint(owner, _units(supply_symbol, supply_amount)), owner)
     chain.send(supply_token.functions.approve(pool.address, MAX_UINT256), owner)
     chain.send(pool.functions.supply(supply_token.address, _units(supply_symbol, supply_amount), owner, 0), owner)
+    if demo.emode_category:
+        chain.send(pool.functions.setUserEMode(demo.emode_category), owner)
     chain.send(pool.functions.borrow(
         world.tokens[borrow_symbol], _units(borrow_symbol, borrow_amount), VARIABLE_RATE, 0, owner), owner)
+    if demo.borrowed_spent:
+        borrowed = chain.at("MintableERC20", world.tokens[borrow_symbol])
+        chain.send(borrowed.functions.transfer(SPENT, _units(borrow_symbol, borrow_amount)), owner)
     seed_derivatives(chain, world, demo, owner)
     if demo.lp_range_usd is None:
         return None

@@ -100,7 +100,7 @@ class Decision:
 
 def within(value: float, low: float, high: float) -> bool:
     """Whether `value` lies in [low, high], give or take float rounding (1e-6 of the bounds' size)."""
-    tolerance = 1e-6 * max(1.0, abs(low), abs(high))
+    tolerance = 1e-6 * max(1.0, *(abs(b) for b in (low, high) if math.isfinite(b)))
     return low - tolerance <= value <= high + tolerance
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from agent.model import Action, LpPosition
+from agent.model import AaveAccount, AaveReserve, Action, LpPosition
 from agent.planner.book import (
     Book,
     Steps,
@@ -129,10 +129,12 @@ def _spot_candidates(book: Book, costs: CostModel, policy: Policy, gap_usd: floa
         return []
     q = quote_symbol
     res_u, res_q = book.reserve(u), book.reserve(q)
-    lt_u = res_u.liquidation_threshold_bps / 1e4 if res_u else 0.0
-    lt_q = res_q.liquidation_threshold_bps / 1e4 if res_q and res_q.usage_as_collateral else 0.0
-    lt_q_new = res_q.liquidation_threshold_bps / 1e4 if res_q and (res_q.usage_as_collateral or
-                                                                  res_q.collateral_base_units == 0) else 0.0
+    # The health factor counts a reserve at its e-mode threshold and the Aave oracle's price: per USD traded at the
+    # feed price, a collateral adds LT × (Aave price / feed price) of surplus.
+    lt_u = _aave_weight(account, res_u, price[u])
+    lt_q = _aave_weight(account, res_q, price[q]) if res_q and res_q.usage_as_collateral else 0.0
+    lt_q_new = _aave_weight(account, res_q, price[q]) if res_q and (
+        res_q.usage_as_collateral or res_q.collateral_base_units == 0) else 0.0
     gas = lambda *kinds: sum(costs.gas_usd(k, book.chain) for k in kinds)  # noqa: E731
     apr = lambda table, s: table.get(s, 0.0) * h  # noqa: E731
     out: list[Candidate] = []
@@ -423,16 +425,22 @@ def _quote_symbol(book: Book, costs: CostModel) -> str | None:
 
 
 def _surplus_usd(book: Book, costs: CostModel, hf_min: float) -> float:
-    """h = Σ collateral·LT − hf_min·debt, in USD."""
+    """h = Σ collateral·LT − hf_min·debt, in USD, as Aave counts them (e-mode thresholds, the Aave oracle's prices,
+    the pool's truncations)."""
     if book.account is None:
         return 0.0
-    total = 0.0
-    for r in book.account.reserves:
-        p = costs.prices_usd.get(r.token.symbol, 0.0)
-        if r.usage_as_collateral:
-            total += usd(r.collateral_base_units, r.token, p) * r.liquidation_threshold_bps / 1e4
-        total -= hf_min * usd(r.variable_debt_base_units + r.stable_debt_base_units, r.token, p)
-    return total
+    data = lending.account_data(book.account)
+    return (lending.percent_mul(data.total_collateral_1e8, data.liquidation_threshold_bps)
+            - hf_min * data.total_debt_1e8) / 1e8
+
+
+def _aave_weight(account: AaveAccount, reserve: AaveReserve | None, feed_price_usd: float) -> float:
+    """The surplus one USD (at the feed price) of `reserve` as collateral adds: its threshold for this user times
+    the ratio of the price Aave counts it at to the feed's (0 without the reserve or a threshold)."""
+    if reserve is None or not reserve.liquidation_threshold_bps or feed_price_usd <= 0:
+        return 0.0
+    aave_usd = lending.effective_price_1e8(account, reserve) / 1e8
+    return lending.liquidation_threshold_bps(account, reserve) / 1e4 * aave_usd / feed_price_usd
 
 
 def _available_borrows_usd(book: Book) -> float:

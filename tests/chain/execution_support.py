@@ -15,13 +15,12 @@ from agent.chain.reader import PortfolioReader
 from agent.chain.signer import LocalSigner
 from agent.execution.executor import Executor
 from agent.execution.journal import Journal
-from agent.localnet import Localnet
+from agent.localnet import DEMO_ACCOUNT_INDEX, Localnet
 from agent.localnet.chain import DevAccount
 from agent.model import AaveAccount, Action, Plan, Snapshot
 from agent.policy import Policy
 
 USDC = 10**6
-DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2}
 
 
 class Clock:
