@@ -19,6 +19,7 @@ from agent.planner.bands import band_readings
 from agent.planner.stress import betas_for, scenarios_for
 from agent.policy import Policy
 from agent.risk.portfolio import risk_report
+from agent.status import risk_tables
 
 log = structlog.get_logger("agent.cycle")
 
@@ -92,7 +93,7 @@ def cycle_json(result: CycleResult) -> dict[str, Any]:
     """Return the cycle's report and plan as JSON-ready data (non-finite numbers as "inf" / "-inf")."""
     plan_data = dataclasses.asdict(result.plan)
     plan_data["empty"] = result.plan.empty
-    return _jsonable({
+    return jsonable({
         "ok": True,
         "portfolio": result.snapshot.portfolio,
         "blocks": [{"chain": chain, "block": block} for chain, block in result.plan.blocks],
@@ -102,13 +103,14 @@ def cycle_json(result: CycleResult) -> dict[str, Any]:
     })
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Return `value` with non-finite floats as "inf", "-inf" or "nan" (JSON has none), containers walked."""
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
+        return {key: jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     return value
 
 
@@ -134,4 +136,4 @@ def cycle_tables(result: CycleResult) -> Group:
             "∞" if math.isinf(a.predicted_health_factor) else f"{a.predicted_health_factor:.4f}")
         steps.add_row(str(i), what, str(a.amount_base_units), f"{a.notional_usd:,.2f}", f"{a.cost_usd:,.2f}", after,
                       a.reason)
-    return Group(risk, steps, f"decision: {chosen.reason}")
+    return Group(risk, risk_tables(report), steps, f"decision: {chosen.reason}")

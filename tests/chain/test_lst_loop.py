@@ -5,10 +5,13 @@ liquidatable."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from agent.cli import app
 from agent.cycle import decide
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
@@ -17,6 +20,7 @@ from agent.localnet.policies import render_policy
 from agent.planner import HedgeState
 from agent.policy import Policy, parse_policy
 from tests.chain.execution_support import live, make_executor, read
+from tests.chain.test_planner_localnet import once_json
 
 WAD = 10**18
 NAME = "lst-loop"
@@ -76,3 +80,24 @@ def test_managed_the_loop_survives_the_same_depeg(localnet: Localnet, chain: Loc
     lowest = min(_health_factor_wad(chain, localnet, block) for block in range(first_block, last_block + 1))
     print(f"lst-loop: {len(acted)} plans over blocks {first_block}..{last_block}, lowest HF {lowest / WAD:.4f}")
     assert lowest >= WAD
+
+
+def test_status_and_once_show_the_loop_per_factor_and_its_worst_scenario(localnet: Localnet, tmp_path: Path) -> None:
+    policy_file = tmp_path / f"{NAME}.yaml"
+    policy_file.write_text(render_policy(NAME, localnet.demo_accounts[NAME], localnet))
+
+    status = CliRunner().invoke(app, ["status", "--policy", str(policy_file), "--json"])
+    text = CliRunner().invoke(app, ["status", "--policy", str(policy_file)], terminal_width=200)
+    once = once_json(localnet, NAME, tmp_path)
+
+    assert status.exit_code == 0 and text.exit_code == 0, status.output + text.output
+    risk = json.loads(status.stdout)["risk"]
+    deltas = {f["symbol"]: f["delta_usd"] for f in risk["factors"]}
+    # Long 100 WSTETH ($230k), short 101.16 WETH: a small beta-weighted delta, not a $202k short
+    assert deltas["WSTETH"] == pytest.approx(230_000, rel=1e-6) and deltas["WETH"] < -200_000
+    assert risk["beta_delta_usd"] == pytest.approx(230_000 + deltas["WETH"], rel=1e-6)
+    worst = min(risk["scenarios"], key=lambda s: min(a["health_factor"] for a in s["accounts"]))
+    assert worst["name"] == "WSTETH depeg -8% vs WETH"
+    assert "Risk factors" in text.stdout and "WSTETH depeg -8% vs WETH" in text.stdout
+    assert {f["symbol"] for f in once["report"]["factors"]} == {"WETH", "WSTETH"}
+    assert "stress HF" in once["plan"]["reason"]
