@@ -16,7 +16,7 @@ from agent.chain.reader import PortfolioReader
 from agent.model import Plan, RiskReport, Snapshot
 from agent.planner import HedgeState, plan, prices_usd
 from agent.planner.bands import band_readings
-from agent.planner.stress import betas_for, scenarios_for
+from agent.planner.stress import betas_for, scenarios_for, volatility_floors
 from agent.policy import Policy
 from agent.risk.portfolio import risk_report
 from agent.status import risk_tables
@@ -54,7 +54,8 @@ def decide(
     if log_decision:
         log_plan(chosen, report)
     next_state = (state or HedgeState()).after(chosen, snapshot.timestamp, report.spot_usd)
-    breaches = tuple(r.name for r in band_readings(report, policy) if not r.inside)
+    breaches = tuple(r.name for r in band_readings(report, policy, volatility_floors(snapshot, policy))
+                     if not r.inside)
     return CycleResult(snapshot, report, chosen, next_state, breaches)
 
 

@@ -11,6 +11,7 @@ re-levered to `target` only with `boost`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.model import Plan, RiskReport
@@ -104,18 +105,23 @@ def within(value: float, low: float, high: float) -> bool:
     return low - tolerance <= value <= high + tolerance
 
 
-def band_readings(report: RiskReport, policy: Policy) -> tuple[BandReading, ...]:
+def band_readings(report: RiskReport, policy: Policy,
+                  hf_floors: Mapping[str, float] | None = None) -> tuple[BandReading, ...]:
     """Return the value of every band the policy sets: each account's health factor (scope: its chain), the worst
     stress scenario's lowest health factor, the delta bands (the beta-weighted total, or a factor's delta), and the
-    book's total gamma and vega."""
+    book's total gamma and vega. `hf_floors` (chain → health factor) raise an account's health-factor min above
+    the policy's, its target by the same amount (the volatility-aware minimum)."""
     bands = policy.bands
     readings = []
     # The chain is named only when there is more than one: "" is the only account's.
     several = len({a.chain for a in report.accounts}) > 1
     if bands.health_factor is not None:
         hf = bands.health_factor
-        readings += [BandReading("health_factor", a.health_factor, hf.min, hf.max, hf.target,
-                                 a.chain if several else "") for a in report.accounts]
+        for a in report.accounts:
+            raised = max((hf_floors or {}).get(a.chain, 0.0) - hf.min, 0.0)
+            readings.append(BandReading("health_factor", a.health_factor, hf.min + raised,
+                                        max(hf.max, hf.target + raised), hf.target + raised,
+                                        a.chain if several else ""))
     worst = report.worst_scenario
     if bands.stress_health_factor is not None and worst is not None:
         stress = bands.stress_health_factor
@@ -133,9 +139,11 @@ def band_readings(report: RiskReport, policy: Policy) -> tuple[BandReading, ...]
     return tuple(readings)
 
 
-def decide(report: RiskReport, policy: Policy, state: HedgeState, now_ts: int) -> Decision:
-    """Return which bands call for action at block time `now_ts`, given the planner's state."""
-    readings = band_readings(report, policy)
+def decide(report: RiskReport, policy: Policy, state: HedgeState, now_ts: int,
+           hf_floors: Mapping[str, float] | None = None) -> Decision:
+    """Return which bands call for action at block time `now_ts`, given the planner's state (and the health-factor
+    floors of `band_readings`)."""
+    readings = band_readings(report, policy, hf_floors)
     triggers: list[Trigger] = []
     for reading in readings:
         trigger = _trigger(reading, policy, state, now_ts, report.spot_usd)
@@ -189,23 +197,6 @@ def _trigger(reading: BandReading, policy: Policy, state: HedgeState, now_ts: in
     if reference and abs(spot_usd / reference - 1.0) * 100.0 > policy.triggers.price_move_pct:
         return Trigger(reading.name, "price_move", value, reading.target, edge, False, reading.scope)
     return None
-
-
-def whalley_wilmott_half_width_usd(
-    gamma_usd_1pct: float, spot_usd: float, cost_fraction: float, risk_aversion: float, rate: float = 0.0,
-    years_left: float = 0.0,
-) -> float:
-    """Return the Whalley–Wilmott no-trade half-width of a delta band, in USD of delta.
-
-    In units of the underlying it is (3/2 · e^(−r(T−t)) · k · S · Γ² / γ)^(1/3), with Γ per unit² (from the desk
-    gamma: Γ = gamma_usd_1pct / (0.01 · S²)), k the proportional cost of a trade and γ the risk aversion; times S
-    in USD.
-    """
-    if spot_usd <= 0 or risk_aversion <= 0:
-        raise ValueError("expected a positive spot and risk aversion")
-    gamma = gamma_usd_1pct / (0.01 * spot_usd * spot_usd)
-    units = (1.5 * math.exp(-rate * years_left) * cost_fraction * spot_usd * gamma * gamma / risk_aversion) ** (1 / 3)
-    return units * spot_usd
 
 
 def _label(name: str, scope: str = "") -> str:

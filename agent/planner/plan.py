@@ -20,7 +20,7 @@ from agent.planner.deleverage import Outcome, plan_boost, plan_deleverage
 from agent.planner.hedge import actions_text, plan_hedge
 from agent.planner.margin import perp_at_risk, plan_perp_margin
 from agent.planner.options import OPTION_BANDS, plan_options
-from agent.planner.stress import betas_for, plan_stress_deleverage, scenarios_for
+from agent.planner.stress import betas_for, plan_stress_deleverage, scenarios_for, volatility_floors
 from agent.policy import Policy
 
 HEDGE_PASSES = 2
@@ -52,7 +52,8 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
     hedge for the cooldown, max-age and price-move triggers — `HedgeState.after` gives the next one.
     """
     blocks = tuple((c.chain, c.block_number) for c in snapshot.chains)
-    decision = decide(report, policy, state or HedgeState(), snapshot.timestamp)
+    floors = volatility_floors(snapshot, policy)
+    decision = decide(report, policy, state or HedgeState(), snapshot.timestamp, floors)
     prices = prices_usd(snapshot)
     work = _Planning(snapshot, policy, prices)
     # A perp near liquidation is acted on whatever the bands and the cooldown say.
@@ -68,7 +69,7 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
     if perp_risk:
         work.add(plan_perp_margin(work.primary, work.costs, policy, work.hf_min))
     ordered, predicted = work.result()
-    readings = band_readings(predicted, policy)
+    readings = band_readings(predicted, policy, floors)
     unresolved = [r for r in readings if not _settled(r, policy)]
     limited_by = next((limit for limit in work.limits if limit), "")
     if unresolved and not limited_by:
@@ -124,13 +125,14 @@ class _Planning:
             hf = _trigger_on(decision, "health_factor", chain, self.primary_chain)
             stress = _trigger_on(decision, "stress_health_factor", chain, self.primary_chain)
             book = self.books[chain]
+            # The trigger's target and edge are the band's, raised by a volatility floor where there is one.
             if stress is not None:
-                at_least = hf_band.target if hf is not None and hf_band is not None else 0.0
+                at_least = hf.target if hf is not None and hf.kind == "below_min" else 0.0
                 self.add(plan_stress_deleverage(book, self.costs, self.policy, self.scenarios, at_least))
             elif hf is not None and hf_band is not None and hf.kind == "below_min":
-                self.add(plan_deleverage(book, self.costs, self.policy, hf_band.target))
+                self.add(plan_deleverage(book, self.costs, self.policy, hf.target))
             elif hf is not None and hf_band is not None:
-                self.add(plan_boost(book, self.costs, self.policy, hf_band.target, hf_band.min))
+                self.add(plan_boost(book, self.costs, self.policy, hf.target, hf_band.min))
 
     def options(self, decision: Decision) -> None:
         """Gamma and vega, which only options can hedge; their delta is then hedged with the rest of the book's."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from agent.model import AaveAccount, Position, Scenario
+from agent.model import AaveAccount, Position, Scenario, Snapshot
 from agent.planner.book import Book
 from agent.planner.costs import CostModel
 from agent.planner.deleverage import Outcome, plan_deleverage
 from agent.policy import Policy
 from agent.risk.factors import factor_symbols
 from agent.risk.scenarios import account_stress, default_scenarios, option_underlyings
+from agent.risk.volatility import factor_vols, survival_health_factor
 
 STRESS_ROUNDS = 4
 _MAX_TARGET_HF = 20.0
@@ -37,6 +38,19 @@ def scenarios_for(policy: Policy, positions: Iterable[Position]) -> tuple[Scenar
 def betas_for(policy: Policy, positions: Iterable[Position]) -> dict[str, float]:
     """Return each of the book's factors' beta to the policy's underlying (`Risk.betas_for`)."""
     return policy.risk.betas_for(policy.portfolio.underlying, factor_symbols(tuple(positions)))
+
+
+def volatility_floors(snapshot: Snapshot, policy: Policy) -> dict[str, float]:
+    """Return, per chain with an Aave account, the volatility-aware health-factor minimum of the policy's band
+    (`risk.volatility.survival_health_factor`), or nothing when the band has no `volatility` option."""
+    band = policy.bands.health_factor
+    if band is None or band.volatility is None:
+        return {}
+    option = band.volatility
+    pegs = dict(policy.risk.lsts)
+    vols = factor_vols(snapshot.markets, option.realised_vols, snapshot.timestamp, pegs)
+    return {p.chain: survival_health_factor(p, vols, option.k_sigma, option.horizon_s, pegs)
+            for p in snapshot.positions if isinstance(p, AaveAccount)}
 
 
 def worst_health_factor(account: AaveAccount | None, scenarios: Sequence[Scenario]) -> float:

@@ -51,6 +51,18 @@ def _above_one(value: float) -> float:
 _HF_MIN_GAP = 0.05
 
 
+class VolatilityMin(_Model):
+    """Raise the band's min (and target, by the same gap) to the smallest health factor that survives a k-sigma move
+    of the account's factors over the reaction horizon: HF_min = exp(k·σ_HF·√horizon) (README)."""
+
+    k_sigma: PositiveFloat = 3.0
+    horizon_s: PositiveFloat = 3600.0
+    """How long the agent may take to act: a few cycles and a confirmation."""
+    realised_vols: dict[Name, PositiveFloat] = Field(default_factory=dict)
+    """Factor → annual realised vol (0.8 = 80%), used where no option on it is listed; for an LST, the vol of its
+    price in its peg."""
+
+
 class HealthFactorBand(_Band):
     """Repay when the health factor falls below min, back to target; with boost, re-lever above max."""
 
@@ -59,6 +71,8 @@ class HealthFactorBand(_Band):
     ]
     boost: bool = False
     """Re-lever when the health factor rises above max."""
+    volatility: VolatilityMin | None = None
+    """Widen the band when the market gets wild (off by default)."""
 
     @model_validator(mode="after")
     def _triggers_apart_from_target(self) -> HealthFactorBand:

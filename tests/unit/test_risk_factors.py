@@ -3,14 +3,18 @@ liquidation costs, the joint liquidation boundary, and the policy forms of facto
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from agent.errors import PolicyError
-from agent.model import AaveAccount, AaveReserve, EModeCategory, OptionPosition, Scenario, Token
+from agent.model import AaveAccount, AaveReserve, EModeCategory, OptionPosition, OptionSeries, Scenario, Token
+from agent.planner.bands import band_readings
 from agent.policy import load_policy
 from agent.risk import lending
 from agent.risk.portfolio import risk_report
 from agent.risk.scenarios import account_stress, default_scenarios, joint_liquidation_prices_1e8
+from agent.risk.volatility import factor_vols, survival_health_factor
 from tests.unit.policy_support import local_policy
 
 WETH = Token("WETH", "0x" + "11" * 20, 18)
@@ -172,3 +176,42 @@ portfolio:
         aave_v3:
           pool_addresses_provider: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 """
+
+
+def test_survival_health_factor_follows_the_formula_for_a_long_and_for_an_lst_loop():
+    long = AaveAccount("l", "0x1", (
+        AaveReserve(WETH, 10 * 10**18, 0, 2000 * 10**8, 8000, 8250, 10500, True),
+        AaveReserve(USDC, 0, 10_000 * 10**6, 10**8, 7500, 7800, 10450, False),
+    ))
+    hour, day = 3600.0, 86_400.0
+
+    # WETH collateral against USDC debt: σ_HF is WETH's own vol
+    assert survival_health_factor(long, {"WETH": 0.8}, 3.0, hour, {}) == pytest.approx(
+        math.exp(3 * 0.8 * math.sqrt(hour / (365 * 86_400))))
+    # The loop is flat in ETH: only the spread's vol counts, not ETH's
+    loop = _lst_loop()
+    assert survival_health_factor(loop, {"WETH": 0.8, "WSTETH": 0.3}, 3.0, day, {"WSTETH": "WETH"}) == pytest.approx(
+        math.exp(3 * 0.3 * math.sqrt(day / (365 * 86_400))))
+    assert survival_health_factor(loop, {"WETH": 0.8}, 3.0, day, {"WSTETH": "WETH"}) == pytest.approx(1.0)
+
+
+def test_implied_vol_of_the_nearest_to_the_money_series_replaces_the_realised_one():
+    def series(strike: float, vol: float, underlying: str = "WETH") -> OptionSeries:
+        return OptionSeries("l", "local", "0x5", underlying, "USDC", 1, False, strike, NOW + 86_400, vol, 0.0,
+                            2000.0, 10.0, 0.0)
+
+    vols = factor_vols([series(1600, 0.9), series(2050, 0.65), series(2000, 0.5, "WSTETH")],
+                       {"WETH": 0.8, "WSTETH": 0.1}, NOW, {"WSTETH": "WETH"})
+
+    assert vols == {"WETH": 0.65, "WSTETH": 0.1}
+
+
+def test_a_volatility_floor_raises_the_health_factor_band_and_its_target():
+    policy = local_policy("p", "bands:\n  health_factor: {min: 1.1, target: 1.3, max: 3.0, volatility: {k_sigma: 3}}\n")
+    report = risk_report([_lst_loop(1.2)], "WETH", PRICES, NOW)
+
+    (plain,) = band_readings(report, policy)
+    (raised,) = band_readings(report, policy, {"l": 1.25})
+
+    assert (plain.min, plain.target, plain.inside) == (1.1, 1.3, True)
+    assert raised.min == pytest.approx(1.25) and raised.target == pytest.approx(1.45) and not raised.inside
