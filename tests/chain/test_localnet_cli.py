@@ -36,7 +36,7 @@ def test_localnet_up_is_ready_within_10s_writes_its_state_and_stops_cleanly(tmp_
         assert {"Pool", "PoolAddressesProvider", "NonfungiblePositionManager", "SwapRouter", "QuoterV2",
                 "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC"} <= set(info["contracts"])
         assert all(a["local_only"] for a in info["accounts"])
-        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp"}
+        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp", "lst-loop"}
         assert json.loads((tmp_path / "localnet.json").read_text()) == info
         for name in info["demo_accounts"]:
             checked = subprocess.run([*BALLAST, "check-policy", str(tmp_path / "policies" / f"{name}.yaml")],
