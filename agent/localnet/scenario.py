@@ -1,4 +1,5 @@
-"""The demo's scenario: the daemon, live, keeps both demo portfolios alive through a scripted crash and rally."""
+"""The demo's scenario: the daemon, live, keeps the demo portfolios alive through a scripted crash and rally of
+WETH, then a depeg of WSTETH against WETH."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from agent import telemetry
 from agent.daemon import Daemon, load_policies
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
-from agent.localnet.market import set_weth_price
+from agent.localnet.market import set_lst_depeg, set_weth_price
 from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
 from agent.settings import Settings
 
 CRASH = [round(2_000 * 0.95**i, 2) for i in range(1, 9)]  # −5% a step, to about $1,330
 RALLY = [round(CRASH[-1] * 1.06**i, 2) for i in range(1, 15)]  # +6% a step, to about $2,990
-PORTFOLIOS = ("leveraged-long", "delta-neutral-lp")
+DEPEG = [0.02, 0.04, 0.06, 0.08]  # WSTETH below its WETH ratio, a step at a time
+PORTFOLIOS = ("leveraged-long", "delta-neutral-lp", "lst-loop")
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -78,16 +80,24 @@ def run_scenario(console: Console, localnet: Localnet, workdir: Path) -> None:
 
 def _run_steps(console: Console, localnet: Localnet, daemon: Daemon) -> list[dict[str, float]]:
     chain = LocalChain(Web3(Web3.HTTPProvider(localnet.rpc_url)))
-    table = Table(title="The daemon through a crash and a rally (live, real Aave v3 and Uniswap v3)")
-    for column in ("step", "WETH USD", "HF leveraged-long", "HF delta-neutral-lp", "delta USD delta-neutral-lp",
-                   "actions so far", "liquidatable"):
+    table = Table(title="The daemon through a crash, a rally and a depeg (live, real Aave v3 and Uniswap v3)")
+    for column in ("step", "WETH USD", "WSTETH depeg", *(f"HF {p}" for p in PORTFOLIOS),
+                   "delta USD delta-neutral-lp", "actions so far", "liquidatable"):
         table.add_column(column, justify="right")
     settle(daemon)
     steps = []
+    moves = [("crash", p) for p in CRASH] + [("rally", p) for p in RALLY] + [("depeg", d) for d in DEPEG]
+    price, depeg = 2_000.0, 0.0
     with console.status("running the scenario…") as status:
-        for index, price in enumerate([*CRASH, *RALLY], start=1):
-            status.update(f"step {index}: WETH to ${price:,.2f}, waiting for the daemon…")
-            set_weth_price(chain, localnet, price)
+        for index, (phase, value) in enumerate(moves, start=1):
+            if phase == "depeg":
+                depeg = value
+                status.update(f"step {index}: WSTETH {depeg:.0%} below its peg, waiting for the daemon…")
+                set_lst_depeg(chain, localnet, depeg)
+            else:
+                price = value
+                status.update(f"step {index}: WETH to ${price:,.2f}, waiting for the daemon…")
+                set_weth_price(chain, localnet, price)
             settle(daemon)
             health = {p: aave_account(chain, localnet.world.contracts["Pool"], localnet.demo_accounts[p])
                       .health_factor_wad / 1e18 for p in PORTFOLIOS}
@@ -98,9 +108,8 @@ def _run_steps(console: Console, localnet: Localnet, daemon: Daemon) -> list[dic
             }
             steps.append(row)
             table.add_row(
-                f"{index} {'crash' if index <= len(CRASH) else 'rally'}", f"{price:,.2f}",
-                _hf(health["leveraged-long"]), _hf(health["delta-neutral-lp"]), f"{row['delta']:,.0f}",
-                f"{row['actions']:.0f}", "yes" if min(health.values()) < 1 else "no",
+                f"{index} {phase}", f"{price:,.2f}", f"{depeg:.0%}", *(_hf(health[p]) for p in PORTFOLIOS),
+                f"{row['delta']:,.0f}", f"{row['actions']:.0f}", "yes" if min(health.values()) < 1 else "no",
             )
     console.print(table)
     return steps

@@ -3,6 +3,7 @@ liquidation costs, the joint liquidation boundary, and the policy forms of facto
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -215,3 +216,28 @@ def test_a_volatility_floor_raises_the_health_factor_band_and_its_target():
 
     assert (plain.min, plain.target, plain.inside) == (1.1, 1.3, True)
     assert raised.min == pytest.approx(1.25) and raised.target == pytest.approx(1.45) and not raised.inside
+
+
+def test_a_cycle_with_a_favourable_fill_is_recorded_with_its_risk_metrics():
+    from agent.cycle import decide
+    from agent.daemon import record
+    from agent.execution.executor import ExecutionReport
+    from agent.model import Action, ChainSnapshot, PriceReading, Snapshot
+    from agent.telemetry import REGISTRY
+
+    policy = local_policy("fill", "bands:\n  stress_health_factor: {min: 1.0}\n")
+    prices = tuple(PriceReading("localnet", s, p, f"chainlink:{s}", NOW, 0) for s, p in PRICES.items())
+    snapshot = Snapshot("fill", "0x1", "WETH", (ChainSnapshot("localnet", 31337, 1, "0x", NOW, 0, (_lst_loop(),),
+                                                                prices, (), (), ()),))
+    result = decide(snapshot, policy, log_decision=False)
+    bought = Action("perp", "localnet", "perps", "WETH", 10**18, 2000.0, "test", cost_usd=-1.5)
+    plan = dataclasses.replace(result.plan, actions=(bought,))
+
+    record(dataclasses.replace(result, plan=plan), policy, ExecutionReport("fill", "p", "live"), 0.1, NOW)
+
+    assert REGISTRY.get_sample_value("ballast_action_cost_usd_total", {"portfolio": "fill", "kind": "perp"}) == 0
+    worst = REGISTRY.get_sample_value("ballast_stress_health_factor", {"portfolio": "fill"})
+    assert worst is not None and worst < 1
+    depeg = REGISTRY.get_sample_value("ballast_scenario_health_factor",
+                                      {"portfolio": "fill", "scenario": "WSTETH depeg -8% vs WETH"})
+    assert depeg == worst
