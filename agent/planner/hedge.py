@@ -135,7 +135,7 @@ def plan_hedge(book: Book, costs: CostModel, policy: Policy, delta_usd: float, t
     factor ≥ `hf_min` (or not lowering it when it is already below)."""
     gap = target_usd - delta_usd
     cands = candidates(book, costs, policy, gap, hf_min)
-    choice = choose(cands, gap, surplus_usd(book, costs, hf_min), policy)
+    choice = choose(cands, gap, surplus_usd(book, hf_min), policy)
     steps = Steps(book, costs)
     if choice.sizes_usd:
         _emit(steps, costs, policy, choice, reason)

@@ -169,7 +169,7 @@ def quote_symbol(book: Book, costs: CostModel) -> str | None:
     return max(options)[1] if options else None
 
 
-def surplus_usd(book: Book, costs: CostModel, hf_min: float) -> float:
+def surplus_usd(book: Book, hf_min: float) -> float:
     """h = Σ collateral·LT − hf_min·debt, in USD, as Aave counts them (e-mode thresholds, the Aave oracle's prices,
     the pool's truncations)."""
     if book.account is None:

@@ -241,3 +241,17 @@ def test_a_cycle_with_a_favourable_fill_is_recorded_with_its_risk_metrics():
     depeg = REGISTRY.get_sample_value("ballast_scenario_health_factor",
                                       {"portfolio": "fill", "scenario": "WSTETH depeg -8% vs WETH"})
     assert depeg == worst
+
+
+def test_hedge_optimiser_counts_the_health_factor_at_e_mode_thresholds_and_aave_prices():
+    from agent.planner.book import Book
+    from agent.planner.hedge_candidates import surplus_usd
+
+    loop = _lst_loop(1.08)
+    book = Book("l", "0x1", "WETH", loop, (), (), (), (WETH, WSTETH))
+    data = lending.account_data(loop)
+
+    # Σ collateral·LT − HF_min·debt as Aave counts it: e-mode 95%, not WSTETH's own 79% (which would be −$27k)
+    assert surplus_usd(book, 1.05) == pytest.approx((data.total_collateral_1e8 * 0.95 - 1.05 * data.total_debt_1e8)
+                                                    / 1e8, abs=0.01)
+    assert surplus_usd(book, 1.05) > 0
