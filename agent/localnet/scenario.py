@@ -41,8 +41,9 @@ def _hf(value: float) -> str:
     return f"{value:.3f}" if value < 1_000 else "> 1000 (dust debt)"
 
 
-def settle(daemon: Daemon, cycles: int = 2, timeout_s: float = 90) -> None:
-    """Wait until every portfolio ran `cycles` more cycles and no intent is open."""
+def settle(daemon: Daemon, cycles: int = 2, timeout_s: float = 240) -> None:
+    """Wait until every portfolio ran `cycles` more cycles and no intent is open (a deleverage in rounds through a
+    plain account is a dozen transactions one after the other: on a loaded machine that takes minutes)."""
     start = {p: _sample("ballast_cycles_total", portfolio=p, outcome="ok") for p in PORTFOLIOS}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
