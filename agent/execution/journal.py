@@ -8,6 +8,7 @@ revision each time a journal opens. Timestamps are unix seconds from the executo
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ intents = sa.Table(
     sa.Column("error", sa.Text), sa.Column("gas_limit", sa.Integer), sa.Column("nonce", sa.Integer),
     sa.Column("bumps", sa.Integer), sa.Column("tx_hash", sa.String(66)), sa.Column("block_number", sa.Integer),
     sa.Column("created_at", sa.Float), sa.Column("updated_at", sa.Float), sa.Column("signed_at", sa.Float),
-    sa.Column("sent_at", sa.Float), sa.Column("last_sent_at", sa.Float),
+    sa.Column("sent_at", sa.Float), sa.Column("last_sent_at", sa.Float), sa.Column("calls", sa.Text),
 )
 transactions = sa.Table(
     "transactions", metadata,
@@ -99,9 +100,12 @@ def _digest(*parts: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Intent:
-    """One transaction-to-be of a plan (an action, or the approval it needs: `step` 0, 1 …) and where it stands.
+    """One transaction-to-be of a plan and where it stands: a recipe (kind "recipe": all of the plan's calls on one
+    chain, through the keeper module, listed in `calls`), or one call of a direct account (an action, or the
+    approval it needs: `step` 0, 1 …).
 
-    Times are unix seconds; `notional_usd` is the action's; `error` holds a refusal or revert reason.
+    Times are unix seconds; `notional_usd` is the action's (the recipe's sum); `error` holds a refusal or revert
+    reason.
     """
 
     id: str
@@ -134,6 +138,7 @@ class Intent:
     signed_at: float | None
     sent_at: float | None
     last_sent_at: float | None
+    calls: str | None = None  # a recipe's calls, JSON
 
     @property
     def terminal(self) -> bool:
@@ -142,6 +147,10 @@ class Intent:
     @property
     def data_bytes(self) -> bytes:
         return bytes.fromhex(self.data.removeprefix("0x"))
+
+    def recipe_calls(self) -> list[dict[str, Any]]:
+        """Returns a recipe's calls as journaled (action, kind, to, data, description); empty for a plain call."""
+        return list(json.loads(self.calls)) if self.calls else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,8 @@ RESERVES = (
     ReserveParams("WSTETH", 18, Fraction(2300), 6900, 7900, 10700, 1500, stable=False),
 )
 
+FLASH_LOAN_PREMIUM_BPS = 5  # of the amount borrowed
+
 # The ETH-correlated e-mode category (Aave's mainnet values): LTV 93%, liquidation threshold 95%, bonus 1%, no price
 # source of its own (each asset keeps its oracle price).
 @dataclass(frozen=True)
@@ -197,6 +199,11 @@ def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
             asset, reserve.ltv_bps, reserve.liquidation_threshold_bps, reserve.liquidation_bonus_bps), deployer)
         chain.send(configurator.functions.setReserveBorrowing(asset, True), deployer)
         chain.send(configurator.functions.setReserveFactor(asset, reserve.reserve_factor_bps), deployer)
+        chain.send(configurator.functions.setReserveFlashLoaning(asset, True), deployer)
+    # Pool.initialize leaves flash loans free; charge what Ethereum's Aave v3 market charges, all of it to the
+    # suppliers.
+    chain.send(configurator.functions.updateFlashloanPremiumTotal(FLASH_LOAN_PREMIUM_BPS), deployer)
+    chain.send(configurator.functions.updateFlashloanPremiumToProtocol(0), deployer)
     emode = EMODE_ETH
     chain.send(configurator.functions.setEModeCategory(
         emode.category_id, emode.ltv_bps, emode.liquidation_threshold_bps, emode.liquidation_bonus_bps,

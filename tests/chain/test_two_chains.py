@@ -21,7 +21,7 @@ from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
 from agent.policy import Policy, parse_policy
 from agent.telemetry import REGISTRY, record_risk
-from tests.chain.execution_support import Clock, dev_account, live, read
+from tests.chain.execution_support import Clock, live, read, signer_of
 
 NAME = "leveraged-long"
 SECOND = "second"
@@ -57,7 +57,7 @@ def test_a_breach_on_the_second_chain_deleverages_the_second_chains_account(
 
         # When: the real executor sends it (each chain with its own node)
         w3s = {"localnet": Web3(Web3.HTTPProvider(localnet.rpc_url)), SECOND: chain_two.w3}
-        signer = LocalSigner(Account.from_key(dev_account(localnet, NAME).private_key))
+        signer = LocalSigner(Account.from_key(signer_of(localnet, policy).private_key))
         executor = Executor(policy, Journal(tmp_path / "journal.sqlite", Clock()), signer, tmp_path / "KILL",
                             w3s=w3s, clock=Clock(), registry=CollectorRegistry(), poll_s=0.05)
         report = executor.execute_plan(result.plan, before, wait_s=60)
