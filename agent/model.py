@@ -262,10 +262,11 @@ class Snapshot:
         ]
         return min(values) if values else None
 
-    def price_usd(self, symbol: str) -> float | None:
-        """Return the first fresh price of `symbol` across chains, or None when every reading is stale or absent."""
-        for chain in self.chains:
-            for price in chain.prices:
+    def price_usd(self, symbol: str, chain: str | None = None) -> float | None:
+        """Return the first fresh price of `symbol` across chains (`chain`'s first, when given: each chain's trades
+        are priced by its own oracles), or None when every reading is stale or absent."""
+        for c in sorted(self.chains, key=lambda c: c.chain != chain):
+            for price in c.prices:
                 if price.symbol == symbol and not price.stale:
                     return price.price_usd
         return None

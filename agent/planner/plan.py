@@ -30,13 +30,15 @@ KNOWN_LIMITS = (
 )
 
 
-def prices_usd(snapshot: Snapshot) -> dict[str, float]:
-    """Return the USD price of every symbol the snapshot prices: the first fresh reading, else the first stale one
-    (the guard refuses plans made on stale prices; the planner still says what it would do)."""
+def prices_usd(snapshot: Snapshot, chain: str | None = None) -> dict[str, float]:
+    """Return the USD price of every symbol the snapshot prices: the first fresh reading (`chain`'s first, when
+    given), else the first stale one (the guard refuses plans made on stale prices; the planner still says what it
+    would do)."""
     prices: dict[str, float] = {}
+    ordered = sorted(snapshot.chains, key=lambda c: c.chain != chain)
     for fresh in (True, False):
-        for chain in snapshot.chains:
-            for reading in chain.prices:
+        for chain_snapshot in ordered:
+            for reading in chain_snapshot.prices:
                 if reading.stale != fresh:
                     prices.setdefault(reading.symbol, reading.price_usd)
     return prices
@@ -93,7 +95,10 @@ class _Planning:
         self.start = {c: Book.from_snapshot(snapshot, c, betas) for c in dict.fromkeys(chains)}
         self.books = dict(self.start)
         self.primary_chain = chains[0]
-        self.costs = CostModel(snapshot, policy.triggers.max_hedge_age_s, prices)
+        # Each chain's trades are sized and bounded at its own oracles' prices.
+        self.chain_costs = {c: CostModel(snapshot, policy.triggers.max_hedge_age_s, prices_usd(snapshot, c))
+                            for c in self.start}
+        self.costs = self.chain_costs[self.primary_chain]
         self.actions: list[Action] = []
         self.limits: list[str] = []
         self.scenarios = scenarios_for(policy, snapshot.positions)
@@ -128,11 +133,11 @@ class _Planning:
             # The trigger's target and edge are the band's, raised by a volatility floor where there is one.
             if stress is not None:
                 at_least = hf.target if hf is not None and hf.kind == "below_min" else 0.0
-                self.add(plan_stress_deleverage(book, self.costs, self.policy, self.scenarios, at_least))
+                self.add(plan_stress_deleverage(book, self.chain_costs[chain], self.policy, self.scenarios, at_least))
             elif hf is not None and hf_band is not None and hf.kind == "below_min":
-                self.add(plan_deleverage(book, self.costs, self.policy, hf.target))
+                self.add(plan_deleverage(book, self.chain_costs[chain], self.policy, hf.target))
             elif hf is not None and hf_band is not None:
-                self.add(plan_boost(book, self.costs, self.policy, hf.target, hf_band.min))
+                self.add(plan_boost(book, self.chain_costs[chain], self.policy, hf.target, hf_band.min))
 
     def options(self, decision: Decision) -> None:
         """Gamma and vega, which only options can hedge; their delta is then hedged with the rest of the book's."""
@@ -179,7 +184,8 @@ class _Planning:
         """Return the actions per chain in the order `_ordered` gives them, and the report predicted after all."""
         ordered: list[Action] = []
         for chain, start in self.start.items():
-            actions, self.books[chain] = _ordered(start, self.costs, [a for a in self.actions if a.chain == chain])
+            mine = [a for a in self.actions if a.chain == chain]
+            actions, self.books[chain] = _ordered(start, self.chain_costs[chain], mine)
             ordered += actions
         predicted = self.view().report(self.prices, self.snapshot.timestamp, self.scenarios)
         return tuple(ordered), predicted
