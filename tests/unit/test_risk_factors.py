@@ -16,7 +16,7 @@ from agent.risk import lending
 from agent.risk.portfolio import risk_report
 from agent.risk.scenarios import account_stress, default_scenarios, joint_liquidation_prices_1e8
 from agent.risk.volatility import factor_vols, survival_health_factor
-from tests.unit.policy_support import local_policy
+from tests.unit.policy_support import local_policy, local_policy_text
 
 WETH = Token("WETH", "0x" + "11" * 20, 18)
 WBTC = Token("WBTC", "0x" + "22" * 20, 8)
@@ -143,7 +143,7 @@ risk:
 
 def test_factor_bands_and_scenarios_report_problems_on_their_own_lines(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text(_POLICY_HEAD + """\
+    path.write_text(local_policy_text("p", """\
 bands:
   delta_usd:
     WETH: {min: 5000, max: -5000}
@@ -151,7 +151,7 @@ bands:
 risk:
   scenarios:
     - {name: a, shocks: {WETH: -1.5}}
-""")
+"""))
     with pytest.raises(PolicyError) as raised:
         load_policy(path, env={})
 
@@ -161,22 +161,6 @@ risk:
         ":19: risk.scenarios[0].shocks.WETH: expected a relative move above -1 (-0.4 is a 40% fall; -1 would take"
         " the price to zero) (got -1.5)",
     ]
-
-
-_POLICY_HEAD = """\
-version: 1
-portfolio:
-  name: p
-  account: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-  underlying: WETH
-  chains:
-    - name: localnet
-      chain_id: 31337
-      rpc: ["http://127.0.0.1:8545"]
-      protocols:
-        aave_v3:
-          pool_addresses_provider: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-"""
 
 
 def test_survival_health_factor_follows_the_formula_for_a_long_and_for_an_lst_loop():
