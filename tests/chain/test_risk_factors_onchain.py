@@ -4,11 +4,9 @@ of a two-collateral account on the chain's side of 1, and the engine's own check
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
-from web3.types import RPCEndpoint
 
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
@@ -18,7 +16,7 @@ from agent.model import AaveAccount
 from agent.policy import Policy
 from agent.risk import lending
 from agent.risk.scenarios import joint_liquidation_prices_1e8
-from tests.chain.test_risk_onchain import aave_position, reader_for, set_price
+from tests.chain.test_risk_onchain import aave_position, frozen_block_time, reader_for, set_price
 
 WAD = 10**18
 FEED = {"WETH": 2_000 * 10**8, "WSTETH": 2_300 * 10**8, "WBTC": 60_000 * 10**8}
@@ -102,7 +100,7 @@ def test_joint_liquidation_boundary_of_two_collaterals_is_the_chains(
     _supply(chain, localnet, user, "WETH", 20 * WAD)
     _supply(chain, localnet, user, "WBTC", 1 * 10**8)
     _borrow_share(chain, localnet, user, "USDC", 0.95)
-    with _frozen_block_time(chain):  # no interest accrues between the reading and the feed updates
+    with frozen_block_time(chain):  # no interest accrues between the reading and the feed updates
         account = aave_position(reader_for(demo_policy("leveraged-long"), user))
 
         # When: the engine finds where the scenario's ray meets liquidation
@@ -116,15 +114,3 @@ def test_joint_liquidation_boundary_of_two_collaterals_is_the_chains(
         for symbol, price in edge.items():
             set_price(chain, localnet, symbol, price + (1 if shocks[symbol] > 0 else -1))
         assert aave_account(chain, pool.address, user).health_factor_wad < WAD
-
-
-@contextmanager
-def _frozen_block_time(chain: LocalChain) -> Iterator[None]:
-    """Mine every block at the latest block's timestamp while inside."""
-    latest = chain.w3.eth.get_block("latest")["timestamp"]
-    chain.w3.provider.make_request(RPCEndpoint("evm_setNextBlockTimestamp"), [latest])
-    chain.w3.provider.make_request(RPCEndpoint("anvil_setBlockTimestampInterval"), [0])
-    try:
-        yield
-    finally:
-        chain.w3.provider.make_request(RPCEndpoint("anvil_removeBlockTimestampInterval"), [])
