@@ -43,11 +43,14 @@ def localnet(_localnet_session: Localnet) -> Iterator[Localnet]:
     """The deployed and seeded local world, restored to its freshly seeded state after the test."""
     w3 = Web3(Web3.HTTPProvider(_localnet_session.rpc_url))
     snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    base_fee = w3.eth.get_block("pending")["baseFeePerGas"]
     try:
         yield _localnet_session
     finally:
         # anvil consumes a snapshot when it reverts to it: the next test takes a new one.
         assert w3.provider.make_request("evm_revert", [snapshot])["result"] is True
+        # The revert restores the blocks but not anvil's next base fee: a test that raised it would leak it.
+        w3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(base_fee)])
 
 
 @pytest.fixture
