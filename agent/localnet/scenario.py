@@ -1,9 +1,10 @@
-"""The demo's scenario: the daemon, live, keeps both demo portfolios alive through a scripted crash and rally.
+"""The demo's scenario: the daemon, live, keeps the demo portfolios alive through a scripted crash and rally of
+WETH, then a depeg of WSTETH against WETH.
 
 The crash falls 5% a step, then gaps down in one block to where the looped long's health factor is 1.015 (as ETH
-did on 2020-03-12), and falls on; the rally climbs 6% a step. Every plan is one keeper transaction to the
-portfolio's Safe module: withdraw → swap → repay rounds in one recipe at an ordinary breach, a flash-loan recipe at
-the gap, where the rounds would fall short."""
+did on 2020-03-12), and falls on; the rally climbs 6% a step; then WSTETH falls 2% a step below its WETH ratio, to
+8%. Every plan is one keeper transaction to the portfolio's Safe module: withdraw → swap → repay rounds in one
+recipe at an ordinary breach, a flash-loan recipe at the gap, where the rounds would fall short."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from agent import telemetry
 from agent.daemon import Daemon, load_policies
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
-from agent.localnet.market import set_weth_price
+from agent.localnet.market import set_lst_depeg, set_weth_price
 from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
 from agent.settings import Settings
@@ -29,7 +30,8 @@ CRASH_BEFORE_GAP = [round(2_000 * 0.95**i, 2) for i in range(1, 6)]  # −5% a s
 GAP_HEALTH_FACTOR = 1.015  # the gap takes the looped long this close to liquidation in one block
 CRASH_AFTER_GAP = 3  # then −5% steps again
 RALLY_STEPS = 16  # +6% a step
-PORTFOLIOS = ("leveraged-long", "delta-neutral-lp")
+DEPEG = [0.02, 0.04, 0.06, 0.08]  # WSTETH below its WETH ratio, a step at a time
+PORTFOLIOS = ("leveraged-long", "delta-neutral-lp", "lst-loop")
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -100,34 +102,39 @@ def _prices(chain: LocalChain, localnet: Localnet, index: int, last: float) -> f
 
 def _run_steps(console: Console, localnet: Localnet, daemon: Daemon) -> list[dict[str, float]]:
     chain = LocalChain(Web3(Web3.HTTPProvider(localnet.rpc_url)))
-    table = Table(title="The daemon through a crash and a rally (live, real Aave v3 and Uniswap v3, Safes)")
-    for column in ("step", "WETH USD", "HF leveraged-long", "HF delta-neutral-lp", "delta USD delta-neutral-lp",
-                   "actions so far", "liquidatable"):
+    table = Table(title="The daemon through a crash, a rally and a depeg (live, real Aave v3 and Uniswap v3, Safes)")
+    for column in ("step", "WETH USD", "WSTETH depeg", *(f"HF {p}" for p in PORTFOLIOS),
+                   "delta USD delta-neutral-lp", "actions so far", "liquidatable"):
         table.add_column(column, justify="right")
     settle(daemon)
-    steps = []
+    steps: list[dict[str, float]] = []
     crash_steps = len(CRASH_BEFORE_GAP) + 1 + CRASH_AFTER_GAP
-    price, index = 2_000.0, 1
+    price, depeg, index = 2_000.0, 0.0, 1
+
+    def step(label: str) -> None:
+        settle(daemon)
+        health = {p: aave_account(chain, localnet.world.contracts["Pool"], localnet.demo_accounts[p])
+                  .health_factor_wad / 1e18 for p in PORTFOLIOS}
+        row = {
+            "price": price, **{f"hf:{p}": health[p] for p in PORTFOLIOS},
+            "delta": _sample("ballast_greek_usd", portfolio="delta-neutral-lp", greek="delta_usd"),
+            "actions": _sample("ballast_actions_total"),
+        }
+        steps.append(row)
+        table.add_row(f"{index} {label}", f"{price:,.2f}", f"{depeg:.0%}", *(_hf(health[p]) for p in PORTFOLIOS),
+                      f"{row['delta']:,.0f}", f"{row['actions']:.0f}", "yes" if min(health.values()) < 1 else "no")
+
     with console.status("running the scenario…") as status:
         while (next_price := _prices(chain, localnet, index, price)) is not None:
             price = next_price
             status.update(f"step {index}: WETH to ${price:,.2f}, waiting for the daemon…")
             set_weth_price(chain, localnet, price)
-            settle(daemon)
-            health = {p: aave_account(chain, localnet.world.contracts["Pool"], localnet.demo_accounts[p])
-                      .health_factor_wad / 1e18 for p in PORTFOLIOS}
-            row = {
-                "price": price, **{f"hf:{p}": health[p] for p in PORTFOLIOS},
-                "delta": _sample("ballast_greek_usd", portfolio="delta-neutral-lp", greek="delta_usd"),
-                "actions": _sample("ballast_actions_total"),
-            }
-            steps.append(row)
-            label = "gap" if index == len(CRASH_BEFORE_GAP) + 1 else "crash" if index <= crash_steps else "rally"
-            table.add_row(
-                f"{index} {label}", f"{price:,.2f}",
-                _hf(health["leveraged-long"]), _hf(health["delta-neutral-lp"]), f"{row['delta']:,.0f}",
-                f"{row['actions']:.0f}", "yes" if min(health.values()) < 1 else "no",
-            )
+            step("gap" if index == len(CRASH_BEFORE_GAP) + 1 else "crash" if index <= crash_steps else "rally")
+            index += 1
+        for depeg in DEPEG:
+            status.update(f"step {index}: WSTETH {depeg:.0%} below its peg, waiting for the daemon…")
+            set_lst_depeg(chain, localnet, depeg)
+            step("depeg")
             index += 1
     console.print(table)
     console.print(_plans_table(chain, localnet, daemon))

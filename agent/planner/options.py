@@ -24,7 +24,8 @@ from agent.model import Action, OptionSeries
 from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel, usd
 from agent.planner.deleverage import Outcome
-from agent.planner.hedge import perp_candidate, perp_step
+from agent.planner.hedge import perp_step
+from agent.planner.hedge_candidates import perp_candidate
 from agent.policy import Policy
 from agent.risk.greeks import black_scholes
 from agent.risk.portfolio import years_to_expiry
