@@ -13,6 +13,7 @@ stdout) and a documented exit code, never a traceback. `user_errors` does it for
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -177,7 +178,8 @@ def status(
 ) -> None:
     """Read the portfolio's snapshot from its chains and print positions, prices and their age, health factors."""
     from agent.chain.reader import PortfolioReader
-    from agent.status import snapshot_json, snapshot_tables
+    from agent.cycle import assess, jsonable
+    from agent.status import risk_tables, snapshot_json, snapshot_tables
 
     with user_errors(as_json):
         policy = load_policy(policy_file, env=policy_variables())
@@ -186,10 +188,11 @@ def status(
             snapshot = reader.read()
         finally:
             reader.close()
+        report = assess(snapshot, policy)
         if as_json:
-            typer.echo(json.dumps(snapshot_json(snapshot)))
+            typer.echo(json.dumps({**snapshot_json(snapshot), "risk": jsonable(dataclasses.asdict(report))}))
         else:
-            make_console().print(snapshot_tables(snapshot))
+            make_console().print(snapshot_tables(snapshot), risk_tables(report))
 
 
 @app.command("journal")

@@ -16,8 +16,10 @@ from agent.chain.reader import PortfolioReader
 from agent.model import Plan, RiskReport, Snapshot
 from agent.planner import HedgeState, plan, prices_usd
 from agent.planner.bands import band_readings
+from agent.planner.stress import betas_for, scenarios_for, volatility_floors
 from agent.policy import Policy
 from agent.risk.portfolio import risk_report
+from agent.status import risk_tables
 
 log = structlog.get_logger("agent.cycle")
 
@@ -33,9 +35,13 @@ class CycleResult:
     breaches: tuple[str, ...] = ()  # the bands outside [min, max] in `report`
 
 
-def assess(snapshot: Snapshot) -> RiskReport:
-    """Return the risk report of the snapshot's positions at its prices and block time."""
-    return risk_report(snapshot.positions, snapshot.underlying, prices_usd(snapshot), snapshot.timestamp)
+def assess(snapshot: Snapshot, policy: Policy | None = None) -> RiskReport:
+    """Return the risk report of the snapshot's positions at its prices and block time; with a policy, its factors
+    at the policy's betas and the book in the policy's stress scenarios (named and default)."""
+    if policy is None:
+        return risk_report(snapshot.positions, snapshot.underlying, prices_usd(snapshot), snapshot.timestamp)
+    return risk_report(snapshot.positions, snapshot.underlying, prices_usd(snapshot), snapshot.timestamp,
+                       betas=betas_for(policy, snapshot.positions), scenarios=scenarios_for(policy, snapshot.positions))
 
 
 def decide(
@@ -43,12 +49,13 @@ def decide(
 ) -> CycleResult:
     """Assess and plan a snapshot; the returned state assumes the plan is done. With `log_decision` the one log
     line that explains the decision is written here (the daemon writes its own, with the execution's outcome)."""
-    report = assess(snapshot)
+    report = assess(snapshot, policy)
     chosen = plan(snapshot, report, policy, state)
     if log_decision:
         log_plan(chosen, report)
     next_state = (state or HedgeState()).after(chosen, snapshot.timestamp, report.spot_usd)
-    breaches = tuple(r.name for r in band_readings(report, policy) if not r.inside)
+    breaches = tuple(r.name for r in band_readings(report, policy, volatility_floors(snapshot, policy))
+                     if not r.inside)
     return CycleResult(snapshot, report, chosen, next_state, breaches)
 
 
@@ -141,7 +148,7 @@ def cycle_json(result: CycleResult) -> dict[str, Any]:
     """Return the cycle's report and plan as JSON-ready data (non-finite numbers as "inf" / "-inf")."""
     plan_data = dataclasses.asdict(result.plan)
     plan_data["empty"] = result.plan.empty
-    return _jsonable({
+    return jsonable({
         "ok": True,
         "portfolio": result.snapshot.portfolio,
         "blocks": [{"chain": chain, "block": block} for chain, block in result.plan.blocks],
@@ -151,13 +158,14 @@ def cycle_json(result: CycleResult) -> dict[str, Any]:
     })
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Return `value` with non-finite floats as "inf", "-inf" or "nan" (JSON has none), containers walked."""
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
+        return {key: jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     return value
 
 
@@ -183,4 +191,4 @@ def cycle_tables(result: CycleResult) -> Group:
             "∞" if math.isinf(a.predicted_health_factor) else f"{a.predicted_health_factor:.4f}")
         steps.add_row(str(i), what, str(a.amount_base_units), f"{a.notional_usd:,.2f}", f"{a.cost_usd:,.2f}", after,
                       a.reason)
-    return Group(risk, steps, f"decision: {chosen.reason}")
+    return Group(risk, risk_tables(report), steps, f"decision: {chosen.reason}")

@@ -407,6 +407,7 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
         for price in chain.prices:
             telemetry.ORACLE_AGE.labels(chain.chain, price.symbol).set(price.age_s)
             telemetry.ORACLE_STALE.labels(chain.chain, price.symbol).set(int(price.stale))
+    telemetry.record_risk(name, report, result.snapshot.problems)
     for band in band_readings(report, policy):
         if not band.inside:
             telemetry.BAND_BREACHES.labels(name, band.name).inc()
@@ -442,10 +443,16 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
 def publish_bands(policy: Policy) -> None:
     """Export the policy's bands, so that dashboards draw each figure against its own band."""
     name = policy.portfolio.name
-    for metric in policy.bands.names():
-        band = getattr(policy.bands, metric)
-        for bound in ("min", "target", "max"):
-            telemetry.BAND.labels(name, metric, bound).set(getattr(band, bound))
+    bands = policy.bands
+    published: dict[str, Any] = {m: getattr(bands, m) for m in bands.names() if m != "delta_usd"}
+    # The beta-weighted delta band is "delta_usd", a factor's "delta_usd:<factor>".
+    published.update({"delta_usd" if scope == "total" else f"delta_usd:{scope}": band
+                      for scope, band in bands.delta_bands().items()})
+    for metric, band in published.items():
+        bounds = {"min": band.min, "target": getattr(band, "target_value", None) or band.target,
+                  "max": getattr(band, "max", math.inf)}
+        for bound, value in bounds.items():
+            telemetry.BAND.labels(name, metric, bound).set(value)
 
 
 class _QuietHandler(WSGIRequestHandler):

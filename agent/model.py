@@ -9,6 +9,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# The derivatives venues' markets (agent/markets.py), the risk engine's answers (agent/report.py) and what
+# execution records (agent/records.py) are part of the shared vocabulary, re-exported here.
+from agent.markets import Market, OptionSeries, PerpMarket  # noqa: F401
+from agent.records import INTENT_STATES, OPEN_INTENT_STATES, TxRecord  # noqa: F401
+from agent.report import (  # noqa: F401
+    AccountHealth,
+    AccountStress,
+    DeskGreeks,
+    FactorRisk,
+    PositionRisk,
+    RiskReport,
+    Scenario,
+    ScenarioResult,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Token:
@@ -160,143 +175,10 @@ class OptionPosition:
     series_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DeskGreeks:
-    """Sensitivities in desk units, all in USD (DESIGN.md): `delta_usd` = dV/dS·S, `gamma_usd_1pct` = change of
-    delta_usd for a 1% move of the underlying, `vega_usd_1vol` per vol point (0.01), `theta_usd_1d` per calendar
-    day, `rho_usd_1pct` per 1% of rate."""
-
-    delta_usd: float = 0.0
-    gamma_usd_1pct: float = 0.0
-    vega_usd_1vol: float = 0.0
-    theta_usd_1d: float = 0.0
-    rho_usd_1pct: float = 0.0
-
-    def __add__(self, other: DeskGreeks) -> DeskGreeks:
-        return DeskGreeks(
-            self.delta_usd + other.delta_usd,
-            self.gamma_usd_1pct + other.gamma_usd_1pct,
-            self.vega_usd_1vol + other.vega_usd_1vol,
-            self.theta_usd_1d + other.theta_usd_1d,
-            self.rho_usd_1pct + other.rho_usd_1pct,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PositionRisk:
-    """One position's value and desk Greeks; `label` names it (e.g. "aave_v3:localnet:0xabc…")."""
-
-    label: str
-    value_usd: float
-    greeks: DeskGreeks
-
-
-@dataclass(frozen=True, slots=True)
-class AccountHealth:
-    """A lending position's health now (an Aave account, a Morpho Blue market position), and how far the underlying
-    can move before the health factor crosses 1.
-
-    `health_factor_wad` is the protocol's own integer (2**256 − 1 with no debt), `health_factor` the same as a float
-    (inf with no debt). Distances are in % of spot, `math.inf` when no move in that direction liquidates, 0 when the
-    account is liquidatable now. `liquidation_price_usd` is the underlying's price at the nearer crossing (None: none).
-    `protocol` names the lending protocol, `market_id` the Morpho market ("" for an Aave account).
-    """
-
-    chain: str
-    account: str
-    health_factor_wad: int
-    health_factor: float
-    liquidation_price_usd: float | None
-    distance_down_pct: float
-    distance_up_pct: float
-    protocol: str = "aave_v3"
-    market_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RiskReport:
-    """The whole book against one underlying at one spot price: per-position and total desk Greeks, every lending
-    account's health, and the smallest move of the underlying (in % of spot) that liquidates any account."""
-
-    underlying: str
-    spot_usd: float
-    positions: tuple[PositionRisk, ...]
-    total: DeskGreeks
-    value_usd: float
-    accounts: tuple[AccountHealth, ...]
-    liquidation_distance_down_pct: float
-    liquidation_distance_up_pct: float
-
-
 # --- What one cycle reads (chain/, adapters/) -------------------------------------------------------------------
 
 Position = AaveAccount | MorphoPosition | LpPosition | PerpPosition | OptionPosition
 LendingPosition = AaveAccount | MorphoPosition
-
-
-@dataclass(frozen=True, slots=True)
-class PerpMarket:
-    """A perp venue's market on `underlying` at the snapshot block, what a perp trade is priced with.
-
-    `index_price_usd` is the venue's oracle price; a trade of q units fills at index · (1 + (skew + q/2) / skew
-    scale) plus `fee_fraction` of its notional. `funding_rate_per_hour` is the fraction of notional a long pays per
-    hour now (negative: longs receive), proportional to the skew. Margins are fractions of notional: growing a
-    position needs equity ≥ the initial one, below the maintenance one it can be liquidated. `margin_token` is the
-    symbol margin is paid in.
-    """
-
-    chain: str
-    venue: str
-    address: str
-    underlying: str
-    margin_token: str
-    index_price_usd: float
-    skew_underlying: float
-    skew_scale_underlying: float
-    fee_fraction: float
-    funding_rate_per_hour: float
-    initial_margin_fraction: float
-    maintenance_margin_fraction: float
-    max_funding_rate_per_hour: float = 0.0  # the funding rate at a skew as large as the skew scale
-
-    def fill_price_usd(self, size_delta_underlying: float) -> float:
-        """Return the price (USD) a trade of `size_delta_underlying` (signed) fills at, before the fee."""
-        premium = (self.skew_underlying + size_delta_underlying / 2) / self.skew_scale_underlying
-        return self.index_price_usd * (1.0 + premium)
-
-
-@dataclass(frozen=True, slots=True)
-class OptionSeries:
-    """A listed European option series at the snapshot block, what an option trade is priced with.
-
-    `mark_price_usd` is the venue's price per unit of the underlying, computed by the venue from `spot_usd`, the
-    strike, the time to `expiry_ts`, `vol_annual` and `rate_annual`; a buyer pays it plus `fee_fraction` of it, a
-    seller receives it less that. `quote_token` is the symbol premiums are paid in. Past expiry the mark is the
-    intrinsic value (at the settlement price once settled).
-    """
-
-    chain: str
-    venue: str
-    address: str
-    underlying: str
-    quote_token: str
-    series_id: int
-    is_call: bool
-    strike_usd: float
-    expiry_ts: int
-    vol_annual: float
-    rate_annual: float
-    spot_usd: float
-    mark_price_usd: float
-    fee_fraction: float
-
-    @property
-    def label(self) -> str:
-        """Returns e.g. "WETH-1700000000-1800-P"."""
-        return f"{self.underlying}-{self.expiry_ts}-{self.strike_usd:g}-{'C' if self.is_call else 'P'}"
-
-
-Market = PerpMarket | OptionSeries
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,10 +297,11 @@ class Snapshot:
         ]
         return min(values) if values else None
 
-    def price_usd(self, symbol: str) -> float | None:
-        """Return the first fresh price of `symbol` across chains, or None when every reading is stale or absent."""
-        for chain in self.chains:
-            for price in chain.prices:
+    def price_usd(self, symbol: str, chain: str | None = None) -> float | None:
+        """Return the first fresh price of `symbol` across chains (`chain`'s first, when given: each chain's trades
+        are priced by its own oracles), or None when every reading is stale or absent."""
+        for c in sorted(self.chains, key=lambda c: c.chain != chain):
+            for price in c.prices:
                 if price.symbol == symbol and not price.stale:
                     return price.price_usd
         return None
@@ -499,37 +382,3 @@ class TxRequest:
     data: bytes
     value_wei: int = 0
     description: str = ""
-
-
-# --- What execution records (execution/) -----------------------------------------------------------------------
-
-INTENT_STATES = ("planned", "simulated", "signed", "sent", "mined", "confirmed", "failed", "expired", "cancelled",
-                 "unknown")
-"""An intent's lifecycle: planned → simulated → signed → sent → mined → confirmed, or one of the ends failed
-(refused, reverted in simulation or on chain), expired (never sent before its deadline), cancelled (replaced by a
-no-op, or never sent because an earlier step of its plan did not succeed), unknown (its nonce was used by a
-transaction the journal does not hold)."""
-
-OPEN_INTENT_STATES = ("signed", "sent", "mined")
-"""States in which a transaction may still land or be undone: the portfolio waits for them before acting again."""
-
-
-@dataclass(frozen=True, slots=True)
-class TxRecord:
-    """One signed transaction as the journal holds it: every hash ever sent at an intent's nonce is one record.
-
-    `kind` is "action" (the first signature), "replacement" (same call, bumped fees) or "cancel" (a zero-value
-    transfer to the sender at the same nonce); `state` is signed, sent, mined or replaced; fees in wei.
-    """
-
-    intent_id: str
-    chain: str
-    nonce: int
-    tx_hash: str
-    kind: str
-    state: str
-    max_fee_per_gas_wei: int
-    max_priority_fee_per_gas_wei: int
-    gas_limit: int
-    block_number: int | None = None
-    status: int | None = None

@@ -8,11 +8,12 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from agent.model import AaveAccount, LpPosition, MorphoPosition, Snapshot
+from agent.model import AaveAccount, LpPosition, MorphoPosition, RiskReport, Snapshot
 from agent.risk.morpho import borrowed_base_units
 
 BASE_1E8 = 10**8
 NO_DEBT_HEALTH_FACTOR = 2**256 - 1
+WORST_SCENARIOS_SHOWN = 10
 
 
 def lp_price_range(lp: LpPosition, underlying: str) -> tuple[float, float]:
@@ -111,3 +112,33 @@ def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
         for position, position_data in zip(chain.positions, chain_data["positions"], strict=True):
             position_data["kind"] = type(position).__name__
     return data
+
+
+def risk_tables(report: RiskReport) -> Group:
+    """Return the report's risk factors (delta, gamma, beta), each chain's lending positions, and the worst stress
+    scenarios (lowest health factor first) as tables: one view across every chain of the portfolio."""
+    factors = Table(title=f"Risk factors · beta-weighted delta {report.weighted_delta_usd:,.0f} USD "
+                          f"(to {report.underlying}) · value {report.value_usd:,.0f} USD")
+    for column in ("factor", "price USD", "beta", "delta USD", "beta·delta USD", "gamma USD/1%"):
+        factors.add_column(column, justify="left" if column == "factor" else "right")
+    for f in report.factors:
+        factors.add_row(f.symbol, f"{f.price_usd:,.4f}", f"{f.beta:g}", f"{f.delta_usd:,.0f}",
+                        f"{f.beta_delta_usd:,.0f}", f"{f.gamma_usd_1pct:,.0f}")
+    accounts = Table(title="Lending positions")
+    for column in ("chain", "protocol", "health factor", "down to HF 1", "up to HF 1"):
+        accounts.add_column(column, justify="left" if column in ("chain", "protocol") else "right")
+    for a in report.accounts:
+        where = f"{a.protocol} {a.market_id[:10]}…" if a.market_id else a.protocol
+        accounts.add_row(a.chain, where, _health(a.health_factor), f"{a.distance_down_pct:.1f}%",
+                         f"{a.distance_up_pct:.1f}%")
+    worst = sorted(report.scenarios, key=lambda s: s.min_health_factor)[:WORST_SCENARIOS_SHOWN]
+    scenarios = Table(title=f"Stress scenarios (worst {len(worst)} of {len(report.scenarios)})")
+    for column in ("scenario", "lowest HF", "P&L USD", "liquidation cost USD"):
+        scenarios.add_column(column, justify="left" if column == "scenario" else "right")
+    for s in worst:
+        scenarios.add_row(s.name, _health(s.min_health_factor), f"{s.pnl_usd:,.0f}", f"{s.liquidation_cost_usd:,.0f}")
+    return Group(factors, accounts, scenarios)
+
+
+def _health(value: float) -> str:
+    return "∞" if value == float("inf") else f"{value:.4f}"

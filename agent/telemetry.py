@@ -8,8 +8,10 @@ endpoint URL, which often carries an API key in its path or query.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
+from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
@@ -19,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from structlog.typing import EventDict
 
 from agent import __version__
+from agent.model import DataProblem, RiskReport
 
 LogFormat = Literal["json", "console", "auto"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -191,6 +194,68 @@ ACTION_COST = Counter(
     "ballast_action_cost_usd", "Estimated cost of approved actions (fees, slippage, gas), USD.", ["portfolio", "kind"],
     registry=REGISTRY,
 )
+
+
+FACTOR_DELTA = Gauge(
+    "ballast_factor_delta_usd", "Delta of the whole book against one risk factor alone (USD, dV/dS·S).",
+    ["portfolio", "factor"], registry=REGISTRY,
+)
+FACTOR_GAMMA = Gauge(
+    "ballast_factor_gamma_usd_1pct", "Gamma of the book against one risk factor (USD change of its delta per 1%).",
+    ["portfolio", "factor"], registry=REGISTRY,
+)
+FACTOR_BETA = Gauge(
+    "ballast_factor_beta", "Beta of a risk factor to the portfolio's underlying (from the policy).",
+    ["portfolio", "factor"], registry=REGISTRY,
+)
+BETA_DELTA = Gauge(
+    "ballast_beta_weighted_delta_usd", "Σ beta·delta over the risk factors, every chain (USD of the underlying).",
+    ["portfolio"], registry=REGISTRY,
+)
+PORTFOLIO_VALUE = Gauge(
+    "ballast_portfolio_value_usd", "Value of the whole book across every chain (USD).", ["portfolio"],
+    registry=REGISTRY,
+)
+SCENARIO_HEALTH_FACTOR = Gauge(
+    "ballast_scenario_health_factor", "Lowest account health factor in a stress scenario (+Inf without debt).",
+    ["portfolio", "scenario"], registry=REGISTRY,
+)
+SCENARIO_PNL = Gauge(
+    "ballast_scenario_pnl_usd", "P&L of the book in a stress scenario (USD, full revaluation).",
+    ["portfolio", "scenario"], registry=REGISTRY,
+)
+SCENARIO_LIQUIDATION_COST = Gauge(
+    "ballast_scenario_liquidation_cost_usd",
+    "What one liquidation of each account liquidatable in a stress scenario would cost (bonus paid, USD).",
+    ["portfolio", "scenario"], registry=REGISTRY,
+)
+STRESS_HEALTH_FACTOR = Gauge(
+    "ballast_stress_health_factor", "Lowest account health factor over every stress scenario (+Inf: none).",
+    ["portfolio"], registry=REGISTRY,
+)
+DATA_PROBLEMS = Counter(
+    "ballast_data_problems", "Problems found in a cycle's snapshot, by chain, kind (stale, failed_call, mismatch) "
+    "and source (aave_v3:health_factor: the engine's health factor differs from the pool's).",
+    ["portfolio", "chain", "kind", "source"], registry=REGISTRY,
+)
+
+
+def record_risk(portfolio: str, report: RiskReport, problems: Iterable[DataProblem]) -> None:
+    """Set the per-factor, cross-chain and per-scenario gauges from a cycle's report, and count its data problems."""
+    for factor in report.factors:
+        FACTOR_DELTA.labels(portfolio, factor.symbol).set(factor.delta_usd)
+        FACTOR_GAMMA.labels(portfolio, factor.symbol).set(factor.gamma_usd_1pct)
+        FACTOR_BETA.labels(portfolio, factor.symbol).set(factor.beta)
+    BETA_DELTA.labels(portfolio).set(report.weighted_delta_usd)
+    PORTFOLIO_VALUE.labels(portfolio).set(report.value_usd)
+    for scenario in report.scenarios:
+        SCENARIO_HEALTH_FACTOR.labels(portfolio, scenario.name).set(scenario.min_health_factor)
+        SCENARIO_PNL.labels(portfolio, scenario.name).set(scenario.pnl_usd)
+        SCENARIO_LIQUIDATION_COST.labels(portfolio, scenario.name).set(scenario.liquidation_cost_usd)
+    worst = report.worst_scenario
+    STRESS_HEALTH_FACTOR.labels(portfolio).set(worst.min_health_factor if worst is not None else math.inf)
+    for problem in problems:
+        DATA_PROBLEMS.labels(portfolio, problem.chain, problem.kind, problem.source).inc()
 
 
 def split_host_port(addr: str) -> tuple[str, int]:

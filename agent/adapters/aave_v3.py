@@ -12,13 +12,15 @@ from agent.adapters import failed_calls
 from agent.adapters.erc20 import ERC20, TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
-from agent.model import AaveAccount, AaveReserve, EModeCategory, Reading, Token
+from agent.model import AaveAccount, AaveReserve, DataProblem, EModeCategory, Reading, Token
+from agent.risk import lending
 
 PROVIDER = load_abi("aave_v3", "PoolAddressesProvider")
 POOL = load_abi("aave_v3", "Pool")
 ORACLE = load_abi("aave_v3", "AaveOracle")
 RAY = 10**27
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+HEALTH_FACTOR_SOURCE = "aave_v3:health_factor"
 
 
 @dataclass(frozen=True)
@@ -161,12 +163,25 @@ class AaveV3:
                 supply_apr=reserve_data[2] / RAY,
             ))
         emode = None
+        symbols = {r.token.address.lower(): r.token.symbol for r in self.reserves}
         for c in self._categories:
-            ltv, threshold, bonus, _source, _label = next(values)
+            ltv, threshold, bonus, source, _label = next(values)
             price = int(next(values)) if c in self.emode_price_sources else 0
             if c == user_emode:
-                emode = EModeCategory(c, ltv, threshold, bonus, price)
+                emode = EModeCategory(c, ltv, threshold, bonus, price, symbols.get(str(source).lower(), ""))
         account = AaveAccount(self.chain, self.account, tuple(reserves), emode,
                               reported_health_factor_wad=reported_health_factor_wad,
                               flash_loan_premium_bps=flash_loan_premium_bps)
-        return Reading(positions=(account,))
+        return Reading(positions=(account,), problems=health_factor_mismatch(account))
+
+
+def health_factor_mismatch(account: AaveAccount) -> tuple[DataProblem, ...]:
+    """Return a "mismatch" problem when the health factor the risk engine computes from the account's reserves,
+    e-mode and Aave oracle prices differs from the one `getUserAccountData` reported at the same block: the engine
+    would plan on a misread account (a reserve not read, an e-mode or price source misunderstood)."""
+    engine = lending.health_factor_wad(account)
+    reported = account.reported_health_factor_wad
+    if reported is None or engine == reported:
+        return ()
+    detail = f"engine health factor {engine} wad, pool reports {reported} wad for {account.account}"
+    return (DataProblem(account.chain, HEALTH_FACTOR_SOURCE, "mismatch", detail),)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 QUOTE_NOTIONAL_USD = (10_000.0, 100_000.0)
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-_REDISCOVER_ON = ("uniswap_v3:balanceOf", "options:seriesCount")
+_REDISCOVER_ON = ("uniswap_v3:balanceOf", "options:seriesCount", "aave_v3:health_factor")
 PIN_ATTEMPTS = 3
 # What discovery found about a market (an Aave pool, a set of feeds, a venue), by (protocol, address): portfolios
 # on the same market share it, so a fleet discovers each market once.

@@ -243,7 +243,8 @@ class Guard:
             token_in, token_out = venues.token(action.asset), venues.token(action.asset_out)
         except ValueError as error:
             return Refusal("slippage", str(error), index)
-        price_in, price_out = snapshot.price_usd(token_in.symbol), snapshot.price_usd(token_out.symbol)
+        price_in = snapshot.price_usd(token_in.symbol, action.chain)
+        price_out = snapshot.price_usd(token_out.symbol, action.chain)
         if not price_in or not price_out:
             return Refusal("slippage", f"no fresh price for {token_in.symbol} and {token_out.symbol}", index)
         fair_out = (action.amount_base_units / 10**token_in.decimals * price_in / price_out

@@ -44,7 +44,7 @@ def check_prediction(policy: Policy, plan: Plan, after: Snapshot, health_factor_
     predicted_delta = plan.predicted.total.delta_usd if plan.predicted is not None else None
     actual_delta = _delta_usd(after) if predicted_delta is not None else None
     if predicted_delta is not None and actual_delta is not None:
-        band = policy.bands.delta_usd
+        band = policy.bands.main_delta_band(policy.portfolio.underlying)
         tolerance = delta_tolerance_usd if delta_tolerance_usd is not None else (
             (band.max - band.min) / 4 if band is not None else policy.hedging.min_trade_usd)
         if abs(actual_delta - predicted_delta) > tolerance:

@@ -1,5 +1,5 @@
 """The local world: anvil started from the pinned npm package, the real Aave v3, Uniswap v3 and Safe 1.4.1 deployed
-from their npm artifacts, and the two demo portfolios, each held by its own Safe with the Ballast keeper module."""
+from their npm artifacts, and the four demo portfolios, each held by its own Safe with the Ballast keeper module."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ __all__ = ["Anvil", "Localnet", "LocalnetError", "build_localnet", "write_state"
 # Roles of the dev accounts in the local world: the owner of each demo portfolio's Safe, and its keeper (keys past
 # anvil's ten funded accounts, funded at deployment).
 DEPLOYER, LIQUIDATOR = 0, 3
-DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2, "cross-protocol": 5}
-KEEPER_ACCOUNT_INDEX = {"leveraged-long": 10, "delta-neutral-lp": 11, "cross-protocol": 12}
+DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2, "lst-loop": 4, "cross-protocol": 5}
+KEEPER_ACCOUNT_INDEX = {"leveraged-long": 10, "delta-neutral-lp": 11, "cross-protocol": 12, "lst-loop": 13}
 KEEPER_FUNDING_WEI = 1_000 * 10**18
 # The world's deployment sends ~120 transactions: each with this much gas and this fee, without an estimate or a fee
 # lookup (anvil's base fee starts at 1 gwei and only falls while blocks are light).

@@ -53,8 +53,9 @@ def portfolios_table(title: str, rows: list[tuple[str, str, str, str, str, str]]
 
 
 def run_demo(console: Console, state_dir: Path) -> None:
-    """The main job: the local world with both demo portfolios, the daemon in live mode, a scripted crash and
-    rally on the feeds and pools, the daemon's actions step by step, and a report per portfolio."""
+    """The main job: the local world with the demo portfolios, the daemon in live mode, a scripted crash and rally
+    of WETH and a depeg of WSTETH on the feeds and pools, the daemon's actions step by step, and a report per
+    portfolio."""
     with console.status("starting anvil and deploying Aave v3, Uniswap v3 and the demo portfolios…"):
         node = Anvil().start()
     try:

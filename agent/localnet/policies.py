@@ -18,6 +18,11 @@ BANDS = {
   health_factor: {min: 1.5, target: 1.8, max: 3.0, boost: false}
   delta_usd: {min: -5000, target: 0, max: 5000}
 """,
+    # The loop is long its small equity in ETH; what kills it is a depeg, which the stress band watches.
+    "lst-loop": """\
+  health_factor: {min: 1.03, target: 1.1, max: 3.0, boost: false}
+  stress_health_factor: {min: 1.0, target: 1.02}
+""",
     # Long on both protocols by design: the band applies to the Aave account and to the Morpho position each.
     "cross-protocol": """\
   health_factor: {min: 1.5, target: 1.8, max: 3.0, boost: false}

@@ -1,9 +1,10 @@
-"""The demo's scenario: the daemon, live, keeps both demo portfolios alive through a scripted crash and rally.
+"""The demo's scenario: the daemon, live, keeps the demo portfolios alive through a scripted crash and rally of
+WETH, then a depeg of WSTETH against WETH.
 
 The crash falls 5% a step, then gaps down in one block to where the looped long's health factor is 1.015 (as ETH
-did on 2020-03-12), and falls on; the rally climbs 6% a step. Every plan is one keeper transaction to the
-portfolio's Safe module: withdraw → swap → repay rounds in one recipe at an ordinary breach, a flash-loan recipe at
-the gap, where the rounds would fall short."""
+did on 2020-03-12), and falls on; the rally climbs 6% a step; then WSTETH falls 2% a step below its WETH ratio, to
+8%. Every plan is one keeper transaction to the portfolio's Safe module: withdraw → swap → repay rounds in one
+recipe at an ordinary breach, a flash-loan recipe at the gap, where the rounds would fall short."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from agent.console import progress
 from agent.daemon import Daemon, load_policies
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
-from agent.localnet.market import set_weth_price
+from agent.localnet.market import set_lst_depeg, set_weth_price
 from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
 from agent.settings import Settings
@@ -31,7 +32,8 @@ CRASH_BEFORE_GAP = [round(2_000 * 0.95**i, 2) for i in range(1, 6)]  # −5% a s
 GAP_HEALTH_FACTOR = 1.015  # the gap takes the looped long this close to liquidation in one block
 CRASH_AFTER_GAP = 3  # then −5% steps again
 RALLY_STEPS = 16  # +6% a step
-PORTFOLIOS = ("leveraged-long", "delta-neutral-lp", "cross-protocol")  # every demo portfolio (its Aave HF)
+DEPEG = [0.02, 0.04, 0.06, 0.08]  # WSTETH below its WETH ratio, a step at a time
+PORTFOLIOS = ("leveraged-long", "delta-neutral-lp", "lst-loop", "cross-protocol")  # every demo portfolio (Aave HF)
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -101,45 +103,57 @@ def _prices(chain: LocalChain, localnet: Localnet, index: int, last: float) -> f
 
 
 def _run_steps(console: Console, localnet: Localnet, daemon: Daemon) -> list[dict[str, float | str]]:
-    """Move the WETH price through the crash and the rally, waiting for the daemon at each step; print the steps
-    and the plans, and return one row per step (see `steps_table`)."""
+    """Move the WETH price through the crash and the rally, then WSTETH below its peg, waiting for the daemon at each
+    step; print the steps and the plans, and return one row per step (see `steps_table`)."""
     chain = LocalChain(Web3(Web3.HTTPProvider(localnet.rpc_url)))
     settle(daemon)
     steps: list[dict[str, float | str]] = []
     crash_steps = len(CRASH_BEFORE_GAP) + 1 + CRASH_AFTER_GAP
-    price, index = 2_000.0, 1
+
+    def step(label: str, price: float, depeg: float) -> None:
+        settle(daemon)
+        row: dict[str, float | str] = {"step": f"{len(steps) + 1} {label}", "price": price, "depeg": depeg}
+        for p in PORTFOLIOS:
+            account = aave_account(chain, localnet.world.contracts["Pool"], localnet.demo_accounts[p])
+            row[f"hf:{p}"] = account.health_factor_wad / 1e18
+            row[f"delta:{p}"] = _sample("ballast_greek_usd", portfolio=p, greek="delta_usd")
+            row[f"actions:{p}"] = _sample("ballast_actions_total", portfolio=p)
+        steps.append(row)
+
+    price = 2_000.0
     with progress(console) as bar:
-        task = bar.add_task("crash and rally", total=crash_steps + RALLY_STEPS)
-        while (next_price := _prices(chain, localnet, index, price)) is not None:
+        task = bar.add_task("crash, rally and depeg", total=crash_steps + RALLY_STEPS + len(DEPEG))
+        while (next_price := _prices(chain, localnet, len(steps) + 1, price)) is not None:
             price = next_price
-            bar.update(task, description=f"step {index}: WETH ${price:,.2f}, waiting for the daemon")
+            bar.update(task, description=f"step {len(steps) + 1}: WETH ${price:,.2f}, waiting for the daemon")
             set_weth_price(chain, localnet, price)
-            settle(daemon)
-            label = "gap" if index == len(CRASH_BEFORE_GAP) + 1 else "crash" if index <= crash_steps else "rally"
-            row: dict[str, float | str] = {"step": f"{index} {label}", "price": price}
-            for p in PORTFOLIOS:
-                account = aave_account(chain, localnet.world.contracts["Pool"], localnet.demo_accounts[p])
-                row[f"hf:{p}"] = account.health_factor_wad / 1e18
-                row[f"delta:{p}"] = _sample("ballast_greek_usd", portfolio=p, greek="delta_usd")
-                row[f"actions:{p}"] = _sample("ballast_actions_total", portfolio=p)
-            steps.append(row)
+            index = len(steps) + 1
+            step("gap" if index == len(CRASH_BEFORE_GAP) + 1 else "crash" if index <= crash_steps else "rally", price,
+                 0.0)
             bar.advance(task)
-            index += 1
+        for depeg in DEPEG:
+            bar.update(task, description=f"step {len(steps) + 1}: WSTETH {depeg:.0%} below its peg, waiting for "
+                                         "the daemon")
+            set_lst_depeg(chain, localnet, depeg)
+            step("depeg", price, depeg)
+            bar.advance(task)
     console.print(steps_table(steps))
     console.print(_plans_table(chain, localnet, daemon))
     return steps
 
 
 def steps_table(steps: list[dict[str, float | str]]) -> Table:
-    """Return one row per step and portfolio: the WETH price, the portfolio's health factor, delta (USD) and
-    actions so far, and whether it is liquidatable. Under 100 columns wide."""
-    table = Table(title="The daemon through a crash and a rally (live: real Aave v3, Uniswap v3, Safes)")
-    for column in ("step", "WETH USD", "portfolio", "HF", "delta USD", "actions", "liquidatable"):
+    """Return one row per step and portfolio: the WETH price, WSTETH's depeg, the portfolio's health factor, delta
+    (USD) and actions so far, and whether it is liquidatable. Under 100 columns wide."""
+    table = Table(title="The daemon through a crash, a rally and a depeg (live: real Aave v3, Uniswap v3, Safes)")
+    for column in ("step", "WETH USD", "depeg", "portfolio", "HF", "delta USD", "actions", "liquidatable"):
         table.add_column(column, justify="left" if column in ("step", "portfolio") else "right", no_wrap=True)
     for row in steps:
         for n, p in enumerate(PORTFOLIOS):
             hf = float(row[f"hf:{p}"])
-            table.add_row(str(row["step"]) if n == 0 else "", f"{float(row['price']):,.2f}" if n == 0 else "", p,
+            first = n == 0
+            table.add_row(str(row["step"]) if first else "", f"{float(row['price']):,.2f}" if first else "",
+                          f"{float(row['depeg']):.0%}" if first else "", p,
                           _hf(hf), f"{float(row[f'delta:{p}']):,.0f}", f"{float(row[f'actions:{p}']):.0f}",
                           "yes" if hf < 1 else "no", end_section=n == len(PORTFOLIOS) - 1)
     return table

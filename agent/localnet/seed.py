@@ -1,5 +1,5 @@
-"""Seed the local world: protocol liquidity from the deployer, and the two demo portfolios of DESIGN.md, each built
-by its account's own calls (from a dev account directly, or through the portfolio's Safe)."""
+"""Seed the local world: protocol liquidity from the deployer, and the demo portfolios of DESIGN.md, each built by
+its account's own calls (from a dev account directly, or through the portfolio's Safe)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from agent.localnet.world import MAX_UINT256, RESERVES, TICK_SPACING, World, tic
 
 VARIABLE_RATE = 2
 LP_FEE = 500
+SPENT = "0x000000000000000000000000000000000000dEaD"  # where a loop's borrowed funds go: they bought its collateral
 
 # What the deployer supplies to Aave so that the demo accounts can borrow (whole tokens).
 AAVE_LIQUIDITY = {"WETH": 5_000, "USDC": 20_000_000, "WBTC": 200}
@@ -37,6 +38,8 @@ class DemoPortfolio:
     perp_margin_usdc: int = 0  # margin deposited in the perp market (minted, whole USDC)
     perp_size_weth: float = 0.0  # the perp position opened (signed, + long)
     protective_put: tuple[int, int, float] | None = None  # (strike USD, days to expiry, WETH) paid from the borrow
+    emode_category: int = 0  # the Aave e-mode category the account enters before borrowing
+    borrowed_spent: bool = False  # the borrow paid for the supply (a loop built with a flash loan): it is sent away
 
 
 # leveraged-long: a looped long with no idle funds. 52 WETH supplied; 70,000 USDC borrowed, of which ~$1.5k buy a
@@ -46,6 +49,9 @@ class DemoPortfolio:
 # delta-neutral-lp: 200,000 USDC against 43 WETH ($86k) → HF = 200,000·0.78 / 86,000 ≈ 1.81; the 43 WETH and
 # USDC go into a 1,600–2,500 range whose geometric middle is the price, so the LP's WETH offsets the debt; 5 more
 # WETH in the range are hedged by a 5 WETH perp short (10,000 USDC margin: liquidated only above ~$3,800).
+# lst-loop: 100 WSTETH ($230k) in the ETH e-mode (LT 95%) against 101.16 WETH → HF = 218,500 / 202,320 ≈ 1.080: an
+# ETH crash moves both sides alike, a WSTETH depeg of 8% leaves HF ≈ 0.994, liquidatable. At 93% LTV a loop this
+# deep takes a flash loan to build (or some twenty rounds): the borrowed WETH is what bought the WSTETH, and leaves.
 # cross-protocol: looped on both protocols, no idle funds. On Aave 40 WETH supplied, 48,000 USDC borrowed, swapped
 # to WETH and supplied: ≈ 64 WETH against 48,000 USDC, HF ≈ 2.2; its Morpho position (localnet/morpho.py) is the
 # riskier one, health ≈ 1.6, so a 15% fall breaches the band on Morpho only.
@@ -57,6 +63,8 @@ DEMO_PORTFOLIOS = (
         lp_range_usd=(1_600.0, 2_500.0), extra_mint=("USDC", 112_000), lp_extra_weth=5.0,
         perp_margin_usdc=10_000, perp_size_weth=-5.0,
     ),
+    DemoPortfolio("lst-loop", supply=("WSTETH", 100), borrow=("WETH", 101.16), emode_category=1,
+                  borrowed_spent=True),
     DemoPortfolio("cross-protocol", supply=("WETH", 40), borrow=("USDC", 48_000), loop_rounds=(48_000,)),
 )
 
@@ -107,11 +115,15 @@ def seed_portfolio(chain: LocalChain, world: World, demo: DemoPortfolio, account
     supply_token = chain.at("MintableERC20", world.tokens[supply_symbol])
     chain.send(supply_token.functions.mint(account, _units(supply_symbol, supply_amount)), minter)
     rounds = demo.loop_rounds or (borrow_amount,)
-    first = [
+    first: list[AccountCall] = [
         (supply_token, "approve", [pool.address, _units(supply_symbol, supply_amount)]),
         (pool, "supply", [supply_token.address, _units(supply_symbol, supply_amount), account, 0]),
+        *([(pool, "setUserEMode", [demo.emode_category])] if demo.emode_category else []),
         (pool, "borrow", [world.tokens[borrow_symbol], _units(borrow_symbol, rounds[0]), VARIABLE_RATE, 0, account]),
     ]
+    if demo.borrowed_spent:
+        borrowed = chain.at("MintableERC20", world.tokens[borrow_symbol])
+        first.append((borrowed, "transfer", [SPENT, _units(borrow_symbol, rounds[0])]))
     run(first + _derivative_calls(chain, world, demo, account, minter))
     for next_round in [*rounds[1:], None] if demo.loop_rounds else []:
         _loop_round(chain, world, demo, account, run, next_round)

@@ -39,9 +39,30 @@ RESERVES = (
     ReserveParams("WETH", 18, Fraction(2000), 8000, 8250, 10500, 1500, stable=False),
     ReserveParams("USDC", 6, Fraction(1), 7500, 7800, 10450, 1000, stable=True),
     ReserveParams("WBTC", 8, Fraction(60000), 7000, 7500, 10650, 2000, stable=False),
+    # A wstETH-like liquid staking token: worth 1.15 WETH, with its own feed.
+    ReserveParams("WSTETH", 18, Fraction(2300), 6900, 7900, 10700, 1500, stable=False),
 )
 
 FLASH_LOAN_PREMIUM_BPS = 5  # of the amount borrowed
+
+# The ETH-correlated e-mode category (Aave's mainnet values): LTV 93%, liquidation threshold 95%, bonus 1%, no price
+# source of its own (each asset keeps its oracle price).
+@dataclass(frozen=True)
+class EModeParams:
+    """An Aave v3.0 e-mode category of the local world (bps; bonus stored as 1e4 + bonus) and its assets."""
+
+    category_id: int
+    ltv_bps: int
+    liquidation_threshold_bps: int
+    liquidation_bonus_bps: int
+    label: str
+    assets: tuple[str, ...]
+
+
+EMODE_ETH = EModeParams(1, 9300, 9500, 10100, "ETH correlated", ("WETH", "WSTETH"))
+# Full-range liquidity of the WSTETH/WETH 0.05% pool (WSTETH amount; WETH at the feeds' ratio).
+LST_POOL_FEE = 500
+LST_POOL_DEPTH_WSTETH = 20_000
 
 # Interest-rate curves in ray: optimal usage, base, slope1, slope2 (variable) and the stable-rate fields of v3.0.
 RATE_CURVES = {
@@ -184,6 +205,12 @@ def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
     # suppliers.
     chain.send(configurator.functions.updateFlashloanPremiumTotal(FLASH_LOAN_PREMIUM_BPS), deployer)
     chain.send(configurator.functions.updateFlashloanPremiumToProtocol(0), deployer)
+    emode = EMODE_ETH
+    chain.send(configurator.functions.setEModeCategory(
+        emode.category_id, emode.ltv_bps, emode.liquidation_threshold_bps, emode.liquidation_bonus_bps,
+        "0x0000000000000000000000000000000000000000", emode.label), deployer)
+    for symbol in emode.assets:
+        chain.send(configurator.functions.setAssetEModeCategory(world.tokens[symbol], emode.category_id), deployer)
 
     world.contracts.update({
         "PoolAddressesProvider": provider.address, "ACLManager": acl.address, "Pool": pool.address,
@@ -204,30 +231,41 @@ def _deploy_uniswap(chain: LocalChain, deployer: str, world: World) -> None:
         "SwapRouter": router.address, "QuoterV2": quoter.address,
     })
 
+    for fee, depth_weth in POOL_DEPTH_WETH.items():
+        world.pools[fee] = _seed_pool(chain, deployer, world, ("WETH", "USDC"), fee, depth_weth)
+    _seed_pool(chain, deployer, world, ("WSTETH", "WETH"), LST_POOL_FEE, LST_POOL_DEPTH_WSTETH)
+
+
+def _seed_pool(chain: LocalChain, deployer: str, world: World, pair: tuple[str, str], fee: int, depth: int) -> str:
+    """Create the pool of `pair` at the feeds' price with full-range liquidity of `depth` whole tokens of the pair's
+    first token (and its value of the second); return its address."""
+    manager = chain.at("NonfungiblePositionManager", world.contracts["NonfungiblePositionManager"])
+    factory = chain.at("UniswapV3Factory", world.contracts["UniswapV3Factory"])
     params = {reserve.symbol: reserve for reserve in RESERVES}
-    token0, token1 = sorted(("WETH", "USDC"), key=lambda s: int(world.tokens[s], 16))
-    sqrt_price = sqrt_price_x96(raw_pool_price(params[token0], params[token1]))
+    token0, token1 = sorted(pair, key=lambda s: int(world.tokens[s], 16))
     for symbol in (token0, token1):
         token = chain.at("MintableERC20", world.tokens[symbol])
         chain.send(token.functions.approve(manager.address, MAX_UINT256), deployer)
-    for fee, depth_weth in POOL_DEPTH_WETH.items():
-        chain.send(manager.functions.createAndInitializePoolIfNecessary(
-            world.tokens[token0], world.tokens[token1], fee, sqrt_price), deployer)
-        world.pools[fee] = factory.functions.getPool(world.tokens[token0], world.tokens[token1], fee).call()
-        world.contracts[f"UniswapV3Pool:WETH/USDC:{fee}"] = world.pools[fee]
-        amounts = {
-            "WETH": depth_weth * 10**18,
-            "USDC": int(depth_weth * params["WETH"].price_usd) * 10**params["USDC"].decimals,
-        }
-        for symbol, amount in amounts.items():
-            chain.send(chain.at("MintableERC20", world.tokens[symbol]).functions.mint(deployer, amount), deployer)
-        spacing = TICK_SPACING[fee]
-        mint = (
-            world.tokens[token0], world.tokens[token1], fee,
-            MIN_TICK // spacing * spacing + spacing, MAX_TICK // spacing * spacing,
-            amounts[token0], amounts[token1], 0, 0, deployer, 2**64,
-        )
-        chain.send(manager.functions.mint(mint), deployer)
+    sqrt_price = sqrt_price_x96(raw_pool_price(params[token0], params[token1]))
+    chain.send(manager.functions.createAndInitializePoolIfNecessary(
+        world.tokens[token0], world.tokens[token1], fee, sqrt_price), deployer)
+    pool = factory.functions.getPool(world.tokens[token0], world.tokens[token1], fee).call()
+    world.contracts[f"UniswapV3Pool:{pair[0]}/{pair[1]}:{fee}"] = pool
+    first, second = params[pair[0]], params[pair[1]]
+    amounts = {
+        first.symbol: depth * 10**first.decimals,
+        second.symbol: int(depth * first.price_usd / second.price_usd * 10**second.decimals),
+    }
+    for symbol, amount in amounts.items():
+        chain.send(chain.at("MintableERC20", world.tokens[symbol]).functions.mint(deployer, amount), deployer)
+    spacing = TICK_SPACING[fee]
+    mint = (
+        world.tokens[token0], world.tokens[token1], fee,
+        MIN_TICK // spacing * spacing + spacing, MAX_TICK // spacing * spacing,
+        amounts[token0], amounts[token1], 0, 0, deployer, 2**64,
+    )
+    chain.send(manager.functions.mint(mint), deployer)
+    return str(pool)
 
 
 def _deploy_derivatives(chain: LocalChain, deployer: str, world: World) -> None:

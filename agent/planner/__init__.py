@@ -5,7 +5,7 @@ clock, no I/O; the same code runs in the daemon, the backtest and the tests.
 cycles (the daemon keeps it and advances it with `HedgeState.after`).
 """
 
-from agent.planner.bands import HedgeState, whalley_wilmott_half_width_usd
+from agent.planner.bands import HedgeState
 from agent.planner.plan import plan, prices_usd
 
-__all__ = ["HedgeState", "plan", "prices_usd", "whalley_wilmott_half_width_usd"]
+__all__ = ["HedgeState", "plan", "prices_usd"]

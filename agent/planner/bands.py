@@ -11,6 +11,7 @@ re-levered to `target` only with `boost`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.model import Plan, RiskReport
@@ -41,13 +42,19 @@ class HedgeState:
 
 @dataclass(frozen=True, slots=True)
 class BandReading:
-    """A band's current value against its policy: `value` in the band's unit (the health factor, or USD)."""
+    """A band's current value against its policy: `value` in the band's unit (the health factor, or USD).
+
+    `scope` says what the value is of: the chain of the account for a health factor and for the stress band
+    (the account that is lowest in the worst scenario; "" when the book has accounts on one chain only), `total` or
+    a factor's symbol for delta, "" otherwise.
+    """
 
     name: str
     value: float
     min: float
     max: float
     target: float
+    scope: str = ""
 
     @property
     def inside(self) -> bool:
@@ -55,7 +62,8 @@ class BandReading:
 
     def text(self) -> str:
         where = "in" if self.inside else "outside"
-        return f"{_label(self.name)} {_number(self.value)} {where} [{_number(self.min)}, {_number(self.max)}]"
+        bounds = f"[{_number(self.min)}, {_number(self.max)}]"
+        return f"{_label(self.name, self.scope)} {_number(self.value)} {where} {bounds}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +77,10 @@ class Trigger:
     target: float
     edge: float
     overrides_cooldown: bool
+    scope: str = ""
 
     def text(self) -> str:
-        name, value = _label(self.band), _number(self.value)
+        name, value = _label(self.band, self.scope), _number(self.value)
         if self.kind == "below_min":
             return f"{name} {value} below min {_number(self.edge)} by {_number(self.edge - self.value)}"
         if self.kind == "above_max":
@@ -92,29 +101,49 @@ class Decision:
 
 def within(value: float, low: float, high: float) -> bool:
     """Whether `value` lies in [low, high], give or take float rounding (1e-6 of the bounds' size)."""
-    tolerance = 1e-6 * max(1.0, abs(low), abs(high))
+    tolerance = 1e-6 * max(1.0, *(abs(b) for b in (low, high) if math.isfinite(b)))
     return low - tolerance <= value <= high + tolerance
 
 
-def band_readings(report: RiskReport, policy: Policy) -> tuple[BandReading, ...]:
-    """Return the value of every band the policy sets: the lowest health factor of the report's accounts (no band
-    reading without an account), and the book's total desk Greeks."""
+def band_readings(report: RiskReport, policy: Policy,
+                  hf_floors: Mapping[str, float] | None = None) -> tuple[BandReading, ...]:
+    """Return the value of every band the policy sets: each account's health factor (scope: its chain), the worst
+    stress scenario's lowest health factor, the delta bands (the beta-weighted total, or a factor's delta), and the
+    book's total gamma and vega. `hf_floors` (chain → health factor) raise an account's health-factor min above
+    the policy's, its target by the same amount (the volatility-aware minimum)."""
     bands = policy.bands
     readings = []
-    if bands.health_factor is not None and report.accounts:
+    # The chain is named only when there is more than one: "" is the only account's.
+    several = len({a.chain for a in report.accounts}) > 1
+    if bands.health_factor is not None:
         hf = bands.health_factor
-        value = min(a.health_factor for a in report.accounts)
-        readings.append(BandReading("health_factor", value, hf.min, hf.max, hf.target))
-    for name in GREEK_BANDS:
-        band = getattr(bands, name)
-        if band is not None:
-            readings.append(BandReading(name, getattr(report.total, name), band.min, band.max, band.target))
+        for a in report.accounts:
+            raised = max((hf_floors or {}).get(a.chain, 0.0) - hf.min, 0.0)
+            readings.append(BandReading("health_factor", a.health_factor, hf.min + raised,
+                                        max(hf.max, hf.target + raised), hf.target + raised,
+                                        a.chain if several else ""))
+    worst = report.worst_scenario
+    if bands.stress_health_factor is not None and worst is not None:
+        stress = bands.stress_health_factor
+        lowest = min(worst.accounts, key=lambda a: a.health_factor)
+        readings.append(BandReading("stress_health_factor", lowest.health_factor, stress.min, math.inf,
+                                    stress.target_value, lowest.chain if several else ""))
+    for scope, band in bands.delta_bands().items():
+        factor = report.factor(scope)
+        value = report.weighted_delta_usd if scope == "total" else (factor.delta_usd if factor else 0.0)
+        readings.append(BandReading("delta_usd", value, band.min, band.max, band.target, scope))
+    for name in GREEK_BANDS[1:]:
+        greek = getattr(bands, name)
+        if greek is not None:
+            readings.append(BandReading(name, getattr(report.total, name), greek.min, greek.max, greek.target))
     return tuple(readings)
 
 
-def decide(report: RiskReport, policy: Policy, state: HedgeState, now_ts: int) -> Decision:
-    """Return which bands call for action at block time `now_ts`, given the planner's state."""
-    readings = band_readings(report, policy)
+def decide(report: RiskReport, policy: Policy, state: HedgeState, now_ts: int,
+           hf_floors: Mapping[str, float] | None = None) -> Decision:
+    """Return which bands call for action at block time `now_ts`, given the planner's state (and the health-factor
+    floors of `band_readings`)."""
+    readings = band_readings(report, policy, hf_floors)
     triggers: list[Trigger] = []
     for reading in readings:
         trigger = _trigger(reading, policy, state, now_ts, report.spot_usd)
@@ -144,47 +173,35 @@ def _trigger(reading: BandReading, policy: Policy, state: HedgeState, now_ts: in
         near_liquidation = value < 1.0 + policy.limits.gas_cap_lift_hf
         if below:
             urgent = near_liquidation or reading.min - value > 2 * (reading.target - reading.min)
-            return Trigger(reading.name, "below_min", value, reading.target, reading.min, urgent)
+            return Trigger(reading.name, "below_min", value, reading.target, reading.min, urgent, reading.scope)
         if above and band.boost and math.isfinite(value):
-            return Trigger(reading.name, "above_max", value, reading.target, reading.max, False)
+            return Trigger(reading.name, "above_max", value, reading.target, reading.max, False, reading.scope)
         return None
+    if reading.name == "stress_health_factor":
+        # A scenario, not the market, is below its floor: act, but not ahead of the cooldown.
+        return Trigger(reading.name, "below_min", value, reading.target, reading.min, False, reading.scope) \
+            if below else None
     if below:
         urgent = reading.min - value > 2 * (reading.target - reading.min)
-        return Trigger(reading.name, "below_min", value, reading.target, reading.min, urgent)
+        return Trigger(reading.name, "below_min", value, reading.target, reading.min, urgent, reading.scope)
     if above:
         urgent = value - reading.max > 2 * (reading.max - reading.target)
-        return Trigger(reading.name, "above_max", value, reading.target, reading.max, urgent)
+        return Trigger(reading.name, "above_max", value, reading.target, reading.max, urgent, reading.scope)
     edge = reading.max if value > reading.target else reading.min
     drifted = abs(value - reading.target) > DRIFT_FRACTION * abs(edge - reading.target)
     if not drifted or state.reference_ts is None:
         return None
     if now_ts - state.reference_ts > policy.triggers.max_hedge_age_s:
-        return Trigger(reading.name, "stale_hedge", value, reading.target, edge, False)
+        return Trigger(reading.name, "stale_hedge", value, reading.target, edge, False, reading.scope)
     reference = state.reference_price_usd
     if reference and abs(spot_usd / reference - 1.0) * 100.0 > policy.triggers.price_move_pct:
-        return Trigger(reading.name, "price_move", value, reading.target, edge, False)
+        return Trigger(reading.name, "price_move", value, reading.target, edge, False, reading.scope)
     return None
 
 
-def whalley_wilmott_half_width_usd(
-    gamma_usd_1pct: float, spot_usd: float, cost_fraction: float, risk_aversion: float, rate: float = 0.0,
-    years_left: float = 0.0,
-) -> float:
-    """Return the Whalley–Wilmott no-trade half-width of a delta band, in USD of delta.
-
-    In units of the underlying it is (3/2 · e^(−r(T−t)) · k · S · Γ² / γ)^(1/3), with Γ per unit² (from the desk
-    gamma: Γ = gamma_usd_1pct / (0.01 · S²)), k the proportional cost of a trade and γ the risk aversion; times S
-    in USD.
-    """
-    if spot_usd <= 0 or risk_aversion <= 0:
-        raise ValueError("expected a positive spot and risk aversion")
-    gamma = gamma_usd_1pct / (0.01 * spot_usd * spot_usd)
-    units = (1.5 * math.exp(-rate * years_left) * cost_fraction * spot_usd * gamma * gamma / risk_aversion) ** (1 / 3)
-    return units * spot_usd
-
-
-def _label(name: str) -> str:
-    return "HF" if name == "health_factor" else name
+def _label(name: str, scope: str = "") -> str:
+    label = {"health_factor": "HF", "stress_health_factor": "stress HF"}.get(name, name)
+    return f"{label}[{scope}]" if scope and scope != "total" else label
 
 
 def _number(value: float) -> str:

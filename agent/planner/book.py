@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.model import (
@@ -22,6 +22,7 @@ from agent.model import (
     PerpPosition,
     Position,
     RiskReport,
+    Scenario,
     Snapshot,
     Token,
 )
@@ -33,8 +34,9 @@ from agent.risk.portfolio import risk_report
 
 @dataclass(frozen=True, slots=True)
 class Book:
-    """The acting chain's Aave account and LP positions, the wallet's idle balances (base units), and every other
-    position unchanged. `swapped_in` holds, per (token in, token out, fee), the base units the plan already swapped.
+    """One chain's Aave account and LP positions that a plan acts on, the wallet's idle balances there (base
+    units), and every other position unchanged. `swapped_in` holds, per (token in, token out, fee), the base units
+    the plan already swapped.
     """
 
     chain: str
@@ -46,13 +48,17 @@ class Book:
     wallet: tuple[tuple[str, int], ...]
     tokens: tuple[Token, ...]
     swapped_in: tuple[tuple[tuple[str, str, int], int], ...] = ()
+    betas: tuple[tuple[str, float], ...] = ()  # each factor's beta to the underlying, for the report
 
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot) -> Book:
-        """Return the book of the snapshot's first chain with an Aave account (else its first chain)."""
+    def from_snapshot(cls, snapshot: Snapshot, chain: str | None = None,
+                      betas: Mapping[str, float] | None = None) -> Book:
+        """Return the book that acts on `chain`'s Aave account (default: the snapshot's first chain with one, else
+        its first chain), every other position, other chains' included, held unchanged."""
         accounts = [p for p in snapshot.positions if isinstance(p, AaveAccount)]
-        chain = accounts[0].chain if accounts else snapshot.chains[0].chain
-        account = accounts[0] if accounts else None
+        if chain is None:
+            chain = accounts[0].chain if accounts else snapshot.chains[0].chain
+        account = next((a for a in accounts if a.chain == chain), None)
         lps = tuple(p for p in snapshot.positions if isinstance(p, LpPosition) and p.chain == chain
                     and p.owner.lower() == snapshot.account.lower())
         others = tuple(p for p in snapshot.positions if p is not account and p not in lps)
@@ -74,7 +80,21 @@ class Book:
             tokens.setdefault(position.token0.symbol, position.token0)
             tokens.setdefault(position.token1.symbol, position.token1)
         return cls(chain, snapshot.account, snapshot.underlying, account, lps, others, tuple(sorted(wallet.items())),
-                   tuple(sorted(tokens.values(), key=lambda t: t.symbol)))
+                   tuple(sorted(tokens.values(), key=lambda t: t.symbol)), betas=tuple(sorted((betas or {}).items())))
+
+    def with_chain(self, other: Book) -> Book:
+        """Return this book with the positions that `other` acts on (its chain's account and LPs) as `other` has
+        them: one view of every chain's book, for the portfolio's report."""
+        if other.chain == self.chain:
+            return self
+
+        def acted(p: Position) -> bool:
+            return (isinstance(p, AaveAccount) and p.chain == other.chain) or (
+                isinstance(p, LpPosition) and p.chain == other.chain and p.owner.lower() == other.owner.lower())
+
+        kept = tuple(p for p in self.others if not acted(p))
+        head: tuple[Position, ...] = (other.account,) if other.account is not None else ()
+        return dataclasses.replace(self, others=kept + head + other.lps)
 
     def token(self, symbol: str) -> Token:
         return next(t for t in self.tokens if t.symbol == symbol)
@@ -111,9 +131,11 @@ class Book:
                         and int(p.market_id, 16) == position_id)
         return lending.health_factor_float(morpho.health_factor_wad(position))
 
-    def report(self, prices_usd: Mapping[str, float], now_ts: int) -> RiskReport:
-        """Return the risk engine's report on the book's positions."""
-        return risk_report(self.positions(), self.underlying, prices_usd, now_ts)
+    def report(self, prices_usd: Mapping[str, float], now_ts: int, scenarios: Sequence[Scenario] = ()) -> RiskReport:
+        """Return the risk engine's report on the book's positions (with its factors at the book's betas, and the
+        book in `scenarios`)."""
+        betas = dict(self.betas) or None
+        return risk_report(self.positions(), self.underlying, prices_usd, now_ts, betas=betas, scenarios=scenarios)
 
     def _with_wallet(self, changes: Mapping[str, int]) -> Book:
         wallet = dict(self.wallet)

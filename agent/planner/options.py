@@ -23,7 +23,8 @@ from scipy.optimize import linprog
 from agent.model import Action, OptionSeries
 from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel, usd
-from agent.planner.hedge import perp_candidate, perp_step
+from agent.planner.hedge import perp_step
+from agent.planner.hedge_candidates import perp_candidate
 from agent.planner.outcome import Outcome
 from agent.policy import Policy
 from agent.risk.greeks import black_scholes

@@ -190,7 +190,8 @@ def _issue(error: ErrorDetails, tree: CommentedMap, source: str, root: type[Base
     """Returns the error as an issue on the line where the file writes it, or None when it only echoes the
     errors of the items of a list (pydantic checks a tuple's length after dropping its invalid items)."""
     kind, ctx = error["type"], error.get("ctx", {})
-    loc = (*error["loc"], *ctx.get("at", ()))
+    # A tagged union's tag ("<band>") is pydantic's, not the file's.
+    loc = tuple(p for p in (*error["loc"], *ctx.get("at", ())) if not (isinstance(p, str) and p.startswith("<")))
     line, written = _locate(tree, loc)
     if kind == "too_short" and isinstance(written, list) and len(written) >= ctx["min_length"]:
         return None
@@ -238,22 +239,22 @@ def _model_at(loc: tuple[Any, ...], root: type[BaseModel] = Policy) -> type[Base
     """Returns the model class that validates the value at `loc` of a `root` (a policy by default)."""
     annotation: Any = root
     for part in loc:
-        annotation = _unwrapped(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            annotation = annotation.model_fields[part].annotation
+        options = _alternatives(annotation)
+        model = next((a for a in options if isinstance(a, type) and issubclass(a, BaseModel)
+                      and part in a.model_fields), None)
+        if model is not None:
+            annotation = model.model_fields[part].annotation
         else:  # tuple[X, ...] or dict[K, X]: the items are X
-            annotation = get_args(annotation)[-1 if get_origin(annotation) is dict else 0]
-    model = _unwrapped(annotation)
-    assert isinstance(model, type) and issubclass(model, BaseModel), loc
+            container = next(a for a in options if get_origin(a) in (dict, tuple))
+            annotation = get_args(container)[-1 if get_origin(container) is dict else 0]
+    model = next(a for a in _alternatives(annotation) if isinstance(a, type) and issubclass(a, BaseModel))
     return model
 
 
-def _unwrapped(annotation: Any) -> Any:
-    """Returns X for Annotated[X, …] and for X | None."""
-    while True:
-        if get_origin(annotation) is Annotated:
-            annotation = get_args(annotation)[0]
-        elif get_origin(annotation) in (Union, UnionType):
-            annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
-        else:
-            return annotation
+def _alternatives(annotation: Any) -> list[Any]:
+    """Returns the types a value may have under `annotation`: Annotated and None stripped, unions spread."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        return [a for arg in get_args(annotation) if arg is not type(None) for a in _alternatives(arg)]
+    return [annotation]

@@ -10,16 +10,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    Discriminator,
     Field,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    Tag,
     WithJsonSchema,
     model_validator,
 )
 
-from agent.policy.fields import Instrument, _Model, _problem
+from agent.policy.fields import Instrument, Name, _Model, _problem
 from agent.policy.portfolio import Portfolio
+from agent.policy.risk import Risk
 
 
 class _Band(_Model):
@@ -48,6 +51,18 @@ def _above_one(value: float) -> float:
 _HF_MIN_GAP = 0.05
 
 
+class VolatilityMin(_Model):
+    """Raise the band's min (and target, by the same gap) to the smallest health factor that survives a k-sigma move
+    of the account's factors over the reaction horizon: HF_min = exp(k·σ_HF·√horizon) (README)."""
+
+    k_sigma: PositiveFloat = 3.0
+    horizon_s: PositiveFloat = 3600.0
+    """How long the agent may take to act: a few cycles and a confirmation."""
+    realised_vols: dict[Name, PositiveFloat] = Field(default_factory=dict)
+    """Factor → annual realised vol (0.8 = 80%), used where no option on it is listed; for an LST, the vol of its
+    price in its peg."""
+
+
 class HealthFactorBand(_Band):
     """Repay when the health factor falls below min, back to target; with boost, re-lever above max."""
 
@@ -56,6 +71,8 @@ class HealthFactorBand(_Band):
     ]
     boost: bool = False
     """Re-lever when the health factor rises above max."""
+    volatility: VolatilityMin | None = None
+    """Widen the band when the market gets wild (off by default)."""
 
     @model_validator(mode="after")
     def _triggers_apart_from_target(self) -> HealthFactorBand:
@@ -93,13 +110,46 @@ class GreekBand(_Band):
         return {**data, "target": 0.0 if low < 0 < high else (low + high) / 2}
 
 
+def _delta_form(value: Any) -> str:
+    # A mapping with a band's own keys is one band; any other mapping names factors.
+    return "<band>" if isinstance(value, dict) and {"min", "max", "target"} & set(value) else "<factors>"
+
+
+# The tags start with "<" so that the loader can drop them from a location (no key can start with it).
+DeltaBands = Annotated[
+    Annotated[GreekBand, Tag("<band>")] | Annotated[dict[Name, GreekBand], Tag("<factors>")],
+    Discriminator(_delta_form),
+]
+
+
+class StressBand(_Model):
+    """Deleverage when the worst stress scenario's lowest health factor falls below min, until it is at target."""
+
+    min: PositiveFloat = 1.0
+    target: PositiveFloat | None = None
+    """Default: 5% above min."""
+
+    @model_validator(mode="after")
+    def _target_above_min(self) -> StressBand:
+        if self.target is not None and self.target <= self.min:
+            raise _problem(f"expected a value above min ({self.min:g})", "target")
+        return self
+
+    @property
+    def target_value(self) -> float:
+        return self.target if self.target is not None else self.min * 1.05
+
+
 class Bands(_Model):
     """Trigger when a figure leaves [min, max]; trade back to target. At least one band is required."""
 
     health_factor: HealthFactorBand | None = None
-    """Aave's health factor: liquidation below 1."""
-    delta_usd: GreekBand | None = None
-    """dV/dS·S, USD."""
+    """Aave's health factor of each account: liquidation below 1."""
+    delta_usd: DeltaBands | None = None
+    """dV/dS·S, USD: one band on the beta-weighted delta to the underlying, or one band per named factor
+    (`{WETH: {…}, WBTC: {…}}`; the key `total` names the beta-weighted delta)."""
+    stress_health_factor: StressBand | None = None
+    """The lowest health factor of any account in the worst stress scenario (`risk.scenarios` and the defaults)."""
     gamma_usd_1pct: GreekBand | None = None
     """Change of delta_usd for a 1% move of the underlying, USD."""
     vega_usd_1vol: GreekBand | None = None
@@ -108,6 +158,17 @@ class Bands(_Model):
     def names(self) -> list[str]:
         """Returns the names of the bands that are set, in declaration order."""
         return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+    def delta_bands(self) -> dict[str, GreekBand]:
+        """Returns the delta bands by what they bound: `total` (the beta-weighted delta) or a factor's symbol."""
+        if self.delta_usd is None:
+            return {}
+        return {"total": self.delta_usd} if isinstance(self.delta_usd, GreekBand) else dict(self.delta_usd)
+
+    def main_delta_band(self, underlying: str) -> GreekBand | None:
+        """Returns the band on the beta-weighted delta, else the underlying's own delta band (None: neither)."""
+        bands = self.delta_bands()
+        return bands.get("total", bands.get(underlying))
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Bands:
@@ -194,6 +255,7 @@ class Policy(_Model):
     hedging: Hedging = Field(default_factory=Hedging)
     limits: Limits = Field(default_factory=Limits)
     execution: Execution = Field(default_factory=Execution)
+    risk: Risk = Field(default_factory=Risk)
 
 
 def policy_json_schema() -> dict[str, Any]:

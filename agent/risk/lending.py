@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,7 +236,7 @@ def liquidation_price_1e8(account: AaveAccount, symbol: str) -> int | None:
     factor, healthy_side = crossing
 
     def liquidatable(price: int) -> bool:
-        return price < 1 or health_factor_wad(_with_price(account, symbol, price)) < LIQUIDATION_THRESHOLD_WAD
+        return price < 1 or health_factor_wad(with_prices(account, {symbol: price})) < LIQUIDATION_THRESHOLD_WAD
 
     price = max(1, round(_reserve(account, symbol).price_1e8 * factor))
     # The factor is within ~1e-12 of the boundary, so these walks take a step or two.
@@ -405,15 +405,25 @@ def _reserve(account: AaveAccount, symbol: str) -> AaveReserve:
     raise KeyError(f"{account.account} has no {symbol} reserve")
 
 
-def _with_price(account: AaveAccount, symbol: str, price_1e8: int) -> AaveAccount:
-    """The account with `symbol`'s oracle price (and an e-mode price source that follows it) set to `price_1e8`."""
+def with_prices(account: AaveAccount, prices_1e8: Mapping[str, int]) -> AaveAccount:
+    """Return the account with the oracle price of each symbol in `prices_1e8` (and an e-mode price source that
+    follows one of them) set to the given base-currency price (1e8)."""
     reserves = tuple(
-        dataclasses.replace(r, price_1e8=price_1e8) if r.token.symbol == symbol else r for r in account.reserves
+        dataclasses.replace(r, price_1e8=prices_1e8[r.token.symbol]) if r.token.symbol in prices_1e8 else r
+        for r in account.reserves
     )
     emode = account.emode
-    if emode is not None and emode.price_source_symbol == symbol:
-        emode = dataclasses.replace(emode, price_1e8=price_1e8)
+    if emode is not None and emode.price_source_symbol in prices_1e8:
+        emode = dataclasses.replace(emode, price_1e8=prices_1e8[emode.price_source_symbol])
     return dataclasses.replace(account, reserves=reserves, emode=emode)
+
+
+def moved_account(account: AaveAccount, moves: Mapping[str, float]) -> AaveAccount:
+    """Return the account with each symbol's oracle price multiplied by `moves[symbol]` (rounded to the oracle's
+    integer), an e-mode price source moving with the symbol it follows."""
+    for symbol, factor in moves.items():
+        account = shocked_account(account, (symbol,), factor)
+    return account
 
 
 def _scale(price_1e8: int, factor: float) -> int:

@@ -158,17 +158,22 @@ def underlying_index(position: LpPosition, underlying: str) -> Literal[0, 1]:
     raise ValueError(f"position {position.token_id} holds neither token0 nor token1 as {underlying}")
 
 
-def pool_price(position: LpPosition, underlying: str, spot_usd: ArrayLike, other_usd: float) -> NDArray[np.float64]:
+def pool_price(
+    position: LpPosition, underlying: str, spot_usd: ArrayLike, other_usd: ArrayLike
+) -> NDArray[np.float64]:
     """Return the pool price (token1 per token0, base units) at which the underlying is worth `spot_usd` and the
-    other token `other_usd`."""
+    other token `other_usd` (both broadcast)."""
     spot = np.asarray(spot_usd, dtype=np.float64)
+    other = np.asarray(other_usd, dtype=np.float64)
     scale = 10.0 ** (position.token1.decimals - position.token0.decimals)
     if underlying_index(position, underlying) == 0:
-        return spot / other_usd * scale
-    return other_usd / spot * scale
+        return spot / other * scale
+    return other / spot * scale
 
 
-def valuation(position: LpPosition, underlying: str, spot_usd: ArrayLike, other_usd: float = 1.0) -> LpValuation:
+def valuation(
+    position: LpPosition, underlying: str, spot_usd: ArrayLike, other_usd: ArrayLike = 1.0
+) -> LpValuation:
     """Return value (USD), delta (underlying tokens) and gamma (underlying tokens per USD) of the position at each
     underlying price in `spot_usd`, the other token priced at `other_usd`, in float64.
 
@@ -187,11 +192,11 @@ def valuation(position: LpPosition, underlying: str, spot_usd: ArrayLike, other_
     in_range = (root > root_lower) & (root < root_upper)
     liquidity = float(position.liquidity)
     if side == 0:
-        value = amount0 * spot + amount1 * other_usd
+        value = amount0 * spot + amount1 * np.asarray(other_usd, dtype=np.float64)
         delta = amount0
         gamma = np.where(in_range, -liquidity / (2.0 * root * spot * 10.0**position.token0.decimals), 0.0)
     else:
-        value = amount0 * other_usd + amount1 * spot
+        value = amount0 * np.asarray(other_usd, dtype=np.float64) + amount1 * spot
         delta = amount1
         gamma = np.where(in_range, -liquidity * root / (2.0 * spot * 10.0**position.token1.decimals), 0.0)
     return LpValuation(value, delta, gamma)

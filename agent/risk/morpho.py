@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -198,6 +198,12 @@ def collateral_value_loan_units(position: MorphoPosition) -> float:
 def debt_loan_units(position: MorphoPosition) -> float:
     """Return the debt in whole loan tokens."""
     return borrowed_base_units(position) / 10**position.loan_token.decimals
+
+
+def usd_values(position: MorphoPosition, prices_usd: Mapping[str, float]) -> tuple[float, float]:
+    """Return the position's collateral (at its oracle's price) and debt, both in USD at the loan token's price."""
+    loan_usd = prices_usd[position.loan_token.symbol]
+    return collateral_value_loan_units(position) * loan_usd, debt_loan_units(position) * loan_usd
 
 
 def _price_ratio(position: MorphoPosition, moved: frozenset[str], factor: float) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -29,17 +29,16 @@ from agent.model import (
     Position,
     PositionRisk,
     RiskReport,
+    Scenario,
 )
 from agent.risk import lending, lp, morpho, perps
+from agent.risk.factors import SECONDS_PER_YEAR as SECONDS_PER_YEAR
+from agent.risk.factors import factor_risks, value_at
+from agent.risk.factors import years_to_expiry as years_to_expiry
 from agent.risk.greeks import Greeks, black_scholes
+from agent.risk.scenarios import stress_scenarios
 
-SECONDS_PER_YEAR = 365 * 86_400
 DAYS_PER_YEAR = 365.0
-
-
-def years_to_expiry(expiry_ts: int, now_ts: int) -> float:
-    """Return the time from `now_ts` to `expiry_ts` (unix seconds) in years of 365 days, 0 once expired."""
-    return max(expiry_ts - now_ts, 0) / SECONDS_PER_YEAR
 
 
 def value_usd(
@@ -53,49 +52,12 @@ def value_usd(
     rate: float = 0.0,
 ) -> NDArray[np.float64]:
     """Return the position's value in USD with the underlying's price multiplied by `spot_factor` and option vols
-    by `vol_factor` (both broadcast; the result has their broadcast shape).
-
-    Aave accounts are worth supplied − borrowed at the prices Aave uses (those that follow the underlying scaled);
-    an LP its tokens and tokens owed at the pool price implied by the spot map; a perp its equity; an option its
-    BSM price × quantity at its `vol_annual` (the venue's mark is not used, so that scenarios revalue consistently).
-    """
-    f = np.asarray(spot_factor, dtype=np.float64)
-    g = np.asarray(vol_factor, dtype=np.float64)
-    shape = np.broadcast_shapes(f.shape, g.shape)
-    f = np.broadcast_to(f, shape)
-    if isinstance(position, AaveAccount):
-        total = np.zeros(shape)
-        for reserve in position.reserves:
-            usd = _net_supply(reserve) * lending.effective_price_1e8(position, reserve) / 1e8
-            total = total + (usd * f if lending.price_follows(position, reserve) == underlying else usd)
-        return total
-    if isinstance(position, MorphoPosition):
-        collateral_usd, debt_usd = _morpho_usd(position, prices_usd)
-        collateral_moves = f if position.collateral_token.symbol == underlying else np.ones(shape)
-        debt_moves = f if position.loan_token.symbol == underlying else np.ones(shape)
-        return np.asarray(collateral_usd * collateral_moves - debt_usd * debt_moves)
-    if isinstance(position, LpPosition):
-        if underlying not in (position.token0.symbol, position.token1.symbol):
-            amount0, amount1 = lp.position_amounts(position)
-            usd = (amount0 + position.tokens_owed0) / 10**position.token0.decimals * prices_usd[
-                position.token0.symbol
-            ] + (amount1 + position.tokens_owed1) / 10**position.token1.decimals * prices_usd[position.token1.symbol]
-            return np.full(shape, usd)
-        other = _other_symbol(position, underlying)
-        return lp.valuation(position, underlying, prices_usd[underlying] * f, prices_usd[other]).value_usd
-    if isinstance(position, PerpPosition):
-        factor = f if position.underlying == underlying else np.ones(shape)
-        return perps.equity_usd(position, prices_usd[position.underlying] * factor)
-    factor = f if position.underlying == underlying else np.ones(shape)
-    greeks = black_scholes(
-        position.is_call,
-        prices_usd[position.underlying] * factor,
-        position.strike_usd,
-        years_to_expiry(position.expiry_ts, now_ts),
-        position.vol_annual * g,
-        rate,
-    )
-    return np.broadcast_to(greeks.price * position.quantity, shape).copy()
+    by `vol_factor` (both broadcast; the result has their broadcast shape), every other price fixed
+    (`factors.value_at` with one move)."""
+    shape = np.broadcast_shapes(np.shape(spot_factor), np.shape(vol_factor))
+    vol_moves = {position.underlying: vol_factor} if isinstance(position, OptionPosition) else {}
+    value = value_at(position, prices_usd, now_ts, {underlying: spot_factor}, vol_moves, rate)
+    return np.broadcast_to(value, shape).copy()
 
 
 def position_risk(
@@ -133,7 +95,7 @@ def position_risk(
         greeks = DeskGreeks(delta_usd=held_usd, theta_usd_1d=carry_usd / DAYS_PER_YEAR)
         label = f"aave_v3:{position.chain}:{position.account}"
     elif isinstance(position, MorphoPosition):
-        collateral_usd, debt_usd = _morpho_usd(position, prices_usd)
+        collateral_usd, debt_usd = morpho.usd_values(position, prices_usd)
         greeks = DeskGreeks(delta_usd=collateral_usd * (position.collateral_token.symbol == underlying)
                             - debt_usd * (position.loan_token.symbol == underlying))
         label = f"morpho_blue:{position.chain}:{position.market_id[:10]}:{position.account}"
@@ -225,13 +187,18 @@ def risk_report(
     *,
     rate: float = 0.0,
     lp_counts_as_collateral: bool = False,
+    betas: Mapping[str, float] | None = None,
+    scenarios: Sequence[Scenario] = (),
 ) -> RiskReport:
-    """Return the book's value, desk Greeks per position and in total, every Aave account's health, and the
-    smallest move of the underlying (in % of spot, down and up) that liquidates any account.
+    """Return the book's value, desk Greeks per position and in total, every lending position's health, the smallest
+    move of the underlying (in % of spot, down and up) that liquidates any account, the Greeks per risk factor with
+    the beta-weighted delta, and the book in each of `scenarios`.
 
     `prices_usd` maps every symbol in the book to its USD price; `now_ts` is the block timestamp; `rate` the
     annual continuously compounded rate for options. With `lp_counts_as_collateral`, an LP position held by the
     same chain and owner as an Aave account counts as that account's collateral in the liquidation search.
+    `betas` are each factor's beta to the underlying (the policy's values; default: 1 for the underlying, 0 for
+    the rest).
     """
     book = tuple(positions)
     spot = prices_usd[underlying]
@@ -248,6 +215,7 @@ def risk_report(
         accounts.append(account_health(account, underlying, spot, owned, other))
     accounts += [morpho_position_health(p, underlying, spot) for p in book if isinstance(p, MorphoPosition)]
     total = sum((r.greeks for r in risks), DeskGreeks())
+    factors = factor_risks(book, prices_usd, now_ts, {underlying: 1.0} if betas is None else betas, rate)
     return RiskReport(
         underlying=underlying,
         spot_usd=spot,
@@ -257,6 +225,9 @@ def risk_report(
         accounts=tuple(accounts),
         liquidation_distance_down_pct=min((a.distance_down_pct for a in accounts), default=math.inf),
         liquidation_distance_up_pct=min((a.distance_up_pct for a in accounts), default=math.inf),
+        factors=factors,
+        beta_delta_usd=sum(f.beta_delta_usd for f in factors),
+        scenarios=stress_scenarios(book, prices_usd, now_ts, scenarios, rate),
     )
 
 
@@ -282,12 +253,6 @@ def _option_greeks(position: OptionPosition, g: Greeks, spot: float) -> DeskGree
         theta_usd_1d=float(g.theta) / DAYS_PER_YEAR * qty,
         rho_usd_1pct=float(g.rho) / 100.0 * qty,
     )
-
-
-def _morpho_usd(position: MorphoPosition, prices_usd: Mapping[str, float]) -> tuple[float, float]:
-    """The position's collateral (at its oracle's price) and debt, in USD at the loan token's price."""
-    loan_usd = prices_usd[position.loan_token.symbol]
-    return morpho.collateral_value_loan_units(position) * loan_usd, morpho.debt_loan_units(position) * loan_usd
 
 
 def _net_supply(reserve: AaveReserve) -> float:

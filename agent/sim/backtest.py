@@ -105,7 +105,8 @@ def with_delta_band(policy: Policy, half_width_usd: float) -> Policy:
     """Return `policy` with its delta band set to target ± `half_width_usd` (target 0 when it has no delta band)."""
     if half_width_usd <= 0:
         raise UserInputError(f"delta band: expected a positive half-width in USD (got {half_width_usd:g})")
-    target = policy.bands.delta_usd.target if policy.bands.delta_usd is not None else 0.0
+    current = policy.bands.main_delta_band(policy.portfolio.underlying)
+    target = current.target if current is not None else 0.0
     band = GreekBand(min=target - half_width_usd, target=target, max=target + half_width_usd)
     return policy.model_copy(update={"bands": policy.bands.model_copy(update={"delta_usd": band})})
 
@@ -159,7 +160,7 @@ def run_backtest(spec: PortfolioSpec, path: PricePath, policy: Policy,
 
     `on_run(label, done, total)` is called before each run, `done` of `total` runs done (for a progress bar)."""
     sim = Simulation(spec, path, market if market is not None else conditions(path, spec.market))
-    band = policy.bands.delta_usd
+    band = policy.bands.main_delta_band(policy.portfolio.underlying)
     target = band.target if band is not None else sim.start_delta_usd()  # as `report.target_delta_usd`
     hours, move = periodic
     keepers: dict[str, Keeper | None] = {

@@ -77,7 +77,7 @@ def write_report(directory: Path, title: str, runs: Mapping[str, RunResult], ref
     fig, ax = new("delta USD")
     for label, run in runs.items():
         ax.plot(times, run.delta_usd, linewidth=1, label=label)
-    delta_band = reference.bands.delta_usd if reference is not None else None
+    delta_band = reference.bands.main_delta_band(reference.portfolio.underlying) if reference is not None else None
     if delta_band is not None:
         ax.axhspan(delta_band.min, delta_band.max, color="green", alpha=0.08, label="band")
     ax.legend(fontsize=7)

@@ -31,7 +31,7 @@ VENUES = ("aave_v3", "perp", "options")
 
 def target_delta_usd(run: RunResult, policy: Policy | None) -> float:
     """Return the delta (USD) the run is measured against: the delta band's target, else the starting delta."""
-    band = policy.bands.delta_usd if policy is not None else None
+    band = policy.bands.main_delta_band(policy.portfolio.underlying) if policy is not None else None
     return band.target if band is not None else run.start_delta_usd
 
 

@@ -33,7 +33,7 @@ def test_localnet_up_announces_readiness_writes_its_state_and_stops_cleanly(tmp_
                 "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC", "MorphoBlue", "MorphoIrm"} <= set(info["contracts"])
         assert set(info["morpho_markets"]) == {"WETH/USDC"}
         assert all(a["local_only"] for a in info["accounts"])
-        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp", "cross-protocol"}
+        assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp", "lst-loop", "cross-protocol"}
         # each demo account is a Safe with its own owner, keeper and module; the keeper holds no owner's key
         portfolios = info["demo_portfolios"]
         assert set(portfolios) == set(info["demo_accounts"])

@@ -4,9 +4,11 @@ right side of 1, Uniswap v3 LP amounts to the last unit."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
+from web3.types import RPCEndpoint
 
 from agent.chain.reader import PortfolioReader
 from agent.localnet import Localnet
@@ -36,6 +38,19 @@ def aave_position(reader: PortfolioReader) -> AaveAccount:
 def set_price(chain: LocalChain, localnet: Localnet, symbol: str, price_1e8: int) -> None:
     feed = chain.at("LocalPriceFeed", localnet.world.feeds[symbol])
     chain.send(feed.functions.setAnswer(price_1e8), localnet.accounts[0].address)
+
+
+@contextmanager
+def frozen_block_time(chain: LocalChain) -> Iterator[None]:
+    """Mine every block at the latest block's timestamp while inside: no interest accrues between a reading and
+    the transactions after it."""
+    latest = chain.w3.eth.get_block("latest")["timestamp"]
+    chain.w3.provider.make_request(RPCEndpoint("evm_setNextBlockTimestamp"), [latest])
+    chain.w3.provider.make_request(RPCEndpoint("anvil_setBlockTimestampInterval"), [0])
+    try:
+        yield
+    finally:
+        chain.w3.provider.make_request(RPCEndpoint("anvil_removeBlockTimestampInterval"), [])
 
 
 def open_random_account(chain: LocalChain, localnet: Localnet, user: str, rng: random.Random) -> None:
@@ -115,14 +130,15 @@ def test_design_example_liquidation_price_is_exact_on_chain(localnet: Localnet, 
         chain.send(token.functions.approve(pool.address, MAX_UINT256), user)
         chain.send(pool.functions.supply(token.address, amount, user, 0), user)
     chain.send(pool.functions.borrow(localnet.world.tokens["USDC"], 12_000 * 10**6, 2, 0, user), user)
-    account = aave_position(reader_for(demo_policy("leveraged-long"), user))
+    with frozen_block_time(chain):  # the boundary is exact to a unit: a second of interest would move it
+        account = aave_position(reader_for(demo_policy("leveraged-long"), user))
 
-    price = lending.liquidation_price_1e8(account, "WETH")
-    assert price is not None
-    set_price(chain, localnet, "WETH", price)
-    assert aave_account(chain, pool.address, user).health_factor_wad < WAD
-    set_price(chain, localnet, "WETH", price + 1)
-    assert aave_account(chain, pool.address, user).health_factor_wad >= WAD
+        price = lending.liquidation_price_1e8(account, "WETH")
+        assert price is not None
+        set_price(chain, localnet, "WETH", price)
+        assert aave_account(chain, pool.address, user).health_factor_wad < WAD
+        set_price(chain, localnet, "WETH", price + 1)
+        assert aave_account(chain, pool.address, user).health_factor_wad >= WAD
 
 
 def test_lp_amounts_equal_what_decrease_liquidity_pays_in_and_out_of_range(

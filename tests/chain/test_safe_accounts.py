@@ -40,7 +40,7 @@ SPEC_CALLS = {
     ("MorphoBlue", f"withdrawCollateral({MARKET},uint256,address,address)"): (1 << 6 | 1 << 7, 0),
     ("MorphoBlue", f"borrow({MARKET},uint256,uint256,address,address)"): (1 << 7 | 1 << 8, 0),
     ("MorphoBlue", f"repay({MARKET},uint256,uint256,address,bytes)"): (1 << 7, 0),
-    **{(token, "approve(address,uint256)"): (0, 1 << 0) for token in ("WETH", "USDC", "WBTC")},
+    **{(token, "approve(address,uint256)"): (0, 1 << 0) for token in ("WETH", "USDC", "WBTC", "WSTETH")},
 }
 SPENDERS = ("Pool", "SwapRouter", "PerpMarket", "OptionsMarket", "MorphoBlue")
 
@@ -107,7 +107,8 @@ def test_leveraged_long_is_a_looped_long_without_idle_funds(localnet: Localnet, 
     assert account.total_debt_base == pytest.approx(97_000 * 10**8, rel=1e-6)
     # 52 WETH of its own and ~48 bought with the borrowed USDC, all supplied
     assert account.total_collateral_base / 10**8 / 2_000 == pytest.approx(99.7, abs=0.5)
-    assert {s: t.functions.balanceOf(safe).call() for s, t in tokens.items()} == {"WETH": 0, "USDC": 0, "WBTC": 0}
+    assert {s: t.functions.balanceOf(safe).call() for s, t in tokens.items()} == {"WETH": 0, "USDC": 0, "WBTC": 0,
+                                                                                  "WSTETH": 0}
     # the protective put was paid from the loop's first borrow, and no approval was left standing
     options = chain.at("OptionsMarket", localnet.world.contracts["OptionsMarket"])
     put = option_series_id(chain, localnet.world, False, 1_800, 30)

@@ -107,7 +107,7 @@ def settle(url: str, cycles: int = 3, timeout_s: float = 60) -> str:
         now = get(url + "/metrics")
         done = all(metric(now, "ballast_cycles_total", portfolio=p, outcome="ok")
                    >= metric(start, "ballast_cycles_total", portfolio=p, outcome="ok") + cycles
-                   for p in ("leveraged-long", "delta-neutral-lp"))
+                   for p in ("leveraged-long", "delta-neutral-lp", "lst-loop", "cross-protocol"))
         if done and metric(now, "ballast_intents_unresolved") == 0:
             return now
     raise AssertionError("the daemon did not settle")
@@ -116,13 +116,15 @@ def settle(url: str, cycles: int = 3, timeout_s: float = 60) -> str:
 def nothing_to_liquidate(chain: LocalChain, localnet: Localnet) -> dict[str, float]:
     """The liquidator's view: every demo account's HF ≥ 1, and a liquidationCall against it reverts."""
     pool = chain.at("Pool", localnet.world.contracts["Pool"])
-    weth, usdc = localnet.world.tokens["WETH"], localnet.world.tokens["USDC"]
+    tokens = localnet.world.tokens
+    pairs = {"leveraged-long": ("WETH", "USDC"), "delta-neutral-lp": ("USDC", "WETH"), "lst-loop": ("WSTETH", "WETH"),
+             "cross-protocol": ("WETH", "USDC")}
     health = {}
     for name, account in localnet.demo_accounts.items():
         hf = aave_account(chain, pool.address, account).health_factor_wad
         health[name] = hf / WAD
         assert hf >= WAD, f"{name} is liquidatable: HF {hf / WAD:.4f}"
-        collateral, debt = (usdc, weth) if name == "delta-neutral-lp" else (weth, usdc)
+        collateral, debt = (tokens[s] for s in pairs[name])
         with pytest.raises(Exception, match="45"):  # HEALTH_FACTOR_NOT_BELOW_THRESHOLD
             pool.functions.liquidationCall(collateral, debt, account, MAX_UINT256, False).call(
                 {"from": localnet.liquidator.address})
@@ -177,7 +179,7 @@ def test_daemon_deleverages_in_a_crash_and_a_rally_and_stops_cleanly(
     assert journal.unresolved() == []
     confirmed = [i for i in journal.intents() if i.state == "confirmed"]
     # the cross-protocol portfolio's Morpho position breached in the crash too
-    assert {i.portfolio for i in confirmed} == {"leveraged-long", "delta-neutral-lp", "cross-protocol"}
+    assert {i.portfolio for i in confirmed} == {"leveraged-long", "delta-neutral-lp", "lst-loop", "cross-protocol"}
     for intent in confirmed:  # every plan landed as one keeper transaction to its Safe's module
         portfolio = localnet.demo_portfolios[intent.portfolio]
         tx = chain.w3.eth.get_transaction(intent.tx_hash)  # type: ignore[arg-type]

@@ -20,8 +20,9 @@ def test_demo_runs_the_daemon_through_a_crash_and_a_rally_without_a_liquidatable
     status = {r[0]: r for r in table if len(r) == 6}
     assert status["leveraged-long"][2] == "1.6963" and status["leveraged-long"][4] == "97,000.00"
     assert status["delta-neutral-lp"][2] == "1.8140" and status["delta-neutral-lp"][5] == "1,600–2,500"
-    steps = [r for r in table if len(r) == 7 and r[0].split()[-1] in ("crash", "gap", "rally")]
-    assert len(steps) >= 20 and all(r[6] == "no" for r in steps)
+    steps = [r for r in table if len(r) == 9 and r[0].split()[-1] in ("crash", "gap", "rally", "depeg")]
+    assert len(steps) >= 24 and all(r[8] == "no" for r in steps)
+    assert [r[2] for r in steps if r[0].endswith("depeg")] == ["2%", "4%", "6%", "8%"]
     # one row per plan, each one keeper transaction: the looped long's gap is a flash-loan recipe back to target
     plans = [r for r in table if len(r) == 8 and r[0] in status]
     assert plans and all(r[7] == "confirmed" for r in plans)
@@ -30,6 +31,6 @@ def test_demo_runs_the_daemon_through_a_crash_and_a_rally_without_a_liquidatable
     assert flash and all(float(r[5]) < 1.1 and float(r[6]) >= 1.78 for r in flash), long_plans
     assert all(float(r[6]) >= float(r[5]) for r in long_plans)  # a deleverage only raises the health factor
     report = {r[0]: r for r in table if len(r) == 7 and r[0] in status}
-    assert set(report) == {"leveraged-long", "delta-neutral-lp"}
+    assert set(report) == {"leveraged-long", "delta-neutral-lp", "lst-loop"}
     assert all(int(r[4]) > 0 for r in report.values())  # each portfolio had confirmed transactions
     assert (tmp_path / "demo" / "journal.sqlite").exists() and "Traceback" not in result.stderr

@@ -10,7 +10,12 @@ OWNER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 def local_policy(name: str, sections: str) -> Policy:
     """Return a validated policy for portfolio `name` of OWNER on chain 31337 (Aave only), with `sections` (YAML
     from `bands:` on) appended."""
-    return parse_policy(f"""\
+    return parse_policy(local_policy_text(name, sections))
+
+
+def local_policy_text(name: str, sections: str) -> str:
+    """Return the YAML of `local_policy` (the portfolio section takes lines 1 to 12)."""
+    return f"""\
 version: 1
 portfolio:
   name: {name}
@@ -23,4 +28,4 @@ portfolio:
       protocols:
         aave_v3:
           pool_addresses_provider: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-{sections}""")
+{sections}"""

@@ -33,7 +33,8 @@ def test_example_policy_is_ok_with_exit_code_0(runner: CliRunner) -> None:
 
     assert result.exit_code == 0
     assert result.stdout == (
-        "ok: delta-neutral-lp (1 chain, bands: health_factor, delta_usd, gamma_usd_1pct, vega_usd_1vol)\n"
+        "ok: delta-neutral-lp (1 chain, bands: health_factor, delta_usd, stress_health_factor, gamma_usd_1pct, "
+        "vega_usd_1vol)\n"
     )
 
 

@@ -11,7 +11,7 @@ from agent.localnet.demo import portfolios_table
 from agent.localnet.scenario import PORTFOLIOS, report_table, steps_table
 
 STEPS = [
-    {"step": f"{i} {'crash' if i < 6 else 'gap' if i == 6 else 'rally'}", "price": 2_000 * 0.95**i,
+    {"step": f"{i} {'crash' if i < 6 else 'gap' if i == 6 else 'rally'}", "price": 2_000 * 0.95**i, "depeg": i / 100,
      **{f"hf:{p}": 1.2 + i / 100 for p in PORTFOLIOS}, **{f"delta:{p}": -12_345.6 * i for p in PORTFOLIOS},
      **{f"actions:{p}": float(i) for p in PORTFOLIOS}}
     for i in range(1, 26)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from policy_support import local_policy
 
 from agent.model import AccountHealth, DeskGreeks, Plan, RiskReport
-from agent.planner.bands import HedgeState, decide, whalley_wilmott_half_width_usd
+from agent.planner.bands import HedgeState, decide
 from agent.policy import Policy
 
 NOW = 1_800_000_000
@@ -76,14 +75,3 @@ def test_hedge_state_advances_on_actions_and_first_observation() -> None:
     assert first.after(empty, NOW + 12, 2100.0) == first
     acted = Plan("p", (), (object(),), "x")  # type: ignore[arg-type]
     assert first.after(acted, NOW + 24, 2100.0) == HedgeState(NOW + 24, NOW + 24, 2100.0)
-
-
-def test_whalley_wilmott_half_width_matches_the_formula() -> None:
-    # Γ = 0.001 per unit² at S = 2,000 is gamma_usd_1pct = 0.001 · 0.01 · 2000² = 40
-    spot, k, risk_aversion = 2000.0, 0.001, 0.5
-    expected_units = (1.5 * k * spot * 0.001**2 / risk_aversion) ** (1 / 3)
-    width = whalley_wilmott_half_width_usd(40.0, spot, k, risk_aversion)
-    assert width == pytest.approx(expected_units * spot, rel=1e-12)
-    # wider with higher costs, narrower with more risk aversion
-    assert whalley_wilmott_half_width_usd(40.0, spot, 2 * k, risk_aversion) > width
-    assert whalley_wilmott_half_width_usd(40.0, spot, k, 2 * risk_aversion) < width

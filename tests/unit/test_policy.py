@@ -77,7 +77,9 @@ def test_example_policy_loads_with_the_values_of_design() -> None:
     assert policy.portfolio.name == "delta-neutral-lp"
     assert policy.portfolio.chains[0].rpc == ("http://127.0.0.1:8545",)
     assert policy.portfolio.chains[0].protocols.names() == ["aave_v3", "uniswap_v3", "chainlink"]
-    assert policy.bands.names() == ["health_factor", "delta_usd", "gamma_usd_1pct", "vega_usd_1vol"]
+    assert policy.bands.names() == ["health_factor", "delta_usd", "stress_health_factor", "gamma_usd_1pct",
+                                    "vega_usd_1vol"]
+    assert policy.risk.scenarios[0].name == "ETH -40%, stETH depeg 8%" and policy.risk.betas == {"WBTC": 0.8}
     assert policy.execution.mode == "dry-run"
     assert policy.hedging.instruments == ("perp", "aave_borrow", "spot_swap", "options")
 
@@ -166,8 +168,8 @@ def test_policy_without_any_band_is_refused() -> None:
     text = VALID.replace("bands:\n  health_factor: {min: 1.5, target: 1.8, max: 3.0}\n", "bands: {}\n")
 
     assert problems(text) == [
-        "p.yaml:13: bands: expected at least one band of health_factor, delta_usd, gamma_usd_1pct, vega_usd_1vol"
-        " (got an empty mapping)"
+        "p.yaml:13: bands: expected at least one band of health_factor, delta_usd, stress_health_factor,"
+        " gamma_usd_1pct, vega_usd_1vol (got an empty mapping)"
     ]
 
 

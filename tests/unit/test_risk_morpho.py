@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import AaveAccount, AaveReserve, MorphoPosition, Token
+from agent.model import AaveAccount, AaveReserve, MorphoPosition, Scenario, Token
 from agent.risk import morpho
 from agent.risk.portfolio import risk_report
 
@@ -104,3 +104,29 @@ def test_risk_report_shows_the_morpho_position_next_to_the_aave_account():
     morpho_risk = report.positions[1]
     assert morpho_risk.value_usd == pytest.approx(20_000 - 10_000)
     assert morpho_risk.greeks.delta_usd == pytest.approx(20_000)  # the WETH collateral; the USDC debt has none
+
+
+def test_morpho_tokens_are_risk_factors_and_its_position_is_stressed_in_every_scenario():
+    """The factor view and the joint scenarios (issue 13) cover Morpho positions (issue 15): both tokens are
+    factors, and a scenario's health factor is Morpho's own at the moved oracle price, with its liquidation cost."""
+    held = position(10 * 10**18, 10_000 * 10**6)  # health 1.72: liquidatable below $1,162.79
+    crash = Scenario("WETH -50%", (("WETH", -0.50),))
+    usdc_up = Scenario("USDC +10%", (("USDC", 0.10),))
+
+    report = risk_report((held,), "WETH", {"WETH": 2000.0, "USDC": 1.0}, 1_700_000_000, scenarios=(crash, usdc_up))
+
+    assert {f.symbol for f in report.factors} == {"WETH", "USDC"}
+    assert report.factor("WETH").delta_usd == pytest.approx(20_000, rel=1e-6)  # type: ignore[union-attr]
+    assert report.factor("USDC").delta_usd == pytest.approx(-10_000, rel=1e-6)  # type: ignore[union-attr]
+    crashed, risen = (s.accounts[0] for s in report.scenarios)
+    assert (crashed.protocol, crashed.market_id) == ("morpho_blue", MARKET)
+    assert crashed.health_factor == morpho.health_factor_wad(morpho.shocked_account(held, ("WETH",), 0.5)) / 1e18
+    assert crashed.health_factor == pytest.approx(0.86)
+    # no close factor: all the debt the collateral can pay with the incentive factor is repaid (here the $10,000 of
+    # collateral is less than the $10,000 debt times the factor, so the collateral caps it), the liquidator earning
+    # the incentive on it
+    incentive = morpho.liquidation_incentive_factor_wad(held.lltv_wad) / 1e18
+    assert crashed.liquidated_debt_usd == pytest.approx(10_000 / incentive)
+    assert crashed.liquidation_cost_usd == pytest.approx(10_000 / incentive * (incentive - 1))
+    assert risen.health_factor == pytest.approx(1.72 / 1.1, rel=1e-6) and risen.liquidation_cost_usd == 0.0
+    assert report.scenarios[0].pnl_usd == pytest.approx(-10_000, rel=1e-6)
