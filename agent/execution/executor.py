@@ -245,6 +245,10 @@ class Executor:
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Gives the account's lease up (taken by `start`): another executor may sign for it from now on."""
+        self.nonces.release(self.account)
+
     def start(self) -> list[Intent]:
         """Startup and crash recovery (one code path): reconciles each chain's nonce with the chain and drives every
         unfinished intent forward — receipts of every hash sent at its nonce, re-broadcast of the stored bytes.
@@ -575,6 +579,7 @@ class Executor:
         else:
             to, data, value = intent.to_address, intent.data_bytes, int(intent.value_wei)
         with self.journal.begin() as connection:
+            intent = self.journal.intent(intent.id, connection) or intent  # its nonce as journaled, never a stale copy
             nonce = intent.nonce if intent.nonce is not None else self.nonces.peek(chain_id, self.account, connection)
             signed = self.signer.sign({
                 "type": 2, "chainId": chain_id, "nonce": nonce, "to": Web3.to_checksum_address(to), "data": data,
@@ -600,7 +605,9 @@ class Executor:
             return
         record = stored.record
         try:
-            context.w3.eth.send_raw_transaction(HexStr(stored.raw_tx))
+            with self.nonces.fenced(self.account) as fence:  # a process that lost the lease never broadcasts
+                context.w3.eth.send_raw_transaction(HexStr(stored.raw_tx))
+                self.journal.update_tx(record.tx_hash, fence, state="sent", sent_at=self.clock())
         except (Web3RPCError, ValueError) as error:
             message = str(error).lower()
             if any(text in message for text in ALREADY_SENT):
@@ -754,10 +761,10 @@ def _delta_usd(snapshot: Snapshot) -> float | None:
 
 def open_executor(
     policy: Policy, settings: Settings, clock: Callable[[], float] = time.time,
-    registry: CollectorRegistry = REGISTRY, journal: Journal | None = None,
+    registry: CollectorRegistry = REGISTRY, journal: Journal | None = None, start: bool = True,
 ) -> Executor:
-    """Returns a started executor for `policy` with the journal, kill switch and key the settings name (no key is
-    loaded in dry-run mode)."""
+    """Returns an executor for `policy` with the journal, kill switch and key the settings name (no key is loaded
+    in dry-run mode), started unless `start` is False (starting takes the account's lease)."""
     journal = journal or Journal(settings.db, clock)
     signer = None
     if policy.execution.mode == "live":
@@ -765,7 +772,8 @@ def open_executor(
         signers = [load_signer(settings, chain_id, policy.portfolio.account) for chain_id in sorted(chain_ids)]
         signer = signers[0]
     executor = Executor(policy, journal, signer, settings.kill_switch, clock=clock, registry=registry)
-    executor.start()
+    if start:
+        executor.start()
     return executor
 
 

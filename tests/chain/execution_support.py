@@ -47,9 +47,11 @@ def dev_account(localnet: Localnet, portfolio: str) -> DevAccount:
 
 
 def make_executor(localnet: Localnet, policy: Policy, tmp_path: Path, clock: Clock | None = None,
-                  registry: CollectorRegistry | None = None, **kwargs: Any) -> Executor:
+                  registry: CollectorRegistry | None = None, journal: Journal | None = None,
+                  **kwargs: Any) -> Executor:
+    """Returns an executor of `policy` on `journal` (default: a new one on tmp_path/journal.sqlite), not started."""
     clock = clock or Clock()
-    journal = Journal(tmp_path / "journal.sqlite", clock)
+    journal = journal or Journal(tmp_path / "journal.sqlite", clock)
     key = dev_account(localnet, policy.portfolio.name).private_key
     signer = LocalSigner(Account.from_key(key))
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
