@@ -47,7 +47,7 @@ from agent.chain.fees import (
     replacement_fees,
     suggest_fees,
 )
-from agent.chain.rpc import connect
+from agent.chain.rpc import connect, transient
 from agent.chain.signer import Signer, load_signer
 from agent.errors import BallastError, ChainUnavailable
 from agent.execution.guard import Guard, Refusal
@@ -722,6 +722,8 @@ class Executor:
         except ContractLogicError as error:
             return None, revert_reason(error)
         except Web3RPCError as error:
+            if why := transient(error):  # not a revert: the intent waits for the next pass
+                raise ChainUnavailable(f"chain {intent.chain}: simulation not answered now ({why})") from error
             return None, revert_reason(error)
         return math.ceil(gas * GAS_MARGIN), None
 

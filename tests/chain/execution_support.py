@@ -47,14 +47,15 @@ def dev_account(localnet: Localnet, portfolio: str) -> DevAccount:
 
 
 def make_executor(localnet: Localnet, policy: Policy, tmp_path: Path, clock: Clock | None = None,
-                  registry: CollectorRegistry | None = None, journal: Journal | None = None,
+                  registry: CollectorRegistry | None = None, journal: Journal | None = None, w3: Web3 | None = None,
                   **kwargs: Any) -> Executor:
-    """Returns an executor of `policy` on `journal` (default: a new one on tmp_path/journal.sqlite), not started."""
+    """Returns an executor of `policy` on `journal` (default: a new one on tmp_path/journal.sqlite) reaching the
+    chain through `w3` (default: plain HTTP to anvil), not started."""
     clock = clock or Clock()
     journal = journal or Journal(tmp_path / "journal.sqlite", clock)
     key = dev_account(localnet, policy.portfolio.name).private_key
     signer = LocalSigner(Account.from_key(key))
-    w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
+    w3 = w3 or Web3(Web3.HTTPProvider(localnet.rpc_url))
     return Executor(policy, journal, signer, tmp_path / "KILL", w3s={"localnet": w3}, clock=clock,
                     registry=registry or CollectorRegistry(), poll_s=0.05, **kwargs)
 
