@@ -2,6 +2,11 @@
 that runs a cycle early when the underlying moves, the health endpoints, and a lifecycle that survives months:
 crash-only start (reconcile the journal first), SIGHUP reloads policies, SIGTERM/SIGINT drain and exit 0.
 
+A portfolio executes only while this process holds its account's lease (the journal grants it to one executor at a
+time): otherwise it is on standby — read, assessed and recorded, never signed for — and takes the lease over at the
+next cycle its holder is gone (several replicas on one PostgreSQL journal). An intent still open once its fee bumps
+and its cancellation's budget are spent is marked stuck: `/healthz` fails and `ballast_intents_stuck` rises.
+
 This is the only module that knows about time and scheduling."""
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import make_wsgi_app
 
 from agent import telemetry
+from agent.chain.fees import stuck_after_s
 from agent.chain.reader import PortfolioReader
 from agent.cycle import CycleResult, decide
 from agent.errors import BallastError, UserInputError
 from agent.execution.executor import ExecutionReport, Executor, open_executor
-from agent.execution.journal import Journal
+from agent.execution.journal import Journal, plan_id
+from agent.execution.lease import LeaseHeld, LeaseLost
 from agent.planner import HedgeState
 from agent.planner.bands import band_readings
 from agent.policy import Policy, load_policy
@@ -77,6 +84,7 @@ class Portfolio:
     hedge_state: HedgeState = field(default_factory=HedgeState)
     last_success_s: float | None = None
     last_spot_usd: float | None = None
+    standby: str | None = None  # why this process does not execute it (another holds the lease), None: it does
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -122,9 +130,10 @@ class Daemon:
         """Stop scheduling, let the cycle in flight finish, track sent transactions for up to `drain_s`, close."""
         self.stopping.set()
         self.ready = False
-        self.scheduler.shutdown(wait=True)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
         for portfolio in self.portfolios.values():
-            settled = portfolio.executor.wait(drain_s)
+            settled = portfolio.standby is not None or portfolio.executor.wait(drain_s)
             if not settled:
                 log.warning("open intents at shutdown", portfolio=portfolio.name,
                             intents=[i.id for i in self.journal.unresolved(portfolio.name)])
@@ -145,6 +154,7 @@ class Daemon:
         for portfolio in list(self.portfolios.values()):
             if portfolio.path not in policies:
                 self.scheduler.remove_job(portfolio.name)
+                self._retire(portfolio)
                 del self.portfolios[portfolio.name]
         for path, policy in policies.items():
             current = self.portfolios.get(policy.portfolio.name)
@@ -152,15 +162,41 @@ class Daemon:
                 continue
             if current is not None:
                 self.scheduler.remove_job(current.name)
+                self._retire(current)
             self._schedule(self._add(path, policy))
         log.info("policies reloaded", portfolios=sorted(self.portfolios))
 
     def _add(self, path: Path, policy: Policy) -> Portfolio:
-        executor = open_executor(policy, self.settings, clock=self.clock, journal=self.journal)  # reconciles
+        executor = open_executor(policy, self.settings, clock=self.clock, journal=self.journal, start=False)
         portfolio = Portfolio(path, policy, PortfolioReader(policy), executor)
         self.portfolios[portfolio.name] = portfolio
         publish_bands(policy)
+        self._take_lease(portfolio)  # and reconcile: startup and crash recovery are one code path
         return portfolio
+
+    def _retire(self, portfolio: Portfolio) -> None:
+        """Hands a replaced portfolio's lease over once its cycle in flight is done (the new executor takes it)."""
+        with portfolio.lock:
+            portfolio.executor.close()
+            portfolio.reader.close()
+
+    def _take_lease(self, portfolio: Portfolio) -> bool:
+        """Starts the portfolio's executor, which takes its account's lease; returns whether this process holds it
+        (False: on standby, with the holder named in `portfolio.standby`)."""
+        metrics = portfolio.executor.metrics
+        try:
+            portfolio.executor.start()
+        except LeaseHeld as held:
+            if portfolio.standby != str(held):
+                log.warning("standby: the account is leased elsewhere", portfolio=portfolio.name, holder=str(held))
+            portfolio.standby = str(held)
+            metrics.lease.labels(portfolio.name).set(0)
+            return False
+        if portfolio.standby is not None:
+            log.info("lease taken over", portfolio=portfolio.name)
+        portfolio.standby = None
+        metrics.lease.labels(portfolio.name).set(1)
+        return True
 
     def _schedule(self, portfolio: Portfolio) -> None:
         interval = portfolio.policy.triggers.interval_s
@@ -179,8 +215,18 @@ class Daemon:
             started = time.monotonic()
             try:
                 result = decide(portfolio.reader.read(), portfolio.policy, portfolio.hedge_state, log_decision=False)
-                report = portfolio.executor.execute_plan(result.plan, result.snapshot)
-                portfolio.executor.advance()
+                if portfolio.standby is None or self._take_lease(portfolio):
+                    report = portfolio.executor.execute_plan(result.plan, result.snapshot)
+                    portfolio.executor.advance()
+                    self._escalate(portfolio)
+                else:
+                    report = ExecutionReport(name, plan_id(result.plan), portfolio.policy.execution.mode,
+                                             deferred=f"standby: {portfolio.standby}")
+            except LeaseLost as lost:  # another process took the account over: this one stops signing for it
+                portfolio.standby = str(lost)
+                portfolio.executor.metrics.lease.labels(name).set(0)
+                log.error("lease lost: standby", portfolio=name, problems=lost.lines())
+                return None
             except Exception as error:  # a failed cycle is recorded and retried on the next tick
                 telemetry.CYCLES.labels(name, "failed").inc()
                 lines = error.lines() if isinstance(error, BallastError) else [type(error).__name__]
@@ -208,15 +254,34 @@ class Daemon:
                 portfolio.last_spot_usd = spot  # one early cycle per move
                 self.scheduler.modify_job(portfolio.name, next_run_time=_now_datetime())
 
+    def _escalate(self, portfolio: Portfolio) -> None:
+        """Marks stuck every unresolved intent signed longer ago than its bumps and cancellation can take, and
+        publishes how many the portfolio has."""
+        execution = portfolio.policy.execution
+        limit_s = stuck_after_s(execution.deadline_s, execution.replace_after_s)
+        now = self.clock()
+        for intent in self.journal.unresolved(portfolio.name):
+            if intent.signed_at is not None and now - intent.signed_at > limit_s and intent.stuck_at is None:
+                reason = (f"nonce {intent.nonce} open {now - intent.signed_at:.0f}s after signing: its fee bumps and "
+                          "its cancellation's budget are spent; the account's later transactions wait behind it")
+                if self.journal.mark_stuck(intent.id, reason):
+                    log.error("intent stuck", portfolio=portfolio.name, intent=intent.id[:12], reason=reason)
+        portfolio.executor.metrics.stuck.labels(portfolio.name).set(len(self.journal.stuck(portfolio.name)))
+
     # --- health ---------------------------------------------------------------------------------------------------
 
     def healthy(self) -> tuple[bool, str]:
-        """Whether every portfolio's last successful cycle is younger than 3 of its intervals, and why not."""
+        """Whether every portfolio's last successful cycle is younger than 3 of its intervals and none has a stuck
+        intent, and why not."""
         now = self.clock()
         for portfolio in self.portfolios.values():
             limit = HEALTHY_INTERVALS * portfolio.policy.triggers.interval_s
             if portfolio.last_success_s is None or now - portfolio.last_success_s > limit:
                 return False, f"{portfolio.name}: no successful cycle in the last {limit:g}s"
+            stuck = self.journal.stuck(portfolio.name)
+            if stuck:
+                return False, (f"{portfolio.name}: intent {stuck[0].id[:12]} (nonce {stuck[0].nonce}) is stuck: "
+                               "its cancellation did not mine within its fee budget")
         return True, "ok"
 
 

@@ -15,7 +15,6 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,23 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
 from agent.execution.lease import Leases, advisory_key, lock_path
-from agent.execution.schema import events, intents, metadata, nonces, portfolios, transactions
-from agent.model import INTENT_STATES, OPEN_INTENT_STATES, Plan, TxRecord
+from agent.execution.schema import (
+    NEXT_STATES,
+    Intent,
+    StoredTx,
+    events,
+    intent_row,
+    intents,
+    metadata,
+    nonces,
+    portfolios,
+    stored_tx,
+    transactions,
+)
+from agent.model import OPEN_INTENT_STATES, Plan, TxRecord
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
-# Which state may follow which; a terminal state has no successor.
-_NEXT: dict[str, frozenset[str]] = {
-    "planned": frozenset({"simulated", "failed", "expired", "cancelled"}),
-    "simulated": frozenset({"signed", "failed", "expired", "cancelled"}),
-    # A receipt found already deep enough (after a restart, or with one confirmation) skips the states between.
-    "signed": frozenset({"sent", "mined", "confirmed", "failed", "cancelled", "unknown"}),
-    "sent": frozenset({"mined", "confirmed", "failed", "cancelled", "unknown"}),
-    "mined": frozenset({"confirmed", "sent", "failed", "cancelled", "unknown"}),  # back to sent: a reorg
-}
-TERMINAL_STATES = frozenset(INTENT_STATES) - frozenset(_NEXT)
 
 
 class JournalError(RuntimeError):
@@ -74,68 +75,6 @@ def intent_id(portfolio: str, plan: str, snapshot_block: int, action_index: int,
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """One transaction-to-be of a plan (an action, or the approval it needs: `step` 0, 1 …) and where it stands.
-
-    Times are unix seconds; `notional_usd` is the action's; `error` holds a refusal or revert reason.
-    """
-
-    id: str
-    portfolio: str
-    plan_id: str
-    chain: str
-    chain_id: int
-    account: str
-    action_index: int
-    step: int
-    kind: str
-    mode: str
-    state: str
-    to_address: str
-    data: str
-    value_wei: str
-    description: str
-    notional_usd: float
-    snapshot_block: int
-    plan_reason: str
-    action_reason: str
-    error: str | None
-    gas_limit: int | None
-    nonce: int | None
-    bumps: int
-    tx_hash: str | None
-    block_number: int | None
-    created_at: float
-    updated_at: float
-    signed_at: float | None
-    sent_at: float | None
-    last_sent_at: float | None
-    stuck_at: float | None
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-    @property
-    def data_bytes(self) -> bytes:
-        return bytes.fromhex(self.data.removeprefix("0x"))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTx:
-    """A transaction row: the `TxRecord` plus its raw signed bytes (0x hex) and times."""
-
-    record: TxRecord
-    raw_tx: str
-    created_at: float
-    sent_at: float | None
-
-
-def _intent(row: Any) -> Intent:
-    return Intent(**{f.name: getattr(row, f.name) for f in fields(Intent)})
 
 
 class Journal:
@@ -194,7 +133,7 @@ class Journal:
         given, its row then locked on PostgreSQL until that transaction ends), or None."""
         with self._connection(connection) as conn:
             row = conn.execute(sa.select(intents).where(intents.c.id == id).with_for_update()).first()
-        return _intent(row) if row else None
+        return intent_row(row) if row else None
 
     def intents(
         self, portfolio: str | None = None, states: Iterable[str] | None = None, plan: str | None = None,
@@ -215,7 +154,7 @@ class Journal:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            return [_intent(row) for row in conn.execute(query)]
+            return [intent_row(row) for row in conn.execute(query)]
 
     def unresolved(self, portfolio: str | None = None) -> list[Intent]:
         """Returns the live intents not yet at an end: planned and simulated steps still to send, and signed, sent
@@ -238,13 +177,29 @@ class Journal:
             else:
                 expected = (expect,) if isinstance(expect, str) else tuple(expect)
             for before in expected:
-                if state != before and state not in _NEXT.get(before, frozenset()):
+                if state != before and state not in NEXT_STATES.get(before, frozenset()):
                     raise JournalError(f"intent {id}: {before} → {state} is not a lifecycle transition")
             moved = conn.execute(intents.update().where(intents.c.id == id, intents.c.state.in_(expected))
                                  .values(state=state, updated_at=self.clock(), **values))
             if moved.rowcount != 1:
                 now = conn.execute(sa.select(intents.c.state).where(intents.c.id == id)).scalar()
                 raise StaleState(f"intent {id}: expected {' or '.join(expected)} for → {state}, found {now}")
+
+    def mark_stuck(self, id: str, reason: str) -> bool:
+        """Records that an unresolved intent is stuck (its bump and cancellation budgets spent), once, with an event;
+        returns whether this call marked it."""
+        with self.engine.begin() as conn:
+            marked = conn.execute(intents.update().where(
+                intents.c.id == id, intents.c.stuck_at.is_(None), intents.c.state.in_(OPEN_INTENT_STATES))
+                .values(stuck_at=self.clock())).rowcount == 1
+            portfolio = conn.execute(sa.select(intents.c.portfolio).where(intents.c.id == id)).scalar()
+        if marked and portfolio is not None:
+            self.record_event(portfolio, "stuck", reason, id)
+        return marked
+
+    def stuck(self, portfolio: str) -> list[Intent]:
+        """Returns the portfolio's unresolved intents marked stuck (they stop being so once they resolve)."""
+        return [i for i in self.unresolved(portfolio) if i.stuck_at is not None]
 
     # --- transactions -------------------------------------------------------------------------------------------
 
@@ -267,7 +222,7 @@ class Journal:
             rows = conn.execute(sa.select(transactions, intents.c.chain)
                                 .join(intents, intents.c.id == transactions.c.intent_id)
                                 .where(transactions.c.intent_id == intent_id).order_by(transactions.c.id))
-            return [_stored(row) for row in rows]
+            return [stored_tx(row) for row in rows]
 
     def update_tx(self, tx_hash: str, connection: Connection | None = None, **values: Any) -> None:
         """Sets fields of one transaction row (state, sent_at, block_number, status)."""
@@ -377,12 +332,6 @@ class Journal:
         else:
             with self.engine.begin() as conn:
                 yield conn
-
-
-def _stored(row: Any) -> StoredTx:
-    record = TxRecord(row.intent_id, row.chain, row.nonce, row.tx_hash, row.kind, row.state, row.max_fee_per_gas_wei,
-                      row.max_priority_fee_per_gas_wei, row.gas_limit, row.block_number, row.status)
-    return StoredTx(record, row.raw_tx, row.created_at, row.sent_at)
 
 
 @contextmanager

@@ -1,8 +1,14 @@
-"""The journal's tables as SQLAlchemy Core sees them; `migrations/` creates and changes them (Alembic)."""
+"""The journal's tables as SQLAlchemy Core sees them (`migrations/` creates and changes them with Alembic), and
+their rows as the executor sees them: `Intent` and `StoredTx`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import Any
+
 import sqlalchemy as sa
+
+from agent.model import INTENT_STATES, TxRecord
 
 metadata = sa.MetaData()
 intents = sa.Table(
@@ -51,3 +57,85 @@ leases = sa.Table(
     sa.Column("account", sa.String(42), primary_key=True), sa.Column("epoch", sa.BigInteger),
     sa.Column("host", sa.String(255)), sa.Column("pid", sa.Integer), sa.Column("since", sa.Float),
 )
+
+
+# Which state may follow which; a terminal state has no successor.
+NEXT_STATES: dict[str, frozenset[str]] = {
+    "planned": frozenset({"simulated", "failed", "expired", "cancelled"}),
+    "simulated": frozenset({"signed", "failed", "expired", "cancelled"}),
+    # A receipt found already deep enough (after a restart, or with one confirmation) skips the states between.
+    "signed": frozenset({"sent", "mined", "confirmed", "failed", "cancelled", "unknown"}),
+    "sent": frozenset({"mined", "confirmed", "failed", "cancelled", "unknown"}),
+    "mined": frozenset({"confirmed", "sent", "failed", "cancelled", "unknown"}),  # back to sent: a reorg
+}
+TERMINAL_STATES = frozenset(INTENT_STATES) - frozenset(NEXT_STATES)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One transaction-to-be of a plan (an action, or the approval it needs: `step` 0, 1 …) and where it stands.
+
+    Times are unix seconds; `notional_usd` is the action's; `error` holds a refusal or revert reason.
+    """
+
+    id: str
+    portfolio: str
+    plan_id: str
+    chain: str
+    chain_id: int
+    account: str
+    action_index: int
+    step: int
+    kind: str
+    mode: str
+    state: str
+    to_address: str
+    data: str
+    value_wei: str
+    description: str
+    notional_usd: float
+    snapshot_block: int
+    plan_reason: str
+    action_reason: str
+    error: str | None
+    gas_limit: int | None
+    nonce: int | None
+    bumps: int
+    tx_hash: str | None
+    block_number: int | None
+    created_at: float
+    updated_at: float
+    signed_at: float | None
+    sent_at: float | None
+    last_sent_at: float | None
+    stuck_at: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def data_bytes(self) -> bytes:
+        return bytes.fromhex(self.data.removeprefix("0x"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTx:
+    """A transaction row: the `TxRecord` plus its raw signed bytes (0x hex) and times."""
+
+    record: TxRecord
+    raw_tx: str
+    created_at: float
+    sent_at: float | None
+
+
+def intent_row(row: Any) -> Intent:
+    """Returns an `intents` row as an Intent."""
+    return Intent(**{f.name: getattr(row, f.name) for f in fields(Intent)})
+
+
+def stored_tx(row: Any) -> StoredTx:
+    """Returns a `transactions` row (joined with its intent's chain) as a StoredTx."""
+    record = TxRecord(row.intent_id, row.chain, row.nonce, row.tx_hash, row.kind, row.state, row.max_fee_per_gas_wei,
+                      row.max_priority_fee_per_gas_wei, row.gas_limit, row.block_number, row.status)
+    return StoredTx(record, row.raw_tx, row.created_at, row.sent_at)
