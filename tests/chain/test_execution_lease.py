@@ -1,6 +1,7 @@
 """One executor per account, by construction: a second executor for a leased account — another process's, or a
 second one in the same process (a reload, two policies of one account) — refuses to sign and names the holder;
-one intent is signed at one nonce, whatever copy of it the signer holds."""
+one intent is signed at one nonce, whatever copy of it the signer holds; `ballast once --execute` next to a holder
+refuses in one line."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 from web3 import Web3
 
 from agent.chain.fees import Fees
+from agent.cli import app
 from agent.execution.journal import Journal
 from agent.execution.lease import LeaseHeld
 from agent.localnet import Localnet
+from agent.localnet.policies import render_policy
 from agent.policy import Policy
 from tests.chain.execution_support import borrow_usdc, dev_account, live, make_executor, plan, read
 
@@ -71,3 +75,25 @@ def test_an_intent_is_signed_at_its_journaled_nonce_even_from_a_stale_copy(
         executor._sign(stale, executor.chains["localnet"], Fees(10**11, 2 * 10**9), "action", 500_000)
     assert {tx.record.nonce for tx in journal.txs(signed.id)} == {signed.nonce}
     assert journal.stored_nonce(executor.chains["localnet"].chain.chain_id, executor.account) == signed.nonce + 1
+
+
+def test_once_execute_next_to_the_lease_holder_refuses_in_one_line(
+    localnet: Localnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = dev_account(localnet, "leveraged-long")
+    policy_file = tmp_path / "leveraged-long.yaml"
+    policy_file.write_text(render_policy("leveraged-long", account.address, localnet, mode="live"))
+    holder = Journal(tmp_path / "journal.sqlite")  # a running daemon's journal, holding the account's lease
+    holder.leases.acquire(account.address)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BALLAST_DB", str(tmp_path / "journal.sqlite"))
+    monkeypatch.setenv("BALLAST_PRIVATE_KEY", account.private_key)
+    monkeypatch.setenv("BALLAST_KILL_SWITCH", str(tmp_path / "KILL"))
+
+    result = CliRunner().invoke(app, ["once", "--policy", str(policy_file), "--execute"])
+
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("{")]  # not logs
+    assert line.startswith(f"account {account.address} is leased to ") and f" pid {os.getpid()} since " in line
+    assert "Traceback" not in result.output
+    holder.close()
