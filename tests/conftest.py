@@ -21,10 +21,10 @@ TESTS_DIR = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test by its folder (unit, chain, e2e) so `-m` selects them."""
+    """Mark every test by its folder (unit, chain, e2e, faults) so `-m` selects them."""
     for item in items:
         folder = Path(str(item.fspath)).relative_to(TESTS_DIR).parts[0]
-        if folder in ("unit", "chain", "e2e"):
+        if folder in ("unit", "chain", "e2e", "faults"):
             item.add_marker(getattr(pytest.mark, folder))
 
 

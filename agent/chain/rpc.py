@@ -38,6 +38,17 @@ TRANSIENT_MESSAGES = (
     "service unavailable", "bad gateway", "try again", "connection reset",
 )
 REVERT_CODE = 3  # EIP-1474: "execution reverted", with the revert data
+# The endpoint did not understand a well-formed request (parse error, invalid request, method not found): its fault.
+ENDPOINT_FAULT_CODES = frozenset({-32700, -32600, -32601})
+# The shape of the result of the methods the agent uses: a hex quantity, hex data, or an object with these fields
+# (or null).
+_QUANTITY = frozenset({"eth_blockNumber", "eth_chainId", "eth_getTransactionCount", "eth_gasPrice", "eth_estimateGas",
+                       "eth_maxPriorityFeePerGas", "eth_getBalance"})
+_DATA = frozenset({"eth_call", "eth_getCode", "eth_sendRawTransaction"})
+_BLOCK = ("number", "hash", "timestamp")
+_OBJECT = {"eth_getBlockByNumber": _BLOCK, "eth_getBlockByHash": _BLOCK,
+           "eth_getTransactionReceipt": ("transactionHash", "blockNumber", "status"),
+           "eth_getTransactionByHash": ("hash", "nonce"), "eth_feeHistory": ("baseFeePerGas",)}
 
 
 class Endpoint(Protocol):
@@ -68,6 +79,8 @@ def transient(error: BaseException | Mapping[str, Any]) -> str | None:
     if isinstance(error, Mapping):
         if error.get("code") in RATE_LIMITED_CODES:
             return "rate limited"
+        if error.get("code") in ENDPOINT_FAULT_CODES:
+            return f"error {error.get('code')}"
         message = str(error.get("message", "")).lower()
         if error.get("code") == REVERT_CODE or "reverted" in message:  # a revert reason may say "timeout" too
             return None
@@ -80,13 +93,31 @@ def transient(error: BaseException | Mapping[str, Any]) -> str | None:
     return None
 
 
+def malformed(method: str, response: Any) -> str | None:
+    """Returns why `response` is not a JSON-RPC answer to `method` (an endpoint fault: the next one is tried), or
+    None. The results of the methods the agent reads must have their shape: a hex quantity, hex data, an object."""
+    if not isinstance(response, Mapping) or ("result" in response) == ("error" in response):
+        return "malformed answer"
+    if "error" in response:
+        return None if isinstance(response["error"], Mapping) else "malformed error"
+    result = response["result"]
+    hex_text = isinstance(result, str) and result.startswith("0x")
+    fields = _OBJECT.get(method)
+    if (method in _QUANTITY and not (hex_text and len(result) > 2)) or (method in _DATA and not hex_text) or (
+            fields is not None and result is not None
+            and not (isinstance(result, Mapping) and all(f in result for f in fields))):
+        return f"wrong-typed result for {method}"
+    return None
+
+
 class FailoverProvider(JSONBaseProvider):
     """A web3 provider over an ordered list of endpoints of one chain.
 
     Each request goes to the current endpoint, with `retries` attempts and exponential backoff on transient errors
-    (a transport failure, or a JSON-RPC error `transient` recognises); then to the next endpoints in order. After
-    `failback_after_s` on a fallback, the first endpoint is tried again. When every endpoint fails,
-    `ChainUnavailable` names each endpoint's index and error kind. A final JSON-RPC error is returned as is.
+    (a transport failure, a `malformed` answer, or a JSON-RPC error `transient` recognises); then to the next
+    endpoints in order. After `failback_after_s` on a fallback, the first endpoint is tried again. When every
+    endpoint fails, `ChainUnavailable` names each endpoint's index and error kind. A final JSON-RPC error is
+    returned as is.
     """
 
     def __init__(
@@ -174,7 +205,7 @@ class FailoverProvider(JSONBaseProvider):
                     problems.append(problem)
                 continue
             error = response.get("error") if isinstance(response, dict) else None
-            why = transient(error) if isinstance(error, Mapping) else None
+            why = malformed(method, response) or (transient(error) if isinstance(error, Mapping) else None)
             if why is not None:
                 self._count(index, method, "unavailable")
                 if attempt == self.retries:

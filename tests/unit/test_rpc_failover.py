@@ -204,3 +204,22 @@ def _response(status: int) -> requests.Response:
     response = requests.Response()
     response.status_code = status
     return response
+
+
+@pytest.mark.parametrize(("method", "answer", "why"), [
+    ("eth_blockNumber", {"jsonrpc": "2.0", "id": 1, "result": {"unexpected": 1}}, "wrong-typed result"),
+    ("eth_call", {"jsonrpc": "2.0", "id": 1, "result": 7}, "wrong-typed result"),
+    ("eth_getBlockByNumber", {"jsonrpc": "2.0", "id": 1, "result": "0x1"}, "wrong-typed result"),
+    ("eth_call", {"jsonrpc": "2.0", "id": 1}, "malformed answer"),
+    ("eth_call", ["not", "an", "object"], "malformed answer"),
+    ("eth_call", rpc_error(-32601, "the method eth_call does not exist"), "error -32601"),
+])
+def test_malformed_answers_are_the_endpoints_fault_and_the_next_one_is_tried(
+    method: str, answer: Any, why: str
+) -> None:
+    block = {"number": "0x1", "hash": "0x" + "ab" * 32, "timestamp": "0x1"}
+    good = {"jsonrpc": "2.0", "id": 1, "result": block if method == "eth_getBlockByNumber" else "0x1"}
+    first, second = ScriptedEndpoint(default=answer), ScriptedEndpoint(default=good)
+    assert provider(first, second, retries=0).make_request(method, []) == good
+    with pytest.raises(ChainUnavailable, match=f"endpoint 0: {why}"):
+        provider(ScriptedEndpoint(default=answer), retries=0).make_request(method, [])
