@@ -36,6 +36,7 @@ bench: deps
 	$(BIN)/python benchmarks/greeks.py
 	$(BIN)/python benchmarks/snapshot.py
 	$(BIN)/python benchmarks/backtest.py
+	$(BIN)/python benchmarks/fleet.py
 
 schema: deps
 	$(BIN)/ballast check-policy --write-schema config/policy.schema.json

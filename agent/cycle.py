@@ -52,6 +52,60 @@ def decide(
     return CycleResult(snapshot, report, chosen, next_state, breaches)
 
 
+# Relative change below which a figure has not moved between two blocks: interest accrues ~1e-9 of a balance per
+# second, a transaction or an oracle update moves far more.
+MOVE_TOLERANCE = 1e-6
+# Fields that change from block to block whatever happens: the age of a price reading, and the quoter's own gas
+# measurement (which depends on what storage the batch had touched before it).
+_NOT_FIGURES = frozenset({"age_s", "gas_estimate"})
+
+
+def needs_assessment(last: CycleResult | None, snapshot: Snapshot, interval_s: float) -> bool:
+    """Whether a new block must assess and plan the portfolio again: its first snapshot; a band breached or a plan
+    made last time (cooldowns and pending work move with time); its last assessment `interval_s` or more of block
+    time ago (time alone moves oracle ages, option expiries, hedge ages); or any figure it is read from (positions,
+    prices, balances, markets, quotes, data problems) moved by more than `MOVE_TOLERANCE`. Otherwise the last
+    assessment still holds."""
+    if last is None or last.breaches or not last.plan.empty:
+        return True
+    if snapshot.timestamp - last.snapshot.timestamp >= interval_s:
+        return True
+    return figures_moved(last.snapshot, snapshot)
+
+
+def figures_moved(before: Snapshot, after: Snapshot, tolerance: float = MOVE_TOLERANCE) -> bool:
+    """Whether anything the risk engine reads differs between two snapshots of one portfolio beyond `tolerance`
+    (relative, on numbers); block numbers, hashes, times, price ages and quoted gas are not figures."""
+    if len(before.chains) != len(after.chains):
+        return True
+    for b, a in zip(before.chains, after.chains, strict=True):
+        for name in ("positions", "prices", "balances", "quotes", "problems", "markets"):
+            if not _close(getattr(b, name), getattr(a, name), tolerance):
+                return True
+    return False
+
+
+def _close(a: Any, b: Any, tolerance: float) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float | int) and not isinstance(a, bool):
+        return bool(a == b or abs(a - b) <= tolerance * max(abs(a), abs(b)))
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    if dataclasses.is_dataclass(a):
+        return all(_close(getattr(a, f.name), getattr(b, f.name), tolerance)
+                   for f in dataclasses.fields(a) if f.name not in _NOT_FIGURES)
+    return bool(a == b)
+
+
+def urgency(snapshot: Snapshot, policy: Policy) -> float:
+    """Return how near the portfolio is to its health-factor floor (Aave's reported health factor over the band's
+    min; lower is more urgent, inf without either): a block assesses the most urgent portfolios first."""
+    band = policy.bands.health_factor
+    lowest = snapshot.lowest_health_factor
+    return math.inf if band is None or lowest is None else lowest / band.min
+
+
 def run_cycle(policy: Policy, reader: PortfolioReader, state: HedgeState | None = None) -> CycleResult:
     """Read the portfolio's snapshot, assess it and plan; nothing is sent."""
     return decide(reader.read(), policy, state)

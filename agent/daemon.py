@@ -1,6 +1,8 @@
-"""The daemon: one scheduled cycle per portfolio (read → assess → plan → guard → execute → record), a fast watch
-that runs a cycle early when the underlying moves, the health endpoints, and a lifecycle that survives months:
-crash-only start (reconcile the journal first), SIGHUP reloads policies, SIGTERM/SIGINT drain and exit 0.
+"""The daemon: per chain, a follower of new blocks that reads every portfolio on the chain in one block-pinned batch
+(`agent.chain.fleet`) and runs the cycle (read → assess → plan → guard → execute → record) of each portfolio whose
+figures moved, most urgent first; a timer per portfolio as the upper bound for chains without new blocks; the
+health endpoints; and a lifecycle that survives months: crash-only start (reconcile the journal first), SIGHUP
+reloads policies, SIGTERM/SIGINT drain and exit 0.
 
 A portfolio executes only while this process holds its account's lease (the journal grants it to one executor at a
 time): otherwise it is on standby — read, assessed and recorded, never signed for — and takes the lease over at the
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,13 +30,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import make_wsgi_app
 
 from agent import telemetry
-from agent.chain.fees import stuck_after_s
+from agent.chain.fleet import ChainFleet, ChainKey, Fleet
+from agent.chain.multicall import Block, PinningLost
 from agent.chain.reader import PortfolioReader
-from agent.cycle import CycleResult, decide
+from agent.cycle import CycleResult, decide, needs_assessment, urgency
 from agent.errors import BallastError, UserInputError
 from agent.execution.executor import ExecutionReport, Executor, open_executor
 from agent.execution.journal import Journal, plan_id
-from agent.execution.lease import LeaseHeld, LeaseLost
+from agent.execution.lease import LeaseLost
+from agent.execution.watch import mark_stuck, take_lease
+from agent.model import ChainSnapshot, Snapshot
 from agent.planner import HedgeState
 from agent.planner.bands import band_readings
 from agent.policy import Policy, load_policy
@@ -42,7 +48,7 @@ from agent.settings import Settings, policy_variables
 log = structlog.get_logger("agent.daemon")
 
 HEALTHY_INTERVALS = 3  # /healthz fails once the last successful cycle is older than this many intervals
-WATCH_INTERVAL_S = 1.0
+BLOCK_TIMES_KEPT = 8  # block-time estimate: the median gap of the last few blocks
 
 
 def policy_files(paths: Iterable[Path]) -> list[Path]:
@@ -83,13 +89,22 @@ class Portfolio:
     executor: Executor
     hedge_state: HedgeState = field(default_factory=HedgeState)
     last_success_s: float | None = None
-    last_spot_usd: float | None = None
+    last_result: CycleResult | None = None  # the last assessment: it holds while the figures do not move
+    chain_snapshots: dict[str, ChainSnapshot] = field(default_factory=dict)  # newest block read per chain
     standby: str | None = None  # why this process does not execute it (another holds the lease), None: it does
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:
         return self.policy.portfolio.name
+
+    def snapshot(self) -> Snapshot | None:
+        """Return the portfolio's snapshot from the newest block read on each of its chains (None until all are)."""
+        chains = [self.chain_snapshots.get(c.name) for c in self.policy.portfolio.chains]
+        if any(c is None for c in chains):
+            return None
+        portfolio = self.policy.portfolio
+        return Snapshot(portfolio.name, portfolio.account, portfolio.underlying, tuple(c for c in chains if c))
 
 
 class Daemon:
@@ -104,7 +119,9 @@ class Daemon:
         self.settings = settings
         self.clock = clock
         self.journal = Journal(settings.db, clock)
+        self.fleet = Fleet(settings.batch_limits())
         self.portfolios: dict[str, Portfolio] = {}
+        self._followers: dict[ChainKey, threading.Thread] = {}
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.stopping = threading.Event()
         self.ready = False
@@ -120,9 +137,8 @@ class Daemon:
         self._server = serve_endpoints(self.settings.metrics_addr, self)
         for portfolio in self.portfolios.values():
             self._schedule(portfolio)
-        self.scheduler.add_job(self._watch, "interval", seconds=WATCH_INTERVAL_S, id="watch", max_instances=1,
-                               coalesce=True)
         self.scheduler.start()
+        self._follow_new_chains()
         self.ready = True
         log.info("daemon started", portfolios=sorted(self.portfolios), metrics=self.settings.metrics_addr)
 
@@ -132,6 +148,8 @@ class Daemon:
         self.ready = False
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        for follower in self._followers.values():
+            follower.join(timeout=30)
         for portfolio in self.portfolios.values():
             settled = portfolio.standby is not None or portfolio.executor.wait(drain_s)
             if not settled:
@@ -154,49 +172,41 @@ class Daemon:
         for portfolio in list(self.portfolios.values()):
             if portfolio.path not in policies:
                 self.scheduler.remove_job(portfolio.name)
-                self._retire(portfolio)
-                del self.portfolios[portfolio.name]
+                self._remove(portfolio)
         for path, policy in policies.items():
             current = self.portfolios.get(policy.portfolio.name)
             if current is not None and current.policy == policy:
                 continue
             if current is not None:
                 self.scheduler.remove_job(current.name)
-                self._retire(current)
+                self._remove(current)
             self._schedule(self._add(path, policy))
+        self._follow_new_chains()
         log.info("policies reloaded", portfolios=sorted(self.portfolios))
 
     def _add(self, path: Path, policy: Policy) -> Portfolio:
         executor = open_executor(policy, self.settings, clock=self.clock, journal=self.journal, start=False)
-        portfolio = Portfolio(path, policy, PortfolioReader(policy), executor)
+        portfolio = Portfolio(path, policy, PortfolioReader(policy, fleet=self.fleet), executor)
         self.portfolios[portfolio.name] = portfolio
         publish_bands(policy)
-        self._take_lease(portfolio)  # and reconcile: startup and crash recovery are one code path
+        self._lease(portfolio)  # and reconcile: startup and crash recovery are one code path
         return portfolio
 
-    def _retire(self, portfolio: Portfolio) -> None:
-        """Hands a replaced portfolio's lease over once its cycle in flight is done (the new executor takes it)."""
-        with portfolio.lock:
-            portfolio.executor.close()
+    def _remove(self, portfolio: Portfolio) -> None:
+        with portfolio.lock:  # a block in flight finishes this portfolio's cycle first
+            del self.portfolios[portfolio.name]
+            portfolio.executor.close()  # hands the account's lease over (to the reloaded executor, say)
             portfolio.reader.close()
 
-    def _take_lease(self, portfolio: Portfolio) -> bool:
-        """Starts the portfolio's executor, which takes its account's lease; returns whether this process holds it
-        (False: on standby, with the holder named in `portfolio.standby`)."""
-        metrics = portfolio.executor.metrics
-        try:
-            portfolio.executor.start()
-        except LeaseHeld as held:
-            if portfolio.standby != str(held):
-                log.warning("standby: the account is leased elsewhere", portfolio=portfolio.name, holder=str(held))
-            portfolio.standby = str(held)
-            metrics.lease.labels(portfolio.name).set(0)
-            return False
-        if portfolio.standby is not None:
+    def _lease(self, portfolio: Portfolio) -> bool:
+        """Takes the portfolio's lease if this process does not hold it yet; returns whether it holds it now."""
+        standby = take_lease(portfolio.executor)
+        if standby is not None and standby != portfolio.standby:
+            log.warning("standby: the account is leased elsewhere", portfolio=portfolio.name, holder=standby)
+        elif standby is None and portfolio.standby is not None:
             log.info("lease taken over", portfolio=portfolio.name)
-        portfolio.standby = None
-        metrics.lease.labels(portfolio.name).set(1)
-        return True
+        portfolio.standby = standby
+        return standby is None
 
     def _schedule(self, portfolio: Portfolio) -> None:
         interval = portfolio.policy.triggers.interval_s
@@ -207,66 +217,134 @@ class Daemon:
     # --- the cycle ------------------------------------------------------------------------------------------------
 
     def cycle(self, name: str) -> CycleResult | None:
-        """Run one cycle of portfolio `name`; errors are logged and counted, never raised into the scheduler."""
+        """The timer's cycle of portfolio `name`: read it alone and run its cycle, unless a block did within its
+        interval (the timer is the upper bound for chains without new blocks). Errors are logged and counted,
+        never raised into the scheduler."""
         portfolio = self.portfolios.get(name)
         if portfolio is None or self.stopping.is_set():
             return None
+        interval = portfolio.policy.triggers.interval_s
+        if portfolio.last_success_s is not None and self.clock() - portfolio.last_success_s < interval:
+            return None
         with portfolio.lock:
-            started = time.monotonic()
             try:
-                result = decide(portfolio.reader.read(), portfolio.policy, portfolio.hedge_state, log_decision=False)
-                if portfolio.standby is None or self._take_lease(portfolio):
-                    report = portfolio.executor.execute_plan(result.plan, result.snapshot)
-                    portfolio.executor.advance()
-                    self._escalate(portfolio)
-                else:
-                    report = ExecutionReport(name, plan_id(result.plan), portfolio.policy.execution.mode,
-                                             deferred=f"standby: {portfolio.standby}")
-            except LeaseLost as lost:  # another process took the account over: this one stops signing for it
-                portfolio.standby = str(lost)
-                portfolio.executor.metrics.lease.labels(name).set(0)
-                log.error("lease lost: standby", portfolio=name, problems=lost.lines())
+                snapshot = portfolio.reader.read()
+            except Exception as error:  # a failed read is recorded and retried on the next tick
+                self._failed(name, error)
                 return None
-            except Exception as error:  # a failed cycle is recorded and retried on the next tick
-                telemetry.CYCLES.labels(name, "failed").inc()
-                lines = error.lines() if isinstance(error, BallastError) else [type(error).__name__]
-                log.error("cycle failed", portfolio=name, problems=lines, exc_info=not isinstance(error, BallastError))
-                return None
-            duration = time.monotonic() - started
-            if not report.refusals and not report.deferred:  # only an accepted plan counts as the last hedge
-                portfolio.hedge_state = result.state
-            portfolio.last_success_s = self.clock()
-            portfolio.last_spot_usd = result.report.spot_usd
-            record(result, portfolio.policy, report, duration, self.clock())
-            return result
+            return self._run(portfolio, snapshot)
 
-    def _watch(self) -> None:
-        """Run a portfolio's cycle now when its underlying moved more than `price_move_pct` since its last cycle."""
-        for portfolio in list(self.portfolios.values()):
-            if portfolio.last_spot_usd is None or portfolio.lock.locked():
-                continue
-            spot = portfolio.reader.underlying_price_usd()
-            if spot is None:
-                continue
-            moved_pct = abs(spot / portfolio.last_spot_usd - 1) * 100
-            if moved_pct > portfolio.policy.triggers.price_move_pct:
-                log.info("price move", portfolio=portfolio.name, moved_pct=round(moved_pct, 3))
-                portfolio.last_spot_usd = spot  # one early cycle per move
-                self.scheduler.modify_job(portfolio.name, next_run_time=_now_datetime())
+    def _run(self, portfolio: Portfolio, snapshot: Snapshot) -> CycleResult | None:
+        """Assess, plan, execute and record one snapshot of a portfolio (its lock held)."""
+        started = time.monotonic()
+        try:
+            result = decide(snapshot, portfolio.policy, portfolio.hedge_state, log_decision=False)
+            if portfolio.standby is None or self._lease(portfolio):
+                report = portfolio.executor.execute_plan(result.plan, result.snapshot)
+                portfolio.executor.advance()
+                for intent in mark_stuck(portfolio.executor, self.clock())[0]:
+                    log.error("intent stuck", portfolio=portfolio.name, intent=intent.id[:12], nonce=intent.nonce)
+            else:
+                report = ExecutionReport(portfolio.name, plan_id(result.plan), portfolio.policy.execution.mode,
+                                         deferred=f"standby: {portfolio.standby}")
+        except LeaseLost as lost:  # another process took the account over: this one stops signing for it
+            portfolio.standby = str(lost)
+            portfolio.executor.metrics.lease.labels(portfolio.name).set(0)
+            log.error("lease lost: standby", portfolio=portfolio.name, problems=lost.lines())
+            return None
+        except Exception as error:  # a failed cycle is recorded and retried on the next block or tick
+            self._failed(portfolio.name, error)
+            return None
+        duration = time.monotonic() - started
+        if not report.refusals and not report.deferred:  # only an accepted plan counts as the last hedge
+            portfolio.hedge_state = result.state
+        portfolio.last_success_s = self.clock()
+        portfolio.last_result = result
+        record(result, portfolio.policy, report, duration, self.clock())
+        return result
 
-    def _escalate(self, portfolio: Portfolio) -> None:
-        """Marks stuck every unresolved intent signed longer ago than its bumps and cancellation can take, and
-        publishes how many the portfolio has."""
-        execution = portfolio.policy.execution
-        limit_s = stuck_after_s(execution.deadline_s, execution.replace_after_s)
-        now = self.clock()
-        for intent in self.journal.unresolved(portfolio.name):
-            if intent.signed_at is not None and now - intent.signed_at > limit_s and intent.stuck_at is None:
-                reason = (f"nonce {intent.nonce} open {now - intent.signed_at:.0f}s after signing: its fee bumps and "
-                          "its cancellation's budget are spent; the account's later transactions wait behind it")
-                if self.journal.mark_stuck(intent.id, reason):
-                    log.error("intent stuck", portfolio=portfolio.name, intent=intent.id[:12], reason=reason)
-        portfolio.executor.metrics.stuck.labels(portfolio.name).set(len(self.journal.stuck(portfolio.name)))
+    @staticmethod
+    def _failed(name: str, error: Exception) -> None:
+        telemetry.CYCLES.labels(name, "failed").inc()
+        lines = error.lines() if isinstance(error, BallastError) else [type(error).__name__]
+        log.error("cycle failed", portfolio=name, problems=lines, exc_info=not isinstance(error, BallastError))
+
+    # --- new blocks -----------------------------------------------------------------------------------------------
+
+    def _follow_new_chains(self) -> None:
+        for key, chain in self.fleet.chains.items():
+            if key not in self._followers:
+                thread = threading.Thread(target=self._follow, args=[chain], name=f"blocks-{chain.name}",
+                                          daemon=True)
+                self._followers[key] = thread
+                thread.start()
+
+    def _follow(self, chain: ChainFleet) -> None:
+        """Poll the chain's head, just before each block is due once its block time is known, and run every new
+        block; a block that takes longer than the block time to process makes the next poll find the newest one."""
+        last: Block | None = None
+        gaps: list[int] = []
+        misses = 0
+        while not self.stopping.is_set() and chain_key_alive(self.fleet, chain):
+            try:
+                block = chain.latest_block()
+            except Exception as error:  # the chain is unreachable for now: the timers cover its portfolios
+                log.warning("head poll failed", chain=chain.name, problem=type(error).__name__)
+                self.stopping.wait(self.settings.head_poll_s)
+                continue
+            if last is not None and block.hash == last.hash:
+                misses += 1
+                gap = statistics.median(gaps) if gaps else 0
+                # Known block time: retry in short steps around the due time, then fall back to the poll period.
+                early = gap >= 1 and misses * gap / 20 < 2 * gap
+                self.stopping.wait(gap / 20 if early else self.settings.head_poll_s)
+                continue
+            detected = time.monotonic()
+            if last is not None and block.number > last.number:
+                gaps = [*gaps[1 - BLOCK_TIMES_KEPT:], max(0, block.timestamp - last.timestamp)]
+            self.on_block(chain, block)
+            last, misses = block, 0
+            gap = statistics.median(gaps) if gaps else 0
+            due = detected + gap - gap / 20 if gap >= 1 else time.monotonic() + self.settings.head_poll_s
+            self.stopping.wait(max(0.0, due - time.monotonic()))
+
+    def on_block(self, chain: ChainFleet, block: Block) -> None:
+        """Read every portfolio on `chain` at `block` in one batch, then run the cycle of each whose figures moved
+        (or whose last assessment is due again), most urgent first; the others' last assessment still holds."""
+        started = time.monotonic()
+        try:
+            snapshots = chain.read(block)
+        except PinningLost:
+            return  # a newer block is out already: the next poll reads it
+        except Exception as error:  # no endpoint answered: the next block or the timers retry
+            log.warning("block read failed", chain=chain.name, block=block.number, problem=type(error).__name__)
+            return
+        due: list[tuple[float, Portfolio, Snapshot]] = []
+        for name, read in snapshots.items():
+            portfolio = self.portfolios.get(name)
+            if portfolio is None:
+                continue
+            if isinstance(read, Exception):
+                self._failed(name, read)
+                continue
+            portfolio.chain_snapshots[chain.name] = read
+            snapshot = portfolio.snapshot()
+            if snapshot is None:
+                continue
+            if needs_assessment(portfolio.last_result, snapshot, portfolio.policy.triggers.interval_s):
+                due.append((urgency(snapshot, portfolio.policy), portfolio, snapshot))
+            else:
+                portfolio.last_success_s = self.clock()
+        for _urgency, portfolio, snapshot in sorted(due, key=lambda d: d[0]):
+            if self.stopping.is_set():
+                break
+            if portfolio.lock.acquire(blocking=False):  # the timer's cycle holds it: that one reads anew anyway
+                try:
+                    self._run(portfolio, snapshot)
+                finally:
+                    portfolio.lock.release()
+        telemetry.BLOCK_DURATION.labels(chain.name).observe(time.monotonic() - started)
+        log.debug("block", chain=chain.name, block=block.number, portfolios=len(snapshots), assessed=len(due))
 
     # --- health ---------------------------------------------------------------------------------------------------
 
@@ -283,6 +361,11 @@ class Daemon:
                 return False, (f"{portfolio.name}: intent {stuck[0].id[:12]} (nonce {stuck[0].nonce}) is stuck: "
                                "its cancellation did not mine within its fee budget")
         return True, "ok"
+
+
+def chain_key_alive(fleet: Fleet, chain: ChainFleet) -> bool:
+    """Whether `chain` still has portfolios to read (a reload may have removed its last)."""
+    return fleet.chains.get(chain.key) is chain
 
 
 def record(result: CycleResult, policy: Policy, execution: ExecutionReport, duration_s: float, now_s: float) -> None:

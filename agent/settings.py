@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from dotenv import dotenv_values
-from pydantic import AfterValidator, BeforeValidator, SecretStr, ValidationError
+from pydantic import AfterValidator, BeforeValidator, PositiveFloat, PositiveInt, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.chain.multicall import BatchLimits
 from agent.errors import Issue, SettingsError
 from agent.telemetry import LogFormat, LogLevel, split_host_port
 
@@ -74,6 +75,20 @@ class Settings(BaseSettings):
     """debug, info, warning, error or critical."""
     state_dir: Path = Path("./.state")
     """Where `ballast localnet up` writes localnet.json and policies/."""
+    multicall_max_bytes: PositiveInt = 900_000
+    """Call data per Multicall3 `eth_call` of the fleet's per-block batch (anvil refuses JSON bodies over 2 MB, geth
+    over 5 MB); a larger batch is split."""
+    multicall_max_calls: PositiveInt = 2_500
+    """Calls per Multicall3 `eth_call` (a stand-in for the node's gas cap on calls: ~10k gas per call)."""
+    multicall_gas: PositiveInt | None = None
+    """Gas each batch `eth_call` asks for; unset, the node's default (the block gas limit on anvil)."""
+    head_poll_s: PositiveFloat = 1.0
+    """How often the daemon asks a chain for its newest block while it does not know the chain's block time; once it
+    does, it asks just before the next block is due."""
+
+    def batch_limits(self) -> BatchLimits:
+        """Returns the size limits of one batch `eth_call`."""
+        return BatchLimits(self.multicall_max_bytes, self.multicall_max_calls, self.multicall_gas)
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:

@@ -164,6 +164,11 @@ ORACLE_AGE = Gauge(
 ORACLE_STALE = Gauge(
     "ballast_oracle_stale", "1 while a feed's price is stale or untrusted.", ["chain", "feed"], registry=REGISTRY,
 )
+BLOCK_DURATION = Histogram(
+    "ballast_block_duration_seconds", "Duration of one new block on a chain: the fleet's batch read and the cycles of "
+    "the portfolios whose figures moved.", ["chain"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=REGISTRY,
+)
 CYCLE_DURATION = Histogram(
     "ballast_cycle_duration_seconds", "Duration of one read-assess-plan-guard-execute cycle.", ["portfolio"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=REGISTRY,

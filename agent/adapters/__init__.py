@@ -10,8 +10,9 @@ Every adapter follows one shape (a new protocol is one new module here and nothi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from web3 import Web3
 
@@ -36,3 +37,17 @@ def failed_calls(chain: str, results: Sequence[CallResult]) -> tuple[DataProblem
     return tuple(
         DataProblem(chain, r.call.source, "failed_call", r.error or "failed") for r in results if not r.ok
     )
+
+
+A = TypeVar("A")
+
+
+def rebind(adapter: A, account: str) -> A:
+    """Return a copy of a discovered adapter that reads `account` instead: what discovery found about the market
+    (pool, reserves, feeds, listed series) is shared, only the account differs. An adapter without an account (price
+    feeds) is returned as it is."""
+    if not hasattr(adapter, "account"):
+        return adapter
+    bound = copy.copy(adapter)
+    setattr(bound, "account", Web3.to_checksum_address(account))  # noqa: B010  # every account-bound adapter
+    return bound

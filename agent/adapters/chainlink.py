@@ -15,19 +15,6 @@ from agent.model import DataProblem, PriceReading, Reading
 AGGREGATOR = load_abi("chainlink", "AggregatorV3")
 
 
-def latest_price_usd(w3: Web3, feed: str) -> float:
-    """Return a feed's latest answer in USD with one `eth_call` of `latestRoundData` (decimals read once)."""
-    address = Web3.to_checksum_address(feed)
-    if address not in _decimals:
-        _decimals[address] = AGGREGATOR.fn("decimals").decode(w3.eth.call({"to": address, "data": AGGREGATOR.fn(
-            "decimals").encode()}))[0]
-    data = w3.eth.call({"to": address, "data": AGGREGATOR.fn("latestRoundData").encode()})
-    return float(AGGREGATOR.fn("latestRoundData").decode(data)[1] / 10 ** _decimals[address])
-
-
-_decimals: dict[str, int] = {}
-
-
 class ChainlinkFeeds:
     """The policy's feeds (symbol → aggregator address) on one chain."""
 

@@ -52,6 +52,95 @@ class Function:
         """Return the decoded results of a successful call."""
         return tuple(decode(list(self.output_types), data))
 
+    def decode_fast(self, data: bytes) -> tuple[Any, ...]:
+        """Return what `decode` returns, reading static results (integers, bools, addresses and tuples of them)
+        word by word; anything else, or data eth-abi would refuse, goes through `decode` for its exact answer."""
+        readers = _static_readers(self.output_types)
+        if readers is None or len(data) < 32 * len(readers):
+            return self.decode(data)
+        try:
+            return _read_words(readers, data, 0)[0]
+        except _NotStatic:
+            return self.decode(data)
+
+
+class _NotStatic(ValueError):
+    """A word that eth-abi's strict decoder would refuse: let it say why."""
+
+
+# A reader turns one 32-byte word into a value; a tuple of readers is a static tuple.
+_Reader = Any
+
+
+def _split_tuple(kind: str) -> list[str]:
+    parts, depth, start = [], 0, 1
+    for i, char in enumerate(kind[1:-1], start=1):
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            parts.append(kind[start:i])
+            start = i + 1
+    parts.append(kind[start:-1])
+    return [p for p in parts if p]
+
+
+def _word_reader(kind: str) -> _Reader | None:
+    if kind.startswith("(") and kind.endswith(")"):
+        inner = [_word_reader(k) for k in _split_tuple(kind)]
+        return None if any(r is None for r in inner) else tuple(inner)
+    if kind == "bool":
+        return _bool
+    if kind == "address":
+        return _address
+    for prefix, signed in (("uint", False), ("int", True)):
+        bits = kind.removeprefix(prefix)
+        if bits != kind and (bits == "" or bits.isdigit()):
+            return _integer(int(bits or 256), signed)
+    return None
+
+
+@cache
+def _static_readers(types: tuple[str, ...]) -> tuple[_Reader, ...] | None:
+    readers = tuple(_word_reader(k) for k in types)
+    return None if any(r is None for r in readers) else readers
+
+
+def _read_words(readers: tuple[_Reader, ...], data: bytes, at: int) -> tuple[tuple[Any, ...], int]:
+    values = []
+    for reader in readers:
+        if isinstance(reader, tuple):
+            value, at = _read_words(reader, data, at)
+        else:
+            value = reader(data[at:at + 32])
+            at += 32
+        values.append(value)
+    return tuple(values), at
+
+
+@cache
+def _integer(bits: int, signed: bool) -> _Reader:
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2**bits)
+
+    def read(word: bytes) -> int:
+        value = int.from_bytes(word, "big", signed=signed)
+        if not low <= value < high:  # dirty padding: eth-abi refuses it
+            raise _NotStatic(word)
+        return value
+
+    return read
+
+
+def _bool(word: bytes) -> bool:
+    value = int.from_bytes(word, "big")
+    if value > 1:
+        raise _NotStatic(word)
+    return value == 1
+
+
+def _address(word: bytes) -> str:
+    if any(word[:12]):
+        raise _NotStatic(word)
+    return "0x" + word[12:].hex()  # lower case, as eth-abi returns it
+
 
 @dataclass(frozen=True)
 class ContractAbi:

@@ -38,7 +38,7 @@ def policy_dir(localnet: Localnet, tmp_path: Path) -> Path:
     directory = tmp_path / "policies"
     directory.mkdir()
     account = dev_account(localnet, NAME).address
-    (directory / f"{NAME}.yaml").write_text(render_policy(NAME, account, localnet, mode="live", interval_s=3600))
+    (directory / f"{NAME}.yaml").write_text(render_policy(NAME, account, localnet, mode="live", interval_s=60))
     return directory
 
 
@@ -62,9 +62,10 @@ def test_a_second_daemon_on_one_journal_stands_by_then_takes_over(
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     account = dev_account(localnet, NAME).address
-    first = Daemon(load_policies([policy_dir]), settings)
+    clock = Clock()
+    first = Daemon(load_policies([policy_dir]), settings, clock=clock)
     daemons.append(first)
-    second = Daemon(load_policies([policy_dir]), settings)
+    second = Daemon(load_policies([policy_dir]), settings, clock=clock)
     daemons.append(second)
     standby = second.portfolios[NAME].standby
     assert standby is not None and f"account {account} is leased to " in standby and " pid " in standby
@@ -76,6 +77,7 @@ def test_a_second_daemon_on_one_journal_stands_by_then_takes_over(
 
     daemons.remove(first)
     first.stop(drain_s=0)  # the holder goes away: the standby takes the account over at its next cycle
+    clock.offset += 61
     second.cycle(NAME)
     assert second.portfolios[NAME].standby is None
     assert REGISTRY.get_sample_value("ballast_lease_held", {"portfolio": NAME}) == 1
@@ -123,6 +125,7 @@ def test_an_intent_whose_cancellation_never_mines_is_stuck_and_fails_healthz(
     finally:
         rpc(w3, "evm_setAutomine", True)
     rpc(w3, "evm_mine")
+    clock.offset += 61
     daemon.cycle(NAME)  # the nonce is used now: the intent resolves and the portfolio is healthy again
     assert daemon.journal.stuck(NAME) == []
     assert REGISTRY.get_sample_value("ballast_intents_stuck", {"portfolio": NAME}) == 0
