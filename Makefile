@@ -11,7 +11,7 @@ NPM_STAMP := deploy/localnet/node_modules/.installed
 # apt-get needs root: sudo unless we are root already.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint unit chain e2e bench schema deps promtool postgres clean
+.PHONY: demo test lint unit chain e2e faults bench schema deps promtool postgres clean
 
 demo: deps
 	$(BIN)/ballast demo
@@ -31,6 +31,10 @@ chain: deps postgres
 
 e2e: deps promtool postgres
 	$(BIN)/python -m pytest -m e2e
+
+# The fault matrix: the live daemon behind a fault-injecting JSON-RPC proxy through a price crash, 3 runs per fault.
+faults: deps
+	$(BIN)/python -m tests.faults.matrix --runs 3
 
 bench: deps
 	$(BIN)/python benchmarks/greeks.py
