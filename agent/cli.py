@@ -302,13 +302,25 @@ def backtest(
                                                             help="An alternative policy; repeatable.")] = None,
     alt_delta_bands: Annotated[list[float] | None, typer.Option(
         "--alt-delta-band", metavar="USD", help="The policy with its delta band at target ± USD; repeatable.")] = None,
+    sweeps: Annotated[list[str] | None, typer.Option(
+        "--sweep", metavar="FIELD=V1,V2", help="Run the policy with FIELD at each value (a band: its half-width) "
+        "and draw the cost versus tracking-error frontier; repeatable.")] = None,
+    gas_file: Annotated[Path | None, typer.Option("--gas", metavar="CSV", help="Gas prices (columns unix, gwei); "
+                                                  "default: the portfolio file's gas model.")] = None,
+    vol_file: Annotated[Path | None, typer.Option("--implied-vol", metavar="CSV", help="Daily implied vol "
+                                                  "(columns date, dvol: Deribit DVOL) for option marks.")] = None,
+    periodic_hours: Annotated[float, typer.Option("--periodic-hours", help="The periodic baseline's interval.")]
+    = 24.0,
+    periodic_move_pct: Annotated[float, typer.Option("--periodic-move-pct", help="The periodic baseline's price "
+                                                     "move trigger, %.")] = 5.0,
     report_dir: Annotated[Path | None, typer.Option("--report", metavar="DIR",
                                                     help="Write PNG charts and index.html here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Run the portfolio along the price path in a simulated market: managed by the policy, unmanaged, and under
-    each alternative, side by side."""
-    from agent.sim.backtest import alternative_label, run_backtest, with_delta_band
+    """Run the portfolio along the price path in a simulated market: unmanaged, under the hf_only and periodic
+    baselines, managed by the policy, and under each alternative and sweep variant, side by side."""
+    from agent.sim.backtest import FIXED, alternative_label, parse_sweep, run_backtest, with_delta_band
+    from agent.sim.conditions import conditions
     from agent.sim.market import load_prices
     from agent.sim.portfolio import load_portfolio
 
@@ -316,25 +328,32 @@ def backtest(
         policy = load_policy(policy_file, env=policy_variables())
         spec = load_portfolio(portfolio_file)
         path = load_prices(prices, *_window(start, end))
+        if periodic_hours <= 0 or periodic_move_pct <= 0:
+            raise UserInputError("--periodic-hours and --periodic-move-pct: expected positive numbers")
+        for text in sweeps or []:
+            parse_sweep(text)
+        market = conditions(path, spec.market, gas_file, vol_file)
         alternatives: dict[str, Policy] = {}
         for file in alt_policies or []:
-            alternatives[alternative_label(file, {"managed", "unmanaged", *alternatives})] = load_policy(
-                file, env=policy_variables())
+            alternatives[alternative_label(file, {*FIXED, *alternatives})] = load_policy(file, env=policy_variables())
         for width in alt_delta_bands or []:
             alternatives[f"delta ±{width:g}"] = with_delta_band(policy, width)
         with _native_stdout_to_stderr():
-            result = run_backtest(spec, path, policy, alternatives)
+            result = run_backtest(spec, path, policy, alternatives, sweeps or (), market,
+                                  (periodic_hours, periodic_move_pct))
         _print_runs(result, policy, report_dir, as_json)
 
 
 def _print_runs(result: Any, policy: Policy, report_dir: Path | None, as_json: bool) -> None:
     """Print a backtest's or a replay's runs as a table or one JSON object, and write the report if asked."""
-    from agent.sim.report import table, write_report
+    from agent.sim.charts import write_report
+    from agent.sim.report import table
 
     output = result.to_json()
     if report_dir is not None:
+        frontier = result.frontier() if hasattr(result, "frontier") else None
         output["report"] = str(write_report(report_dir, result.title(), result.runs, policy, result.figures(),
-                                            result.notes()))
+                                            result.notes(), frontier))
     if as_json:
         typer.echo(json.dumps(output))
     else:

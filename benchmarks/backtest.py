@@ -1,6 +1,7 @@
-"""Backtest speed: hourly bars per second of `ballast backtest` over the full hourly file, and, in the same run, the
-same simulation without the trigger gate (the full cycle — risk report with its liquidation search, and the plan —
-on every bar, as a naive backtest loop would run it) on a sample of the file.
+"""Backtest speed: hourly bars per second of `ballast backtest` over the full hourly file for each demo portfolio
+(the policy's run and the unmanaged one), and, in the same run, the same simulation without the trigger gate (the
+full cycle — risk report with its liquidation search, and the plan — on every bar, as a naive backtest loop would
+run it) on a sample of the file.
 
 Run: .venv/bin/python benchmarks/backtest.py [--prices ../shared/data/market/eth_usd_1h.csv] [--sample-bars N]
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from agent.policy import load_policy
 from agent.sim.engine import Simulation
+from agent.sim.keepers import PolicyKeeper
 from agent.sim.market import PricePath, load_prices
 from agent.sim.portfolio import load_portfolio
 
@@ -25,9 +27,9 @@ def timed(spec_name: str, path: PricePath, gate: bool, managed: bool = True) -> 
     """Return (seconds, liquidations, actions) of one run."""
     spec = load_portfolio(ROOT / "config" / f"portfolio.{spec_name}.yaml")
     policy = load_policy(ROOT / "config" / "backtest" / f"policy.{spec_name}.yaml") if managed else None
-    sim = Simulation(spec, path, gate=gate)
+    sim = Simulation(spec, path)
     start = time.perf_counter()
-    run = sim.run(policy, "managed" if managed else "unmanaged")
+    run = sim.run(PolicyKeeper(policy, gate=gate) if policy is not None else None)
     return time.perf_counter() - start, len(run.liquidations), len(run.actions)
 
 
@@ -39,7 +41,7 @@ def main() -> None:
     path = load_prices(args.prices)
     first, last = path.window()
     print(f"{args.prices}: {len(path):,} hourly bars, {first} .. {last}")
-    for name in ("leveraged-long", "delta-neutral-lp"):
+    for name in ("leveraged-long", "protected-long", "delta-neutral-lp"):
         seconds, liquidations, actions = timed(name, path, gate=True)
         verdict = "under" if seconds < TARGET_S else "OVER"
         print(f"{name:17} managed   {seconds:6.2f} s  {len(path) / seconds:8,.0f} bars/s  ({verdict} the "

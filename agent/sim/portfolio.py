@@ -1,6 +1,7 @@
 """The backtest's starting portfolio: a YAML file of positions (the snapshot's position types), each sized in tokens
 or in USD at the window's first price, so that a window starts at the leverage the file describes; and the
-simulated market's parameters (pool depth and volume share, gas price, Aave rates).
+simulated market's parameters (pool liquidity and volume share, gas, Aave utilisation, the perp and options
+venues: `agent.sim.conditions`).
 
 Loaded with the policy's loader (`agent.policy.parse_model`): the same file:line errors and `${VAR}` expansion.
 Aave reserve parameters (LTV, liquidation threshold, bonus) are the local world's (`agent.localnet.world.RESERVES`).
@@ -46,13 +47,6 @@ class Amount(_Model):
         return self.tokens if self.tokens is not None else (self.usd or 0.0) / price_usd
 
 
-class Rates(_Model):
-    """An Aave reserve's rates, fractions per year (0.04 = 4%), held constant over the window."""
-
-    borrow_apr: NonNegativeFloat = 0.0
-    supply_apr: NonNegativeFloat = 0.0
-
-
 class Aave(_Model):
     """The Aave v3 account: what it supplies (as collateral) and borrows (variable rate)."""
 
@@ -83,8 +77,6 @@ class Perp(_Model):
     size: Amount
     margin_usd: PositiveFloat
     maintenance_margin_fraction: PositiveFloat = 0.03
-    funding_rate_per_hour: float = 0.00001
-    """Fraction of notional a long pays per hour, held constant (the data set has no funding history)."""
 
 
 class Option(_Model):
@@ -98,20 +90,80 @@ class Option(_Model):
     quantity: Amount
 
 
-DEFAULT_RATES: dict[Symbol, Rates] = {
-    "WETH": Rates(borrow_apr=0.025, supply_apr=0.005), "USDC": Rates(borrow_apr=0.04, supply_apr=0.025)}
+class PoolRange(_Model):
+    """Liquidity of other LPs: `range` as multiples of the price it is centred on ("full": the whole tick range),
+    holding `usd` of value there."""
+
+    range: Literal["full"] | tuple[PositiveFloat, PositiveFloat]
+    usd: PositiveFloat
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolRange:
+        if self.range != "full" and not self.range[0] < 1.0 < self.range[1]:
+            raise _problem("expected [low, high] around the centre: low < 1 < high", "range")
+        return self
+
+
+class Pool(_Model):
+    """The WETH/USDC pool the keeper swaps in and the LP earns from: fee, the other LPs' ranges, how often they
+    re-centre them on the price (hours)."""
+
+    fee_pips: PositiveInt = 500
+    recentre_hours: PositiveFloat = 24.0
+    ranges: tuple[PoolRange, ...] = (PoolRange(range="full", usd=200_000_000.0),)
+    """Default: the local world's 0.05% pool, 50,000 WETH full range at $2,000 ($200M)."""
+
+
+class Gas(_Model):
+    """The gas-price model when no gas file is given: base × min(1 + (bar range % / double_at_pct)², max)."""
+
+    base_gwei: PositiveFloat = 30.0
+    double_at_pct: PositiveFloat = 2.0
+    max_multiple: PositiveFloat = 10.0
+
+
+class Stress(_Model):
+    """Utilisation spikes: a bar whose high/low range is ≥ `move_pct` adds `spike`, decaying with the half-life."""
+
+    move_pct: PositiveFloat = 5.0
+    spike: NonNegativeFloat = 0.1
+    half_life_hours: PositiveFloat = 24.0
+
+
+class PerpMarketModel(_Model):
+    """The simulated perp venue: skew = clip(trend × 72 h log return, ±max_skew) of the skew scale, funding =
+    skew × max_funding_per_day; a 5 bps fee."""
+
+    trend: float = 0.005
+    max_skew: NonNegativeFloat = 0.002
+    max_funding_per_day: NonNegativeFloat = 1.0
+    skew_scale_underlying: PositiveFloat = 100_000.0
+    fee_fraction: NonNegativeFloat = 0.0005
+
+
+class OptionsVenue(_Model):
+    """The simulated options venue: series listed each day at `strikes` (multiples of spot, rounded to $10) and
+    `expiry_days`, a call and a put each, Black-Scholes at the implied-vol path, `fee_fraction` of the premium."""
+
+    strikes: tuple[PositiveFloat, ...] = (0.8, 0.9, 1.0, 1.1, 1.2)
+    expiry_days: tuple[PositiveInt, ...] = (7, 30)
+    fee_fraction: NonNegativeFloat = 0.005
+
+
+DEFAULT_UTILISATION: dict[Symbol, float] = {"WETH": 0.45, "USDC": 0.8}
 
 
 class Market(_Model):
-    """The simulated market: the WETH/USDC pool the planner swaps in and the LP earns from, gas and Aave rates."""
+    """The simulated market: the pool, gas, Aave utilisation and its stress spikes, the perp and options venues."""
 
-    pool_fee_pips: PositiveInt = 500
-    pool_depth_usd: PositiveFloat = 100_000_000.0
-    """Per side, as a full-range (constant-product) pool: the local world's 0.05% pool holds 50,000 WETH at $2,000."""
+    pool: Pool = Field(default_factory=Pool)
     pool_volume_share: NonNegativeFloat = 0.1
     """The pool's share of the price file's (exchange) volume: what the LP earns fees from."""
-    gas_price_gwei: NonNegativeFloat = 30.0
-    rates: dict[Symbol, Rates] = Field(default_factory=lambda: dict(DEFAULT_RATES))
+    gas: Gas = Field(default_factory=Gas)
+    utilisation: dict[Symbol, float] = Field(default_factory=lambda: dict(DEFAULT_UTILISATION))
+    stress: Stress = Field(default_factory=Stress)
+    perp: PerpMarketModel = Field(default_factory=PerpMarketModel)
+    options: OptionsVenue = Field(default_factory=OptionsVenue)
 
 
 class PortfolioSpec(_Model):
@@ -181,13 +233,11 @@ def starting_book(spec: PortfolioSpec, price_usd: float, start_s: int) -> SimBoo
             token = TOKENS[symbol]
             supplied = spec.aave.supply.get(symbol)
             borrowed = spec.aave.borrow.get(symbol)
-            rates = spec.market.rates.get(symbol, Rates())
             p = params[symbol]
             collateral = round(supplied.in_tokens(prices[symbol]) * 10**token.decimals) if supplied else 0
             debt = round(borrowed.in_tokens(prices[symbol]) * 10**token.decimals) if borrowed else 0
             reserves.append(AaveReserve(token, collateral, debt, price_1e8(prices[symbol]), p.ltv_bps,
-                                        p.liquidation_threshold_bps, p.liquidation_bonus_bps, collateral > 0,
-                                        variable_borrow_apr=rates.borrow_apr, supply_apr=rates.supply_apr))
+                                        p.liquidation_threshold_bps, p.liquidation_bonus_bps, collateral > 0))
         account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves))
     token0, token1 = sorted((TOKENS[spec.underlying], TOKENS[spec.quote]), key=lambda t: int(t.address, 16))
     lps = []
@@ -206,7 +256,7 @@ def starting_book(spec: PortfolioSpec, price_usd: float, start_s: int) -> SimBoo
                               root, tick))
     perps = tuple(
         PerpPosition("sim", spec.underlying, (1 if p.side == "long" else -1) * p.size.in_tokens(price_usd), price_usd,
-                     p.margin_usd, p.maintenance_margin_fraction, p.funding_rate_per_hour)
+                     p.margin_usd, p.maintenance_margin_fraction, 0.0)
         for p in spec.perps)
     options = tuple(
         OptionPosition("sim", spec.underlying, o.kind == "call", o.strike * price_usd,

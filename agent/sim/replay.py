@@ -38,8 +38,9 @@ from agent.planner import prices_usd
 from agent.planner.costs import CostModel
 from agent.policy import Policy, parse_policy
 from agent.settings import Settings
-from agent.sim.engine import LiquidationRecord, RunResult, _costed
+from agent.sim.engine import costed
 from agent.sim.market import PricePath
+from agent.sim.records import LiquidationRecord, RunResult
 from agent.sim.report import summaries
 
 SEED_PRICE_USD = 2_000.0
@@ -50,7 +51,7 @@ PLAN_WAIT_S = 60.0
 
 @dataclass
 class Replay:
-    """The replay's runs ("managed", "unmanaged") along the rescaled path."""
+    """The replay's runs ("policy": the daemon keeps the account; "unmanaged": its twin) along the rescaled path."""
 
     policy: Policy
     path: PricePath
@@ -73,7 +74,7 @@ class Replay:
         first, last = self.path.window()
         return {"ok": True, "portfolio": self.policy.portfolio.name, "prices": self.path.source,
                 "window": {"from": first, "to": last, "bars": len(self.path)}, "price_scale": self.scale,
-                "managed": figures["managed"], "unmanaged": figures["unmanaged"]}
+                "policy": figures["policy"], "unmanaged": figures["unmanaged"]}
 
 
 class _Side:
@@ -108,7 +109,7 @@ def run_replay(policy: Policy, path: PricePath, workdir: Path | None = None) -> 
         managed = _on_localnet(policy, name, owner, localnet, live=True)
         unmanaged = _on_localnet(policy, name, twin.address, localnet, live=False)
         debt, collateral = demo.borrow[0], demo.supply[0]
-        sides = [_Side("managed", managed, len(path), debt, collateral),
+        sides = [_Side("policy", managed, len(path), debt, collateral),
                  _Side("unmanaged", unmanaged, len(path), debt, collateral)]
         sides[0].result.policy = managed
         key = next(a.private_key for a in localnet.accounts if a.address == owner)
@@ -229,8 +230,8 @@ def _record_actions(daemon: Daemon, side: _Side, plan: Any, snapshot: Snapshot, 
     before = len(side.result.actions)
     for position, action in enumerate(plan.actions):
         if done.get(position):
-            side.result.actions.append(_costed(action, costs, bar_close_s, price))
-    side.result.cost_usd[index] = sum(a.fee_usd + a.slippage_usd + a.gas_usd for a in side.result.actions[before:])
+            side.result.actions.append(costed(action, costs, bar_close_s, price))
+    side.result.cost_usd[index] = sum(a.cost_usd for a in side.result.actions[before:])
     if not all(done.values()):
         side.result.refusals.append((bar_close_s, plan.reason))
 

@@ -1,19 +1,19 @@
-"""What a backtest or a replay found, per run: liquidations, the lowest health factor, time inside each band, hedging
-cost (pool fees, price impact, gas), turnover, P&L and its tracking error against the target, actions. As JSON-ready
-data, a rich table, and PNG charts with an `index.html` (matplotlib, imported only when charts are drawn).
+"""What a backtest or a replay found, per run: liquidations by venue, the lowest health factor, time inside each
+band, hedging cost (pool fees, price impact, gas, flash-loan premiums) against the planner's prediction of it,
+option premium and theta, turnover, P&L, maximum drawdown, a risk-adjusted return, tracking error against the
+target, actions. As JSON-ready data and a rich table (`agent.sim.charts` draws them).
 
 Tracking error: the annualised standard deviation (√8,760 hourly bars) of each bar's P&L minus the P&L a book held
 exactly at the target delta would have made (target delta × the bar's return). The target delta is the policy's
 delta band target, or, without a delta band, the portfolio's delta at the start (the exposure it was built with).
+Risk-adjusted return: the annualised Sharpe ratio (√365, rate 0) of daily P&L over the starting value.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,11 @@ from rich.table import Table
 
 from agent.planner.bands import within
 from agent.policy import Policy
-from agent.sim.engine import RunResult
 from agent.sim.market import iso
+from agent.sim.records import RunResult
 
 HOURS_PER_YEAR = 8_760
-CHARTS = ("price.png", "health_factor.png", "delta.png", "cost.png")
+VENUES = ("aave_v3", "perp", "options")
 
 
 def target_delta_usd(run: RunResult, policy: Policy | None) -> float:
@@ -49,44 +49,92 @@ def time_in_band(run: RunResult, policy: Policy | None) -> dict[str, float]:
     return shares
 
 
+def _values(run: RunResult) -> np.ndarray:
+    return np.concatenate(([run.start_value_usd], run.value_usd))
+
+
 def tracking_error_usd(run: RunResult, policy: Policy | None) -> float:
     """Return the annualised tracking error of the run's P&L against the target delta's, in USD."""
-    values = np.concatenate(([run.start_value_usd], run.value_usd))
     closes = np.concatenate(([run.start_price_usd], run.close))
-    pnl = np.diff(values)
+    pnl = np.diff(_values(run))
     returns = np.diff(closes) / closes[:-1]
     deviation = pnl - target_delta_usd(run, policy) * returns
     return float(np.std(deviation) * math.sqrt(HOURS_PER_YEAR)) if len(deviation) > 1 else 0.0
 
 
+def max_drawdown_usd(run: RunResult) -> float:
+    """Return the largest fall of the run's value from an earlier peak, in USD (≥ 0)."""
+    values = _values(run)
+    return float(np.max(np.maximum.accumulate(values) - values))
+
+
+def sharpe_daily(run: RunResult) -> float | None:
+    """Return the annualised Sharpe ratio of daily P&L over the starting value (None: under two days, or flat)."""
+    values = _values(run)
+    daily = values[::24]
+    if len(daily) < 3 or run.start_value_usd <= 0:
+        return None
+    returns = np.diff(daily) / run.start_value_usd
+    spread = float(np.std(returns))
+    return round(float(np.mean(returns)) / spread * math.sqrt(365), 3) if spread > 0 else None
+
+
+def prediction(run: RunResult) -> dict[str, Any]:
+    """Return the planner's predicted cost against the realised one: in total, by action kind, and per action."""
+    by_kind: dict[str, dict[str, float]] = {}
+    for a in run.actions:
+        entry = by_kind.setdefault(a.kind, {"predicted_usd": 0.0, "realised_usd": 0.0})
+        entry["predicted_usd"] += a.predicted_usd
+        entry["realised_usd"] += a.cost_usd
+    predicted = sum(a.predicted_usd for a in run.actions)
+    realised = sum(a.cost_usd for a in run.actions)
+    return {
+        "predicted_usd": round(predicted, 2),
+        "realised_usd": round(realised, 2),
+        "error_usd": round(realised - predicted, 2),
+        "error_pct": round((realised / predicted - 1) * 100, 2) if predicted > 0 else None,
+        "by_kind": {k: {n: round(v, 2) for n, v in e.items()} for k, e in sorted(by_kind.items())},
+        "per_action": [{"time": iso(a.unix), "kind": a.kind, "asset": a.asset, "notional_usd": round(a.notional_usd, 2),
+                        "predicted_usd": round(a.predicted_usd, 2), "realised_usd": round(a.cost_usd, 2),
+                        "reverted": a.reverted} for a in run.actions],
+    }
+
+
 def summary(run: RunResult, policy: Policy | None) -> dict[str, Any]:
-    """Return the run's figures as JSON-ready data; `policy` sets the bands measured (the managed policy's for the
-    unmanaged run) and the target."""
+    """Return the run's figures as JSON-ready data; `policy` sets the bands measured and the target."""
     fees = sum(a.fee_usd for a in run.actions)
     slippage = sum(a.slippage_usd for a in run.actions)
     gas = sum(a.gas_usd for a in run.actions)
-    cost = fees + slippage + gas
+    premiums = sum(a.premium_usd for a in run.actions)
+    cost = fees + slippage + gas + premiums
     lowest = float(np.min(run.health_factor_bar_min)) if len(run.health_factor_bar_min) else math.inf
     end_value = float(run.value_usd[-1])
+    venues = Counter(x.venue for x in run.liquidations)
     return {
         "liquidations": len(run.liquidations),
-        "liquidations_by_venue": dict(sorted(Counter(x.venue for x in run.liquidations).items())),
+        "liquidations_by_venue": {v: venues.get(v, 0) for v in VENUES},
         "liquidation_loss_usd": round(sum(x.loss_usd for x in run.liquidations), 2),
         "liquidated_at": [{"time": iso(x.unix), "price_usd": round(x.price_usd, 2), "venue": x.venue,
                            "debt_repaid_usd": round(x.debt_repaid_usd, 2)} for x in run.liquidations],
         "min_health_factor": round(lowest, 4) if math.isfinite(lowest) else None,
         "time_in_band": {k: round(v, 4) for k, v in time_in_band(run, policy).items()},
         "hedge_cost_usd": round(cost, 2),
-        "hedge_cost": {"fees_usd": round(fees, 2), "slippage_usd": round(slippage, 2), "gas_usd": round(gas, 2)},
+        "hedge_cost": {"fees_usd": round(fees, 2), "slippage_usd": round(slippage, 2), "gas_usd": round(gas, 2),
+                       "flash_premium_usd": round(premiums, 2)},
+        "options": {"premium_paid_usd": round(run.premium_paid_usd, 2), "theta_usd": round(run.theta_usd, 2)},
+        "cost_prediction": prediction(run),
         "turnover_usd": round(sum(a.notional_usd for a in run.actions), 2),
         "actions": len(run.actions),
         "actions_by_kind": dict(sorted(Counter(a.kind for a in run.actions).items())),
+        "reverted_actions": sum(a.reverted for a in run.actions),
         "cost_per_action_usd": round(cost / len(run.actions), 2) if run.actions else 0.0,
         "plans": run.plans,
         "refused_plans": len(run.refusals),
         "start_value_usd": round(run.start_value_usd, 2),
         "end_value_usd": round(end_value, 2),
         "pnl_usd": round(end_value - run.start_value_usd, 2),
+        "max_drawdown_usd": round(max_drawdown_usd(run), 2),
+        "sharpe_daily": sharpe_daily(run),
         "target_delta_usd": round(target_delta_usd(run, policy), 2),
         "tracking_error_usd": round(tracking_error_usd(run, policy), 2),
     }
@@ -106,112 +154,29 @@ def table(title: str, figures: Mapping[str, Mapping[str, Any]]) -> Table:
     bands = sorted({b for f in figures.values() for b in f["time_in_band"]})
     rows: list[tuple[str, Any]] = [
         ("liquidations", lambda f: str(f["liquidations"])),
+        *((f"  {v}", lambda f, v=v: str(f["liquidations_by_venue"][v])) for v in VENUES),
         ("liquidation loss USD", lambda f: f"{f['liquidation_loss_usd']:,.0f}"),
         ("min health factor", lambda f: "∞" if f["min_health_factor"] is None else f"{f['min_health_factor']:.3f}"),
         *((f"time in {b} band", lambda f, b=b: f"{f['time_in_band'].get(b, 0.0):.1%}") for b in bands),
         ("actions", lambda f: str(f["actions"])),
+        ("  reverted", lambda f: str(f["reverted_actions"])),
         ("hedging cost USD", lambda f: f"{f['hedge_cost_usd']:,.2f}"),
-        ("  pool fees USD", lambda f: f"{f['hedge_cost']['fees_usd']:,.2f}"),
+        ("  pool and venue fees USD", lambda f: f"{f['hedge_cost']['fees_usd']:,.2f}"),
         ("  price impact USD", lambda f: f"{f['hedge_cost']['slippage_usd']:,.2f}"),
         ("  gas USD", lambda f: f"{f['hedge_cost']['gas_usd']:,.2f}"),
-        ("cost per action USD", lambda f: f"{f['cost_per_action_usd']:,.2f}"),
+        ("  flash-loan premiums USD", lambda f: f"{f['hedge_cost']['flash_premium_usd']:,.2f}"),
+        ("predicted cost USD", lambda f: f"{f['cost_prediction']['predicted_usd']:,.2f}"),
+        ("prediction error", lambda f: "—" if f["cost_prediction"]["error_pct"] is None
+         else f"{f['cost_prediction']['error_pct']:+.1f}%"),
+        ("option premium paid USD", lambda f: f"{f['options']['premium_paid_usd']:,.0f}"),
+        ("option theta USD", lambda f: f"{f['options']['theta_usd']:,.0f}"),
         ("turnover USD", lambda f: f"{f['turnover_usd']:,.0f}"),
         ("refused plans", lambda f: str(f["refused_plans"])),
         ("P&L USD", lambda f: f"{f['pnl_usd']:,.0f}"),
+        ("max drawdown USD", lambda f: f"{f['max_drawdown_usd']:,.0f}"),
+        ("Sharpe (daily, annualised)", lambda f: "—" if f["sharpe_daily"] is None else f"{f['sharpe_daily']:.2f}"),
         ("tracking error USD/yr", lambda f: f"{f['tracking_error_usd']:,.0f}"),
     ]
     for name, cell in rows:
         out.add_row(name, *(cell(f) for f in figures.values()))
     return out
-
-
-def write_report(directory: Path, title: str, runs: Mapping[str, RunResult], reference: Policy | None,
-                 figures: Mapping[str, Mapping[str, Any]], notes: Sequence[str] = ()) -> Path:
-    """Write the four charts and `index.html` (the figures table, the charts, `notes`) into `directory`; return
-    the index's path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    first = next(iter(runs.values()))
-    times = (first.unix + 3600).astype("datetime64[s]")
-
-    def new(ylabel: str) -> tuple[Any, Any]:
-        fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        return fig, ax
-
-    fig, ax = new("underlying USD")
-    ax.plot(times, first.close, color="black", linewidth=1, label="close")
-    markers = iter(("^", "v", "s", "D", "o", "P"))
-    for label, run in runs.items():
-        marker = next(markers, "o")
-        if run.actions:
-            stamps = np.array([a.unix for a in run.actions], dtype="datetime64[s]")
-            ax.scatter(stamps, [a.price_usd for a in run.actions], marker=marker, s=25, label=f"{label} actions")
-        if run.liquidations:
-            stamps = np.array([x.unix for x in run.liquidations], dtype="datetime64[s]")
-            ax.scatter(stamps, [x.price_usd for x in run.liquidations], marker="x", s=60, color="red",
-                       label=f"{label} liquidations")
-    ax.legend(fontsize=8)
-    _save(fig, directory / "price.png", plt)
-
-    fig, ax = new("health factor")
-    for label, run in runs.items():
-        ax.plot(times, np.minimum(run.health_factor_bar_min, 10), linewidth=1, label=label)
-    band = reference.bands.health_factor if reference is not None else None
-    if band is not None:
-        ax.axhspan(band.min, band.max, color="green", alpha=0.08, label="band")
-        ax.axhline(band.target, color="green", linestyle="--", linewidth=0.8)
-    ax.axhline(1.0, color="red", linewidth=0.8, label="liquidation")
-    ax.set_ylim(0.5, max(4.0, band.max + 0.5 if band is not None else 4.0))
-    ax.legend(fontsize=8)
-    _save(fig, directory / "health_factor.png", plt)
-
-    fig, ax = new("delta USD")
-    for label, run in runs.items():
-        ax.plot(times, run.delta_usd, linewidth=1, label=label)
-    delta_band = reference.bands.delta_usd if reference is not None else None
-    if delta_band is not None:
-        ax.axhspan(delta_band.min, delta_band.max, color="green", alpha=0.08, label="band")
-    ax.legend(fontsize=8)
-    _save(fig, directory / "delta.png", plt)
-
-    fig, ax = new("cumulative hedging cost USD")
-    for label, run in runs.items():
-        ax.plot(times, np.cumsum(run.cost_usd), linewidth=1, label=label)
-    ax.legend(fontsize=8)
-    _save(fig, directory / "cost.png", plt)
-
-    index = directory / "index.html"
-    index.write_text(_html(title, figures, notes), encoding="utf-8")
-    return index
-
-
-def _save(fig: Any, path: Path, plt: Any) -> None:
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _html(title: str, figures: Mapping[str, Mapping[str, Any]], notes: Sequence[str]) -> str:
-    keys = [k for k in next(iter(figures.values())) if not isinstance(next(iter(figures.values()))[k], dict | list)]
-    head = "".join(f"<th>{html.escape(label)}</th>" for label in figures)
-    rows = "".join(
-        f"<tr><td>{html.escape(key)}</td>" + "".join(f"<td>{html.escape(str(f[key]))}</td>" for f in figures.values())
-        + "</tr>" for key in keys)
-    bands = sorted({b for f in figures.values() for b in f["time_in_band"]})
-    rows += "".join(
-        f"<tr><td>time in {b} band</td>" + "".join(f"<td>{f['time_in_band'].get(b, 0):.1%}</td>"
-                                                  for f in figures.values()) + "</tr>" for b in bands)
-    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in CHARTS)
-    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
-            "td:first-child{text-align:left}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1><ul>{notes_html}</ul><table><tr><th></th>{head}</tr>{rows}</table>"
-            f"{images}</body></html>\n")

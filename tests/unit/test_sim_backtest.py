@@ -1,6 +1,7 @@
 """The backtest: the demo portfolios through the 2020-03 and 2022-06 crashes and the 2021 rally (the extracts in
-config/market/), managed by their demo policies and unmanaged; the report's figures; a tighter delta band costs
-more and tracks closer; liquidations at the bar's low; portfolio files and price files with their errors."""
+config/market/), under the policy, the baselines and unmanaged; the report's figures; a tighter delta band costs
+more and tracks closer; liquidations at the bar's low; option trades kept in the book; the CLI's JSON, sweep and
+report; portfolio files and price files with their errors."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typer.testing import CliRunner
 from agent.cli import app
 from agent.errors import PolicyError, UserInputError
 from agent.policy import Policy, load_policy
-from agent.sim.backtest import run_backtest, with_delta_band
+from agent.sim.backtest import FIXED, run_backtest, with_setting
 from agent.sim.engine import Simulation
+from agent.sim.keepers import HealthFactorKeeper, PeriodicKeeper, PolicyKeeper
 from agent.sim.market import PricePath, load_prices, parse_date
 from agent.sim.portfolio import load_portfolio, parse_portfolio
 from agent.sim.report import summary
@@ -32,37 +34,39 @@ def demo(name: str) -> tuple[Policy, Path]:
 
 
 def aave_liquidations(figures: dict) -> int:
-    return int(figures["liquidations_by_venue"].get("aave_v3", 0))
+    return int(figures["liquidations_by_venue"]["aave_v3"])
 
 
 @pytest.mark.parametrize("prices", [CRASH_2020, CRASH_2022], ids=["2020-03-12", "2022-06-13"])
-def test_leveraged_long_survives_a_crash_managed_and_is_liquidated_unmanaged(prices: Path) -> None:
+def test_the_looped_long_survives_a_crash_by_withdraw_swap_repay_and_is_liquidated_unmanaged(prices: Path) -> None:
     policy, portfolio = demo("leveraged-long")
-    result = run_backtest(load_portfolio(portfolio), load_prices(prices), policy).to_json()
-    managed, unmanaged = result["managed"], result["unmanaged"]
+    spec = load_portfolio(portfolio)
+    assert not any(spec.wallet.values())  # no idle funds: the deleverage must sell collateral
+    result = run_backtest(spec, load_prices(prices), policy).to_json()
+    managed, unmanaged = result["policy"], result["unmanaged"]
     assert unmanaged["liquidations"] >= 1 and unmanaged["min_health_factor"] < 1
     assert managed["liquidations"] == 0 and managed["min_health_factor"] > 1
-    assert managed["actions"] >= 1 and managed["plans"] >= 1
+    assert {"withdraw", "swap", "repay"} <= set(managed["actions_by_kind"])
     assert unmanaged["actions"] == 0 and unmanaged["hedge_cost_usd"] == 0
+    assert result["hf_only"]["liquidations"] == 0  # the health-factor automation saves it too
 
 
-def test_delta_neutral_lp_survives_the_2021_rally_managed_with_delta_mostly_in_band() -> None:
+def test_delta_neutral_lp_survives_the_2021_rally_under_the_policy_with_delta_mostly_in_band() -> None:
     policy, portfolio = demo("delta-neutral-lp")
     path = load_prices(RALLY_2021, parse_date("2021-01-01", "from"), parse_date("2021-02-21", "to"))
     assert path.close[-1] / path.open[0] > 2.5  # ETH +170%
     result = run_backtest(load_portfolio(portfolio), path, policy).to_json()
-    managed, unmanaged = result["managed"], result["unmanaged"]
+    managed, unmanaged = result["policy"], result["unmanaged"]
     assert aave_liquidations(unmanaged) >= 1 and unmanaged["min_health_factor"] < 1
-    # Unmanaged, the perp short is liquidated near +90% too; managed, it gets margin each time its liquidation
-    # price comes within 25% of spot, and nothing is liquidated.
-    assert unmanaged["liquidations_by_venue"].get("perp", 0) == 1
-    assert managed["liquidations"] == 0 and managed["liquidations_by_venue"] == {}
-    assert managed["actions_by_kind"].get("perp_deposit", 0) >= 1
-    assert managed["min_health_factor"] > 1.5
+    assert unmanaged["liquidations_by_venue"]["perp"] == 1  # the short dies near +90% too
+    assert managed["liquidations"] == 0 and set(managed["liquidations_by_venue"].values()) == {0}
+    assert managed["min_health_factor"] > 1.4
     assert managed["time_in_band"]["delta_usd"] > 0.9
     assert unmanaged["time_in_band"]["delta_usd"] < 0.5
     assert managed["hedge_cost_usd"] > 0 and managed["actions"] > 0
     assert managed["hedge_cost_usd"] == pytest.approx(sum(managed["hedge_cost"].values()), abs=0.05)
+    # the policy trades the perp it holds (its instruments list it): the hedge is not all spot
+    assert managed["actions_by_kind"].get("perp", 0) >= 1
 
 
 def test_a_tighter_delta_band_costs_more_and_tracks_the_target_closer() -> None:
@@ -72,10 +76,11 @@ def test_a_tighter_delta_band_costs_more_and_tracks_the_target_closer() -> None:
         update={"price_move_pct": 100.0, "max_hedge_age_s": 10**9})})
     sim = Simulation(load_portfolio(portfolio), load_prices(CRASH_2022))
     costs, errors = [], []
-    # When: the band tightens from ±12,000 to ±1,500 USD
-    for width in (12_000, 6_000, 3_000, 1_500):
-        variant = with_delta_band(policy, width)
-        figures = summary(sim.run(variant, f"±{width}"), variant)
+    # When: the band tightens from ±12,000 to ±3,000 USD (the sweep's setter; tighter still, the LP's hourly
+    # gamma between bars sets a floor the band cannot lower)
+    for width in (12_000, 6_000, 3_000):
+        variant = with_setting(policy, "bands.delta_usd", width)
+        figures = summary(sim.run(PolicyKeeper(variant, f"±{width}")), variant)
         costs.append(figures["hedge_cost_usd"])
         errors.append(figures["tracking_error_usd"])
     # Then: each step costs more and tracks closer
@@ -83,13 +88,12 @@ def test_a_tighter_delta_band_costs_more_and_tracks_the_target_closer() -> None:
     assert errors == sorted(errors, reverse=True) and len(set(errors)) == len(errors), errors
 
 
-def flat_path_with_a_wick(low: float) -> PricePath:
-    n = 6
+def bars(closes: list[float], lows: list[float] | None = None) -> PricePath:
+    n = len(closes)
     unix = np.arange(n, dtype=np.int64) * 3600 + 1_600_000_000
-    close = np.full(n, 2000.0)
-    lows = close.copy()
-    lows[3] = low
-    return PricePath("synthetic", unix, close.copy(), close.copy(), lows, close.copy(), np.full(n, 1000.0))
+    close = np.array(closes, dtype=np.float64)
+    low = np.array(lows, dtype=np.float64) if lows is not None else close.copy()
+    return PricePath("synthetic", unix, close.copy(), np.maximum(close, low), low, close.copy(), np.full(n, 1000.0))
 
 
 def test_a_wick_through_the_liquidation_price_liquidates_at_the_low_although_every_close_is_safe() -> None:
@@ -99,54 +103,176 @@ name: long
 aave: {supply: {WETH: {usd: 200000}}, borrow: {USDC: {usd: 97000}}}
 """)
     # HF 1.70 crosses 1 at −41%: a wick to −45% liquidates, one to −35% does not
-    doomed = Simulation(spec, flat_path_with_a_wick(1100.0)).run(None, "wick")
+    doomed = Simulation(spec, bars([2000.0] * 6, [2000, 2000, 2000, 1100, 2000, 2000])).run(None, "wick")
     assert len(doomed.liquidations) == 1 and doomed.liquidations[0].price_usd == 1100.0
     assert doomed.liquidations[0].loss_usd > 0  # the bonus
     assert np.min(doomed.health_factor_bar_min) < 1 <= float(np.min(doomed.health_factor))
-    safe = Simulation(spec, flat_path_with_a_wick(1300.0)).run(None, "wick")
+    safe = Simulation(spec, bars([2000.0] * 6, [2000, 2000, 2000, 1300, 2000, 2000])).run(None, "wick")
     assert safe.liquidations == []
 
 
-def test_options_are_marked_with_the_vol_path_and_settle_at_expiry_and_perps_pay_funding() -> None:
+def test_options_settle_at_expiry_and_perps_pay_the_funding_their_skew_sets() -> None:
     spec = parse_portfolio("""
 version: 1
 name: hedged
 wallet: {USDC: {usd: 1000}}
-perps: [{side: long, size: {tokens: 10}, margin_usd: 5000, funding_rate_per_hour: 0.0001}]
+perps: [{side: long, size: {tokens: 10}, margin_usd: 5000}]
 options: [{kind: put, side: long, strike: 1.1, expiry_days: 0.1, quantity: {tokens: 2}}]
 """)
-    run = Simulation(spec, flat_path_with_a_wick(1900.0)).run(None, "x")
-    # the put (strike 2,200) settles 2 × 200 USD into the wallet; the perp paid 10 × 2,000 × 0.0001 per hour
-    assert run.value_usd[-1] == pytest.approx(1000 + 400 + 5000 - 6 * 10 * 2000 * 0.0001, abs=1.0)
+    path = bars([2000.0, 2000.0, 2100.0, 2200.0, 2200.0, 2200.0])
+    sim = Simulation(spec, path)
+    funding = sim.market.funding_per_hour
+    assert funding[0] == 0 and (funding[2:] > 0).all()  # a rally: longs crowd in and pay
+    run = sim.run(None, "x")
+    paid = sum(10 * float(c) * float(f) for c, f in zip(path.close, funding, strict=True))
+    # the put (strike 2,200, expiring 2.4 h in) settles 2 × 100 USD into the wallet at the 2,100 close after its
+    # expiry; the perp gains 10 × 200 less its funding
+    assert run.value_usd[-1] == pytest.approx(1000 + 200 + 5000 + 10 * 200 - paid, abs=1.0)
 
 
-def test_the_cli_prints_one_json_object_and_writes_the_report(tmp_path: Path) -> None:
+def test_option_trades_stay_in_the_simulated_book_and_their_premium_and_theta_are_reported() -> None:
+    # Given: the protected long, whose policy keeps its gamma in a band with puts bought from idle USDC
+    policy, portfolio = demo("protected-long")
+    band = policy.bands.gamma_usd_1pct
+    assert band is not None
+    path = load_prices(CRASH_2022, parse_date("2022-06-06", "from"), parse_date("2022-06-20", "to"))
+    run = Simulation(load_portfolio(portfolio), path).run(PolicyKeeper(policy))
+    figures = summary(run, policy)
+    buys = [i for i, a in enumerate(run.actions) if a.kind == "option_buy"]
+    assert buys, figures["actions_by_kind"]
+    # Then: after each purchase the book holds the options (its gamma is back in the band at that bar's close),
+    # rather than dropping them and buying again the next bar
+    for index in buys:
+        bar = int(np.searchsorted(run.unix + 3600, run.actions[index].unix))
+        assert run.gamma_usd_1pct[bar] >= band.min, (bar, run.gamma_usd_1pct[bar])
+    assert figures["time_in_band"]["gamma_usd_1pct"] > 0.9
+    assert figures["options"]["premium_paid_usd"] > 0 and figures["options"]["theta_usd"] > 0
+    assert figures["liquidations"] == 0
+
+
+def test_a_shallow_pool_makes_the_realised_cost_exceed_the_prediction_and_the_error_is_reported() -> None:
+    # Given: a 2M USD long deleveraged through a pool whose depth sits in a ±0.2% range (400k USD) over a thin
+    # full range (5M USD), re-centred every hour, with a policy tolerant enough to let the swaps fill
+    policy, _ = demo("leveraged-long")
+    policy = policy.model_copy(update={"hedging": policy.hedging.model_copy(update={"max_slippage_bps": 500})})
+    text = """
+version: 1
+name: big-long
+aave: {supply: {WETH: {usd: 2000000}}, borrow: {USDC: {usd: 970000}}}
+market: {pool: {recentre_hours: 1, ranges: %s}}
+"""
+    path = bars([2000.0, 2000.0, 1900.0, 1700.0, 1700.0, 1700.0])
+    shallow = summary(Simulation(parse_portfolio(text % "[{range: full, usd: 5000000}, {range: [0.998, 1.002], "
+                                                         "usd: 400000}]"), path).run(PolicyKeeper(policy)), policy)
+    deep = summary(Simulation(parse_portfolio(text % "[{range: full, usd: 200000000}]"), path).run(
+        PolicyKeeper(policy)), policy)
+    # Then: the first swap leaves the narrow range the quotes saw, and costs more than the planner predicted
+    first = next(a for a in shallow["cost_prediction"]["per_action"] if a["kind"] == "swap")
+    assert first["realised_usd"] > 1.5 * first["predicted_usd"]
+    swaps = shallow["cost_prediction"]["by_kind"]["swap"]
+    assert swaps["realised_usd"] > swaps["predicted_usd"]
+    assert shallow["cost_prediction"]["error_usd"] > 0 and shallow["cost_prediction"]["error_pct"] > 10
+    # a swap whose fill fell below its minimum reverted on chain: recorded, its gas paid, the plan stopped
+    assert shallow["reverted_actions"] >= 1
+    # and in the deep pool the prediction holds within 1%
+    assert abs(deep["cost_prediction"]["error_pct"]) < 1
+    assert shallow["liquidations"] == deep["liquidations"] == 0
+
+
+def test_the_baselines_do_what_their_names_say() -> None:
+    policy, portfolio = demo("delta-neutral-lp")
+    spec = load_portfolio(portfolio)
+    path = load_prices(RALLY_2021, parse_date("2021-01-01", "from"), parse_date("2021-01-20", "to"))
+    sim = Simulation(spec, path)
+    hf_only = sim.run(HealthFactorKeeper(policy))
+    kinds = {a.kind for a in hf_only.actions}
+    # only the health factor's moves: no perp trade, and delta left to drift (the policy keeps it in its band)
+    assert hf_only.actions and kinds <= {"repay", "withdraw", "swap", "remove_liquidity", "borrow", "supply"}
+    managed = sim.run(PolicyKeeper(policy))
+    assert summary(hf_only, policy)["time_in_band"]["delta_usd"] < summary(managed, policy)["time_in_band"][
+        "delta_usd"] - 0.2
+    # the periodic hedger looks once a day (again the next bar when the guard refused it), hedges delta only,
+    # and so loses the perp short the policy keeps alive with margin
+    periodic = sim.run(PeriodicKeeper(policy, 0.0, every_hours=24.0, move_pct=1000.0))
+    days = (int(path.unix[-1]) - int(path.unix[0])) // 86_400
+    assert days <= periodic.plans <= days + len(periodic.refusals)
+    assert periodic.actions and all(a.reason.startswith("periodic") for a in periodic.actions)
+    assert [x.venue for x in periodic.liquidations] == ["perp"] and managed.liquidations == []
+
+
+def test_the_market_moves_rates_gas_and_funding_and_says_where_each_comes_from(tmp_path: Path) -> None:
     _policy, portfolio = demo("leveraged-long")
-    report = tmp_path / "report"
+    spec = load_portfolio(portfolio)
+    path = load_prices(CRASH_2020, parse_date("2020-03-10", "from"), parse_date("2020-03-14", "to"))
+    market = Simulation(spec, path).market
+    crash = int(np.argmax(path.high / path.low))
+    calm = 0
+    assert market.utilisation["USDC"][crash] > market.utilisation["USDC"][calm]
+    assert market.borrow_apr["USDC"][crash] > 2 * market.borrow_apr["USDC"][calm]  # past the kink
+    assert market.gas_gwei[crash] > 3 * market.gas_gwei[calm]
+    assert all(v.startswith("model") for k, v in market.sources.items() if k not in ("prices",))
+    gas = tmp_path / "gas.csv"
+    gas.write_text("unix,gwei\n0,42\n")
+    vol = tmp_path / "dvol.csv"
+    vol.write_text("date,dvol\n2020-03-09,80\n2020-03-12,150\n")
     result = CliRunner().invoke(app, [
         "backtest", "--policy", str(ROOT / "config" / "backtest" / "policy.leveraged-long.yaml"), "--portfolio",
-        str(portfolio), "--prices", str(CRASH_2020), "--from", "2020-03-11", "--to", "2020-03-13", "--json",
-        "--alt-policy", str(ROOT / "config" / "backtest" / "policy.delta-neutral-lp.yaml"), "--report", str(report)])
+        str(portfolio), "--prices", str(CRASH_2020), "--from", "2020-03-10", "--to", "2020-03-11", "--json",
+        "--gas", str(gas), "--implied-vol", str(vol)])
+    assert result.exit_code == 0, result.output
+    sources = json.loads(result.output)["market"]
+    assert sources["gas"] == f"data: {gas}" and sources["implied_vol"].startswith("data (proxy): BTC DVOL")
+    assert sources["aave_rates"].startswith("model") and sources["funding"].startswith("model")
+
+
+def test_the_cli_prints_every_fixed_run_in_json_and_writes_the_report_with_the_sweep_frontier(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    result = CliRunner().invoke(app, [
+        "backtest", "--policy", str(ROOT / "config" / "backtest" / "policy.delta-neutral-lp.yaml"), "--portfolio",
+        str(ROOT / "config" / "portfolio.delta-neutral-lp.yaml"), "--prices", str(CRASH_2022),
+        "--from", "2022-06-11", "--to", "2022-06-14", "--json", "--sweep", "bands.delta_usd=3000,12000",
+        "--alt-policy", str(ROOT / "config" / "backtest" / "policy.leveraged-long.yaml"), "--report", str(report)])
     assert result.exit_code == 0, result.output
     output = json.loads(result.output)
-    assert output["window"] == {"from": "2020-03-11T00:00:00Z", "to": "2020-03-13T23:00:00Z", "bars": 72,
+    assert output["window"] == {"from": "2022-06-11T00:00:00Z", "to": "2022-06-14T23:00:00Z", "bars": 96,
                                 "first_close_usd": output["window"]["first_close_usd"],
                                 "last_close_usd": output["window"]["last_close_usd"]}
-    for run in (output["managed"], output["unmanaged"], output["alternatives"]["policy.delta-neutral-lp"]):
-        assert {"liquidations", "min_health_factor", "hedge_cost_usd", "actions", "time_in_band", "turnover_usd",
-                "pnl_usd", "tracking_error_usd"} <= set(run)
+    assert set(output["sweep"]) == {"bands.delta_usd=3000", "bands.delta_usd=12000"}
+    assert set(output["alternatives"]) == {"policy.leveraged-long"}
+    comparison = output["comparison"]
+    assert comparison["cost_vs_periodic"] == pytest.approx(
+        output["policy"]["hedge_cost_usd"] / output["periodic"]["hedge_cost_usd"], abs=1e-3)
+    assert comparison["liquidations"] == {"policy": output["policy"]["liquidations"],
+                                          "hf_only": output["hf_only"]["liquidations"]}
+    for run in (*(output[name] for name in FIXED), *output["sweep"].values()):
+        assert {"liquidations", "liquidations_by_venue", "min_health_factor", "pnl_usd", "max_drawdown_usd",
+                "hedge_cost_usd", "hedge_cost", "turnover_usd", "tracking_error_usd", "time_in_band", "actions",
+                "sharpe_daily", "cost_prediction"} <= set(run)
+        assert set(run["liquidations_by_venue"]) == {"aave_v3", "perp", "options"}
+        assert {"fees_usd", "slippage_usd", "gas_usd", "flash_premium_usd"} == set(run["hedge_cost"])
     assert {p.name for p in report.iterdir()} == {"index.html", "price.png", "health_factor.png", "delta.png",
-                                                  "cost.png"}
-    assert "health_factor.png" in (report / "index.html").read_text()
+                                                  "cost.png", "value.png", "prediction.png", "frontier.png"}
+    page = (report / "index.html").read_text()
+    assert "frontier.png" in page and "cost_prediction.realised_usd" in page and "aave_rates" in page
 
 
-def test_the_cli_shows_a_table(tmp_path: Path) -> None:
+def test_a_bad_sweep_is_refused_with_one_line() -> None:
+    for sweep, problem in (("bands.delta_usd", "expected FIELD=V1,V2"), ("triggers.nope=1", "not a number"),
+                           ("bands.delta_usd=-5", "positive half-width")):
+        result = CliRunner().invoke(app, [
+            "backtest", "--policy", str(ROOT / "config" / "backtest" / "policy.leveraged-long.yaml"), "--portfolio",
+            str(ROOT / "config" / "portfolio.leveraged-long.yaml"), "--prices", str(CRASH_2020), "--to",
+            "2020-03-06", "--sweep", sweep])
+        assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output, sweep
+
+
+def test_the_cli_shows_a_table() -> None:
     _policy, portfolio = demo("leveraged-long")
     result = CliRunner().invoke(app, [
         "backtest", "--policy", str(ROOT / "config" / "backtest" / "policy.leveraged-long.yaml"), "--portfolio",
         str(portfolio), "--prices", str(CRASH_2022), "--to", "2022-06-10"])
     assert result.exit_code == 0, result.output
-    assert "managed" in result.output and "unmanaged" in result.output and "liquidations" in result.output
+    assert all(name in result.output for name in FIXED) and "prediction error" in result.output
 
 
 def test_a_bad_portfolio_file_is_refused_with_file_and_line(tmp_path: Path) -> None:
