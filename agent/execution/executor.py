@@ -42,6 +42,7 @@ from agent.chain.fees import (
     CANCEL_GAS,
     FeeCapExceeded,
     Fees,
+    cancellation_bump,
     cancellation_fees,
     gas_cap_wei,
     replacement_fees,
@@ -63,7 +64,9 @@ log = structlog.get_logger(__name__)
 
 GAS_MARGIN = 1.25  # interest accrues between simulation and inclusion: Aave's gas use drifts a little
 # What nodes answer when they already hold this transaction (or a better one at its nonce): it was sent.
-ALREADY_SENT = ("already known", "already imported", "replacement transaction underpriced", "replacement underpriced")
+ALREADY_SENT = ("already known", "already imported")
+# A replacement the node refused: not sent, and its bump timer keeps running (the next bump goes higher).
+UNDERPRICED = ("replacement transaction underpriced", "replacement underpriced")
 NONCE_TOO_LOW = ("nonce too low", "nonce is too low")
 HOPELESS = ("insufficient funds", "intrinsic gas too low", "exceeds block gas limit")
 _ERROR_STRING = bytes.fromhex("08c379a0")
@@ -538,10 +541,14 @@ class Executor:
                 return
         previous = Fees(newest.record.max_fee_per_gas_wei, newest.record.max_priority_fee_per_gas_wei)
         current = self._current_fees(context, capped=not cancelling)
-        cap = None if cancelling else gas_cap_wei(self.policy.limits, self.health_factor)
-        fees = replacement_fees(previous, current, intent.bumps, cap)
+        if cancelling:  # its own budget: a stuck nonce blocks everything after it (the daemon escalates past it)
+            fees = cancellation_bump(previous, current, sum(t.record.kind == "cancel" for t in txs) - 1,
+                                     self.policy.limits)
+        else:
+            cap = gas_cap_wei(self.policy.limits, self.health_factor)
+            fees = replacement_fees(previous, current, intent.bumps, cap)
         if fees is None:
-            return  # no more bumps allowed: the deadline's cancellation takes over
+            return  # no more bumps allowed: the deadline's cancellation takes over, or the stuck escalation
         if self.guard.sending_refusal() is not None:
             return
         kind = "cancel" if cancelling else "replacement"
@@ -612,6 +619,9 @@ class Executor:
             message = str(error).lower()
             if any(text in message for text in ALREADY_SENT):
                 log.info("node already has the transaction", intent=id[:12], tx_hash=record.tx_hash)
+            elif any(text in message for text in UNDERPRICED):
+                log.warning("replacement underpriced: not sent", intent=id[:12], tx_hash=record.tx_hash)
+                return
             elif any(text in message for text in NONCE_TOO_LOW):
                 log.warning("nonce too low: reconciling", intent=id[:12], nonce=record.nonce)
                 intent = self.journal.intent(id)

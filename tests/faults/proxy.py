@@ -45,17 +45,21 @@ def wrong_type(request: dict[str, Any]) -> dict[str, Any]:
 class Fault:
     """Applies `answer` to requests of `methods` (None: every method) with `probability`, until `until_s` (a
     monotonic time; None: for ever). `forward_first` sends the request upstream first (a transaction reaches the
-    node, the answer is still the fault's)."""
+    node, the answer is still the fault's); `only`, when given, picks the requests by their params."""
 
     answer: Answer
     methods: frozenset[str] | None = None
     probability: float = 1.0
     until_s: float | None = None
     forward_first: bool = False
+    only: Callable[[Any], bool] | None = None
 
-    def applies(self, method: str, rng: random.Random) -> bool:
+    def applies(self, request: dict[str, Any], rng: random.Random) -> bool:
         if self.until_s is not None and time.monotonic() >= self.until_s:
             return False
+        if self.only is not None and not self.only(request.get("params")):
+            return False
+        method = str(request.get("method"))
         return (self.methods is None or method in self.methods) and rng.random() < self.probability
 
 
@@ -104,7 +108,7 @@ class FaultProxy:
         method = str(request.get("method"))
         with self._lock:
             fault = self.fault
-            hit = fault is not None and fault.applies(method, self._rng)
+            hit = fault is not None and fault.applies(request, self._rng)
         if not hit or fault is None:
             self.counts[f"{method}:forwarded"] += 1
             return self._forward(body)
