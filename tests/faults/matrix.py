@@ -141,6 +141,10 @@ SCENARIOS = [
                                      first=0, last=len(CRASH))),
     Scenario("nonce too low", during(Fault(error(-32000, "nonce too low"), methods=SEND, forward_first=True),
                                      first=0, last=len(CRASH))),
+    Scenario("replacement underpriced", during(Fault(error(-32000, "replacement transaction underpriced"),
+                                                     methods=SEND), first=1, last=2)),
+    Scenario("a revert in simulation", during(Fault(error(3, "execution reverted: 35"), methods=frozenset(
+        {"eth_estimateGas"})), first=1, last=2)),
     Scenario("SIGKILL after signing", kill_after_signing),
     Scenario("two daemons for one account", second_daemon),
 ]
