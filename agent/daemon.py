@@ -395,7 +395,8 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
     if approved:
         for action in result.plan.actions:
             telemetry.ACTIONS.labels(name, action.kind).inc()
-            telemetry.ACTION_COST.labels(name, action.kind).inc(action.cost_usd)
+            # A negative estimate (a swap priced better than the oracle, a rebate) is no cost: a counter only rises.
+            telemetry.ACTION_COST.labels(name, action.kind).inc(max(action.cost_usd, 0.0))
     health = min((a.health_factor for a in report.accounts), default=math.inf)
     log.info(
         "cycle",

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from agent.daemon import Daemon, load_policies
+from agent.chain.reader import PortfolioReader
+from agent.cycle import decide
+from agent.daemon import Daemon, load_policies, record
+from agent.execution.executor import ExecutionReport
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_weth_price
 from agent.localnet.policies import render_policy
+from agent.model import Action
+from agent.planner import HedgeState
 from agent.settings import Settings
+from agent.telemetry import REGISTRY
 
 
 def status(url: str) -> tuple[int, str]:
@@ -106,3 +114,21 @@ def test_a_price_move_beyond_price_move_pct_runs_a_cycle_before_the_interval(
     first = {name: p.last_success_s for name, p in d.portfolios.items()}
     set_weth_price(chain, localnet, 2_000 * 1.03)  # 3% > price_move_pct 2%; the interval is an hour
     wait_for(lambda: all(p.last_success_s != first[name] for name, p in d.portfolios.items()), timeout_s=20)
+
+
+def test_a_cycle_with_a_negative_cost_estimate_is_recorded(localnet: Localnet, demo_policy: Any) -> None:
+    policy = demo_policy("leveraged-long")
+    reader = PortfolioReader(policy)
+    try:
+        result = decide(reader.read(), policy, HedgeState(), log_decision=False)
+    finally:
+        reader.close()
+    gain = Action("swap", "localnet", "uniswap_v3", "USDC", 10**9, 1_000.0, "test", cost_usd=-2.5, asset_out="WETH")
+    result = dataclasses.replace(result, plan=dataclasses.replace(result.plan, actions=(gain,)))
+    report = ExecutionReport(result.plan.portfolio, "plan", "live")
+    before = REGISTRY.get_sample_value("ballast_cycles_total", {"portfolio": "leveraged-long", "outcome": "ok"}) or 0
+
+    record(result, policy, report, 0.1, time.time())  # a counter incremented by -2.5 would raise here
+
+    assert REGISTRY.get_sample_value("ballast_cycles_total", {"portfolio": "leveraged-long", "outcome": "ok"}) == \
+        before + 1
