@@ -37,6 +37,16 @@ class Clock:
         self.now += seconds
 
 
+class OffsetClock:
+    """The real clock, moved forward by `offset` seconds (for daemons, whose threads read the time too)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
 def live(policy: Policy, **execution: Any) -> Policy:
     """Returns `policy` in live mode with the execution settings given."""
     return policy.model_copy(update={"execution": policy.execution.model_copy(update={"mode": "live", **execution})})

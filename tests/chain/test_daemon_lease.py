@@ -4,7 +4,6 @@ never mines is recorded stuck, fails /healthz and raises its metric until it res
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,17 +19,9 @@ from agent.localnet.market import set_weth_price
 from agent.localnet.policies import render_policy
 from agent.settings import Settings
 from agent.telemetry import REGISTRY
-from tests.chain.execution_support import dev_account, rpc
+from tests.chain.execution_support import OffsetClock, dev_account, rpc
 
 NAME = "leveraged-long"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @pytest.fixture
@@ -62,7 +53,7 @@ def test_a_second_daemon_on_one_journal_stands_by_then_takes_over(
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     account = dev_account(localnet, NAME).address
-    clock = Clock()
+    clock = OffsetClock()
     first = Daemon(load_policies([policy_dir]), settings, clock=clock)
     daemons.append(first)
     second = Daemon(load_policies([policy_dir]), settings, clock=clock)
@@ -104,7 +95,7 @@ def test_an_intent_whose_cancellation_never_mines_is_stuck_and_fails_healthz(
     localnet: Localnet, chain: LocalChain, policy_dir: Path, settings: Settings, daemons: list[Daemon]
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
-    clock = Clock()
+    clock = OffsetClock()
     daemon = Daemon(load_policies([policy_dir]), settings, clock=clock)
     daemons.append(daemon)
     set_weth_price(chain, localnet, 2_000 * 0.8)  # a crash: the leveraged long must deleverage

@@ -25,6 +25,7 @@ from agent.model import Action
 from agent.planner import HedgeState
 from agent.settings import Settings
 from agent.telemetry import REGISTRY
+from tests.chain.execution_support import OffsetClock
 
 
 def status(url: str) -> tuple[int, str]:
@@ -42,14 +43,6 @@ def wait_for(condition, timeout_s: float = 30) -> None:  # type: ignore[no-untyp
         time.sleep(0.1)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 @pytest.fixture
 def policy_dir(localnet: Localnet, tmp_path: Path) -> Path:
     directory = tmp_path / "policies"
@@ -60,8 +53,8 @@ def policy_dir(localnet: Localnet, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def daemon(policy_dir: Path, tmp_path: Path) -> Iterator[tuple[Daemon, str, Clock]]:
-    clock = Clock()
+def daemon(policy_dir: Path, tmp_path: Path) -> Iterator[tuple[Daemon, str, OffsetClock]]:
+    clock = OffsetClock()
     settings = Settings(db=str(tmp_path / "journal.sqlite"), metrics_addr="127.0.0.1:0",
                         kill_switch=tmp_path / "KILL")
     daemon = Daemon(load_policies([policy_dir]), settings, clock=clock)
@@ -75,7 +68,7 @@ def daemon(policy_dir: Path, tmp_path: Path) -> Iterator[tuple[Daemon, str, Cloc
 
 
 def test_healthz_follows_the_age_of_the_last_successful_cycle_and_readyz_the_start(
-    daemon: tuple[Daemon, str, Clock],
+    daemon: tuple[Daemon, str, OffsetClock],
 ) -> None:
     d, url, clock = daemon
     assert status(url + "/readyz") == (200, "ready\n")
@@ -88,7 +81,7 @@ def test_healthz_follows_the_age_of_the_last_successful_cycle_and_readyz_the_sta
 
 
 def test_reload_refuses_an_invalid_policy_and_keeps_the_running_one(
-    daemon: tuple[Daemon, str, Clock], policy_dir: Path
+    daemon: tuple[Daemon, str, OffsetClock], policy_dir: Path
 ) -> None:
     d, _url, _clock = daemon
     path = policy_dir / "leveraged-long.yaml"
@@ -107,7 +100,7 @@ def test_reload_refuses_an_invalid_policy_and_keeps_the_running_one(
 
 
 def test_a_price_move_beyond_price_move_pct_runs_a_cycle_before_the_interval(
-    daemon: tuple[Daemon, str, Clock], localnet: Localnet, chain: LocalChain
+    daemon: tuple[Daemon, str, OffsetClock], localnet: Localnet, chain: LocalChain
 ) -> None:
     d, _url, _clock = daemon
     wait_for(lambda: all(p.last_success_s for p in d.portfolios.values()))
