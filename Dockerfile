@@ -62,10 +62,12 @@ WORKDIR /opt/ballast-src
 COPY deploy/localnet/package.json deploy/localnet/package-lock.json deploy/localnet/compile.cjs deploy/localnet/
 RUN cd deploy/localnet && npm ci --no-audit --no-fund --loglevel=error && npm cache clean --force
 COPY deploy/localnet/contracts/ deploy/localnet/contracts/
+COPY contracts/ contracts/
 COPY agent/ agent/
 COPY contracts_abi/ contracts_abi/
 ENV PYTHONPATH=/opt/ballast-src
-# Compile the local reference contracts now, into the cache the agent reads (the running user cannot write here).
+# Compile the local reference contracts and the keeper module now, into the cache the agent reads (the running
+# user cannot write here).
 RUN python -c "from agent.localnet.artifacts import artifact; artifact('LocalPriceFeed')" \
     && ls deploy/localnet/build/contracts-*.json
 WORKDIR /var/lib/ballast

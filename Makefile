@@ -40,6 +40,7 @@ bench: deps
 	$(BIN)/python benchmarks/greeks.py
 	$(BIN)/python benchmarks/snapshot.py
 	$(BIN)/python benchmarks/backtest.py
+	$(BIN)/python benchmarks/recipe.py
 	$(BIN)/python benchmarks/fleet.py
 
 schema: deps

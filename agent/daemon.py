@@ -395,7 +395,7 @@ def record(result: CycleResult, policy: Policy, execution: ExecutionReport, dura
     if approved:
         for action in result.plan.actions:
             telemetry.ACTIONS.labels(name, action.kind).inc()
-            # A negative estimate (a swap priced better than the oracle, a rebate) is no cost: a counter only rises.
+            # A swap that beats the oracle price has a negative cost estimate: the counter adds up costs only.
             telemetry.ACTION_COST.labels(name, action.kind).inc(max(action.cost_usd, 0.0))
     health = min((a.health_factor for a in report.accounts), default=math.inf)
     log.info(

@@ -66,6 +66,7 @@ class AaveAccount:
     reserves: tuple[AaveReserve, ...]
     emode: EModeCategory | None = None
     reported_health_factor_wad: int | None = None  # `getUserAccountData` at the same block, when read on-chain
+    flash_loan_premium_bps: int | None = None  # the pool's `FLASHLOAN_PREMIUM_TOTAL` (None: not read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +405,11 @@ class Action:
       underlying's price, funded from the idle balance or Aave collateral: `planner/margin.py`);
     - "option_buy", "option_sell": buy or sell back `amount_base_units` options (1e18 units of the underlying) of
       the venue's series `position_id` (`asset` names it, e.g. "WETH-1700000000-1800-P"), paying at most
-      `max_amount_in_base_units` or receiving at least `min_amount_out_base_units` of the venue's quote token.
+      `max_amount_in_base_units` or receiving at least `min_amount_out_base_units` of the venue's quote token;
+    - "flash_loan", "flash_repay": the bracket of a flash loan (`protocol` names the lender, "aave_v3"): the first
+      borrows `amount_base_units` of `asset` into the account, the actions after it are the ones the loan funds,
+      the second pays back `amount_base_units` (loan + premium) once they are done. Its `cost_usd` carries the
+      premium. Only an atomic recipe (the Safe's keeper module) can carry it.
     `reason` says which band and by how much; `predicted_health_factor` is the account's health factor once this
     step is done (None where it does not apply).
     """

@@ -25,7 +25,9 @@ POSITIONS = 40
 def main() -> None:
     with Anvil() as node:
         localnet = build_localnet(node.url, node.chain_id)
-        owner = localnet.demo_accounts["delta-neutral-lp"]
+        # The positions are minted by the Safe's owner into the Safe (the Safe itself sends nothing here).
+        portfolio = localnet.demo_portfolios["delta-neutral-lp"]
+        owner, safe = portfolio.owner, portfolio.address
         chain = LocalChain(Web3(Web3.HTTPProvider(node.url)))
         manager = chain.at("NonfungiblePositionManager", localnet.world.contracts["NonfungiblePositionManager"])
         token0, token1 = sorted(localnet.world.tokens[s] for s in ("WETH", "USDC"))
@@ -36,10 +38,10 @@ def main() -> None:
         tick = chain.at("UniswapV3Pool", localnet.world.pools[500]).functions.slot0().call()[1] // 10 * 10
         for i in range(POSITIONS - 1):
             chain.send(manager.functions.mint((token0, token1, 500, tick - 100 - 10 * i, tick + 100 + 10 * i,
-                                               10**17, 200 * 10**6, 0, 0, owner, 2**64)), owner)
+                                               10**17, 200 * 10**6, 0, 0, safe, 2**64)), owner)
 
         requests = [0]
-        policy = parse_policy(render_policy("delta-neutral-lp", owner, localnet))
+        policy = parse_policy(render_policy("delta-neutral-lp", safe, localnet))
         reader = PortfolioReader(policy, on_request=lambda *_: requests.__setitem__(0, requests[0] + 1))
         reader.read()
         (chain_reader,) = reader.chains

@@ -31,7 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def _localnet_session() -> Iterator[Localnet]:
     with Anvil() as node:
-        yield build_localnet(node.url, node.chain_id)
+        localnet = build_localnet(node.url, node.chain_id)
+        # Test set-up may act as a demo Safe (`chain.send(fn, safe)`) without its owner's signature; the agent's
+        # own transactions are signed with real keys and gain nothing from this.
+        w3 = Web3(Web3.HTTPProvider(node.url))
+        for safe in localnet.demo_accounts.values():
+            w3.provider.make_request("anvil_impersonateAccount", [safe])
+            w3.provider.make_request("anvil_setBalance", [safe, hex(10**21)])
+        yield localnet
 
 
 @pytest.fixture

@@ -113,6 +113,7 @@ class AaveV3:
             Call("aave_v3:getUserAccountData", self.pool, POOL.fn("getUserAccountData"), account),
             Call("aave_v3:getUserEMode", self.pool, POOL.fn("getUserEMode"), account),
             Call("aave_v3:getUserConfiguration", self.pool, POOL.fn("getUserConfiguration"), account),
+            Call("aave_v3:flashLoanPremium", self.pool, POOL.fn("FLASHLOAN_PREMIUM_TOTAL")),
         ]
         for r in self.reserves:
             s = r.token.symbol
@@ -138,6 +139,7 @@ class AaveV3:
         reported_health_factor_wad = next(values)[5]  # getUserAccountData's last field
         user_emode = int(next(values))
         (user_config,) = next(values)
+        flash_loan_premium_bps = int(next(values))
         reserves = []
         for r in self.reserves:
             reserve_data, price, collateral, variable_debt, stable_debt = (next(values) for _ in range(5))
@@ -165,5 +167,6 @@ class AaveV3:
             if c == user_emode:
                 emode = EModeCategory(c, ltv, threshold, bonus, price)
         account = AaveAccount(self.chain, self.account, tuple(reserves), emode,
-                              reported_health_factor_wad=reported_health_factor_wad)
+                              reported_health_factor_wad=reported_health_factor_wad,
+                              flash_loan_premium_bps=flash_loan_premium_bps)
         return Reading(positions=(account,))

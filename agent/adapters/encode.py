@@ -102,15 +102,20 @@ def encode_swap(
     return TxRequest(venues.chain, router, data, description=what)
 
 
-def encode_remove_liquidity(venues: Venues, token_id: int, liquidity: int, deadline_ts: int) -> TxRequest:
-    """Returns one `NonfungiblePositionManager.multicall` of `decreaseLiquidity` and `collect` to the account:
-    the tokens leave the position and reach the wallet in the same transaction."""
+def encode_remove_liquidity(
+    venues: Venues, token_id: int, liquidity: int, min_amounts: tuple[int, int], deadline_ts: int
+) -> tuple[TxRequest, TxRequest]:
+    """Returns `NonfungiblePositionManager.decreaseLiquidity` (paying at least `min_amounts` of token0 and token1,
+    base units) and `collect` of everything owed to the account: two calls, so that a keeper module can check each
+    (a `multicall` hides its calls from the module's rules)."""
     manager = _required(venues.position_manager, "Uniswap v3 position manager", venues.chain)
-    decrease = MANAGER.fn("decreaseLiquidity").encode((token_id, liquidity, 0, 0, deadline_ts))
+    decrease = MANAGER.fn("decreaseLiquidity").encode((token_id, liquidity, *min_amounts, deadline_ts))
     collect = MANAGER.fn("collect").encode((token_id, venues.account, MAX_UINT128, MAX_UINT128))
-    data = MANAGER.fn("multicall").encode([decrease, collect])
-    return TxRequest(venues.chain, manager, data,
-                     description=f"uniswap_v3 remove {liquidity} liquidity from position {token_id}")
+    return (
+        TxRequest(venues.chain, manager, decrease, description=f"uniswap_v3 decrease position {token_id} by "
+                  f"{liquidity} liquidity for ≥{min_amounts[0]}/≥{min_amounts[1]}"),
+        TxRequest(venues.chain, manager, collect, description=f"uniswap_v3 collect position {token_id}"),
+    )
 
 
 def encode_approve(chain: str, token: Token, spender: str, amount: int) -> TxRequest:
@@ -127,19 +132,34 @@ def decode_approve(data: bytes) -> tuple[str, int] | None:
     return Web3.to_checksum_address(spender), int(amount)
 
 
-def encode_action(action: Action, venues: Venues, deadline_ts: int) -> TxRequest:
-    """Returns the transaction that carries out `action`. Raises EncodeError for an unknown kind or asset."""
+def encode_action(
+    action: Action, venues: Venues, deadline_ts: int, removal_minimums: tuple[int, int] | None = None
+) -> tuple[TxRequest, ...]:
+    """Returns the calls that carry out `action`, in order (one, or two for a liquidity removal, whose minimum
+    token amounts are `removal_minimums`). A flash loan's bracket has none: the account's executor wraps the
+    recipe in the loan. Raises EncodeError for an unknown kind or asset."""
     kind = action.kind
     if kind in ("supply", "withdraw", "borrow", "repay"):
         asset = venues.token(action.asset)
         encoder = {"supply": encode_supply, "withdraw": encode_withdraw, "borrow": encode_borrow,
                    "repay": encode_repay}[kind]
-        return encoder(venues, asset, action.amount_base_units)
+        return (encoder(venues, asset, action.amount_base_units),)
     if kind == "swap":
-        return encode_swap(venues, venues.token(action.asset), venues.token(action.asset_out), action.fee_pips,
-                           action.amount_base_units, action.min_amount_out_base_units, deadline_ts)
+        return (encode_swap(venues, venues.token(action.asset), venues.token(action.asset_out), action.fee_pips,
+                            action.amount_base_units, action.min_amount_out_base_units, deadline_ts),)
     if kind == "remove_liquidity":
-        return encode_remove_liquidity(venues, action.position_id, action.amount_base_units, deadline_ts)
+        if removal_minimums is None:
+            raise EncodeError("a liquidity removal needs its minimum token amounts")
+        return encode_remove_liquidity(venues, action.position_id, action.amount_base_units, removal_minimums,
+                                       deadline_ts)
+    if kind in ("flash_loan", "flash_repay"):
+        return ()
+    return (_encode_venue_trade(action, venues),)
+
+
+def _encode_venue_trade(action: Action, venues: Venues) -> TxRequest:
+    """The call of a perp or options venue trade or margin move."""
+    kind = action.kind
     if kind in ("perp", "perp_deposit", "perp_withdraw"):
         perps = _venue(venues.perps, "perp venue", venues.chain)
         if kind == "perp":
@@ -182,6 +202,51 @@ def approval_needed(action: Action, venues: Venues) -> tuple[Token, str, int] | 
             raise EncodeError(f"the options venue on chain {venues.chain} has no quote token")
         return options.quote_token, options.market, action.max_amount_in_base_units
     return None
+
+
+CallRules = dict[tuple[str, bytes], tuple[int, int]]
+"""(checksummed target, 4-byte selector) → (safe_args, spender_args): bit i of the first says ABI word i of the
+arguments must be the account, bit i of the second that it must be a spender (the keeper module's encoding)."""
+
+
+def _bits(*words: int) -> int:
+    return sum(1 << word for word in set(words))
+
+
+def call_rules(venues: Venues) -> CallRules:
+    """Returns every call a recipe may make on one chain, with the arguments that must name the account or a
+    spender: Aave's supply/repay/withdraw/borrow (beneficiary the account), the router's swap (recipient), the
+    position manager's decrease and collect (recipient), the venues' trades (the caller is the account), and each
+    token's `approve` (spender)."""
+    rules: CallRules = {}
+    if venues.aave_pool:
+        pool = Web3.to_checksum_address(venues.aave_pool)
+        for name, word in (("supply", 2), ("repay", 3), ("withdraw", 2), ("borrow", 4)):
+            rules[(pool, POOL.fn(name).selector)] = (_bits(word), 0)
+    if venues.swap_router:
+        rules[(Web3.to_checksum_address(venues.swap_router), ROUTER.fn("exactInputSingle").selector)] = (_bits(3), 0)
+    if venues.position_manager:
+        manager = Web3.to_checksum_address(venues.position_manager)
+        rules[(manager, MANAGER.fn("decreaseLiquidity").selector)] = (0, 0)
+        rules[(manager, MANAGER.fn("collect").selector)] = (_bits(1), 0)
+    trades: list[TxRequest] = []
+    if venues.perps is not None:
+        trades += [venues.perps.encode_modify_position(0, 0), venues.perps.encode_deposit_margin(0),
+                   venues.perps.encode_withdraw_margin(0)]
+    if venues.options is not None:
+        trades += [venues.options.encode_buy(0, 0, 0), venues.options.encode_sell(0, 0, 0)]
+    for trade in trades:
+        rules[(Web3.to_checksum_address(trade.to), trade.data[:4])] = (0, 0)
+    for token in venues.tokens:
+        rules[(Web3.to_checksum_address(token.address), _APPROVE.selector)] = (0, _bits(0))
+    return rules
+
+
+def spenders(venues: Venues) -> frozenset[str]:
+    """Returns who an approval may name: the Aave pool, the swap router and the venues' markets (checksummed)."""
+    named = (venues.aave_pool, venues.swap_router, venues.perps.market if venues.perps else None,
+             venues.options.market if venues.options else None)
+    return frozenset(Web3.to_checksum_address(a) for a in named if a)
 
 
 def read_allowance(w3: Web3, token: Token, owner: str, spender: str, block: int | str = "latest") -> int:

@@ -7,6 +7,7 @@ The key never leaves this module: it is not in any repr, log line, metric, error
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,10 +93,11 @@ def keystore_signer(keystore: Path, password: str) -> LocalSigner:
     return LocalSigner(Account.from_key(key))
 
 
-def load_signer(settings: Settings, chain_id: int, account: str | None = None) -> Signer:
+def load_signer(settings: Settings, chain_id: int, account: str | None = None,
+                accept: Callable[[str], bool] | None = None) -> Signer:
     """Returns the signer the settings configure for `chain_id` and `account`: the keystore if set, else
     `BALLAST_PRIVATE_KEY`, which is accepted for a local chain only (with a warning). Of several comma-separated
-    keys, the one of `account` is used.
+    keys, the one of `account` is used, or the first whose address `accept` takes (a keeper of a Safe's module).
 
     Raises SignerError when no key is configured, no configured key is `account`'s, or a plain key is configured for
     a chain that is not local.
@@ -109,9 +111,11 @@ def load_signer(settings: Settings, chain_id: int, account: str | None = None) -
                 "(BALLAST_KEYSTORE) on any chain but the local one"
             )
         signers = [LocalSigner(Account.from_key(k)) for k in settings.private_key.get_secret_value().split(",")]
-        signer = next((s for s in signers if account is None or s.address.lower() == account.lower()), None)
+        signer = next((s for s in signers if (account is None or s.address.lower() == account.lower())
+                       and (accept is None or accept(s.address))), None)
         if signer is None:
-            raise SignerError(f"BALLAST_PRIVATE_KEY holds no key of account {account}")
+            wanted = f"account {account}" if account else "an address the executor accepts (a keeper of the module)"
+            raise SignerError(f"BALLAST_PRIVATE_KEY holds no key of {wanted}")
         log.warning("signing with a plain private key: local chain only", chain_id=chain_id, account=signer.address)
         return signer
     raise SignerError("no signing key: set BALLAST_KEYSTORE (and its password), or BALLAST_PRIVATE_KEY on a local "

@@ -2,9 +2,12 @@
 act on; the executor journals it.
 
 Rules: the kill switch (a file; nothing is sent while it exists), a paused portfolio, a snapshot with stale or
-untrusted data, contracts outside the allowlist derived from the policy's protocols, per-transaction notional,
-rolling 24-hour turnover, swap slippage against the oracle price, and the price bounds of perp and option trades
-against the venue's index price and mark.
+untrusted data, per-transaction notional, rolling 24-hour turnover, swap slippage against the oracle price, the
+price bounds of perp and option trades against the venue's index price and mark, and every call of a recipe
+against the rules the keeper module enforces (`agent.adapters.safe.refusal`): a (target, selector) the policy's
+protocols allow, every beneficiary argument the account itself, every approval spender a protocol contract. For
+a Safe the module's own configuration, read at the snapshot block, is checked too, so that whatever the module
+would refuse is refused before anything is signed.
 """
 
 from __future__ import annotations
@@ -13,14 +16,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.adapters.encode import Venues, decode_approve
+from web3 import Web3
+
+from agent.adapters.encode import Venues, call_rules, decode_approve, spenders
+from agent.adapters.safe import CallRule, ModuleConfig
+from agent.adapters.safe import refusal as module_refusal
 from agent.errors import BallastError
-from agent.execution.journal import Journal
+from agent.execution.journal import Intent, Journal
 from agent.execution.metrics import ExecutionMetrics
+from agent.execution.recipe import Recipe, RecipeCall
+from agent.execution.reverts import named
 from agent.model import Action, OptionSeries, Plan, Snapshot, TxRequest
 from agent.policy import Policy
 
 DAY_S = 86_400.0
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 # A failed quote only limits the planner's cost estimate; any other failed read leaves the picture incomplete.
 _HARMLESS_FAILED_SOURCES = ("uniswap_v3:quote:",)
 
@@ -57,6 +67,19 @@ def allowlist(venues: Venues) -> frozenset[str]:
     return frozenset(a.lower() for a in (*venues.contracts(), *(t.address for t in venues.tokens)))
 
 
+def policy_rules(venues: Venues, module: str | None = None) -> ModuleConfig:
+    """Returns the keeper module's configuration as the policy's protocols on one chain imply it (for a direct
+    account too: the same rules, with the account as the beneficiary): the calls of `call_rules`, the spenders,
+    the Aave pool as flash lender."""
+    pool = Web3.to_checksum_address(venues.aave_pool) if venues.aave_pool else ZERO_ADDRESS
+    return ModuleConfig(
+        Web3.to_checksum_address(module or ZERO_ADDRESS), Web3.to_checksum_address(venues.account), True,
+        ZERO_ADDRESS, True, pool, 0, rules={key: CallRule(True, *bits) for key, bits in call_rules(venues).items()},
+        spenders=dict.fromkeys(spenders(venues), True),
+        flash_lenders={pool: "aave_v3"} if venues.aave_pool else {},
+    )
+
+
 class Guard:
     """Checks plans and transactions against a policy's limits and the operator's switches."""
 
@@ -70,6 +93,9 @@ class Guard:
         self.venues = dict(venues)
         self.metrics = metrics
         self.clock = clock
+        executor = policy.portfolio.executor
+        module = executor.module if executor.kind == "safe_module" else None
+        self.rules = {chain: policy_rules(v, module) for chain, v in self.venues.items()}
 
     def kill_switch_engaged(self) -> bool:
         """Returns whether the kill-switch file exists (and updates its metric)."""
@@ -121,21 +147,58 @@ class Guard:
         return refusals
 
     def check_tx(self, request: TxRequest, index: int | None = None) -> Refusal | None:
-        """Returns the refusal of one transaction whose target (or approval spender) is off the allowlist."""
+        """Returns the refusal of one call that breaks the policy's call rules (target and selector, beneficiary,
+        approval spender), or that carries value."""
         venues = self.venues.get(request.chain)
         if venues is None:
             return Refusal("allowlist", f"chain {request.chain} is not in the policy", index)
-        allowed = allowlist(venues)
-        if request.to.lower() not in allowed:
-            return Refusal("allowlist", f"{request.to} on {request.chain} is not a contract of the policy's "
-                                        "protocols", index)
-        approval = decode_approve(request.data)
-        if approval is not None and approval[0].lower() not in {a.lower() for a in venues.contracts()}:
-            return Refusal("allowlist", f"approval spender {approval[0]} is not a contract of the policy's "
-                                        "protocols", index)
         if request.value_wei:
             return Refusal("allowlist", f"a call to {request.to} may not carry value", index)
-        return None
+        code = module_refusal(self.rules[request.chain], request)
+        return None if code is None else Refusal("allowlist", self._broken(code, request, venues), index)
+
+    def _broken(self, code: str, request: TxRequest, venues: Venues) -> str:
+        """Says which of the policy's call rules `request` breaks."""
+        if code == "BK013":
+            return f"a call to the account or its module itself ({request.to})"
+        if code == "BK011":
+            return f"a call to {request.to} ({request.description}) names a beneficiary other than {venues.account}"
+        approval = decode_approve(request.data)
+        if code == "BK012" and approval is not None:
+            return f"approval spender {approval[0]} is not a contract of the policy's protocols"
+        if request.to.lower() not in allowlist(venues):
+            return f"{request.to} on {request.chain} is not a contract of the policy's protocols"
+        return f"{request.to} on {request.chain}: 0x{request.data[:4].hex()} is not a call the policy allows"
+
+    def check_intent(self, intent: Intent, module: str | None) -> Refusal | None:
+        """Returns why a journaled intent may not be sent now: its call (a recipe's: each of its calls, and the
+        recipe itself addressed to the Safe's `module`) breaks the policy's rules."""
+        if intent.kind != "recipe":
+            return self.check_tx(TxRequest(intent.chain, intent.to_address, intent.data_bytes, int(intent.value_wei),
+                                           intent.description))
+        if intent.to_address.lower() != (module or "").lower():
+            return Refusal("allowlist", f"a recipe goes to the Safe's module {module}, not {intent.to_address}")
+        calls = [TxRequest(intent.chain, c["to"], bytes.fromhex(c["data"][2:]), 0, c["description"])
+                 for c in intent.recipe_calls()]
+        return next((r for c in calls if (r := self.check_tx(c)) is not None), None)
+
+    def check_recipe(self, recipe: Recipe, module: ModuleConfig | None, atomic: bool) -> list[Refusal]:
+        """Returns every refusal of a recipe: each call against the policy's rules, a flash loan from a lender the
+        policy does not name or on an account that cannot run one atomically, and, for a Safe, everything its
+        keeper module (`module`, read at the snapshot block) would refuse."""
+        refusals = [r for c in recipe.calls if (r := self.check_tx(c.request, c.action_index)) is not None]
+        passed = [c for c in recipe.calls if self.check_tx(c.request) is None]
+        loan = recipe.flash_loan
+        if loan is not None:
+            lender = Web3.to_checksum_address(loan.lender)
+            if not atomic:
+                refusals.append(Refusal("allowlist", "a flash loan needs a Safe with the keeper module (portfolio."
+                                        "executor.kind: safe_module)", loan.action_index))
+            elif lender not in self.rules[recipe.chain].flash_lenders:
+                refusals.append(Refusal("allowlist", f"flash lender {lender} is not a contract of the policy's "
+                                        "protocols", loan.action_index))
+        # The module's own configuration is asked about what the policy allows (its refusals are the module's).
+        return refusals + ([] if module is None else _module_refusals(recipe, passed, module))
 
     def _emergency(self, snapshot: Snapshot) -> bool:
         """Whether an account of the snapshot is within `limits.gas_cap_lift_hf` of liquidation."""
@@ -190,3 +253,22 @@ class Guard:
             return Refusal("slippage", f"swap accepts {slippage_bps:,.1f} bps below the oracle price, more than "
                                        f"max_slippage_bps {limit:g}", index)
         return None
+
+
+def _module_refusals(recipe: Recipe, calls: Sequence[RecipeCall], module: ModuleConfig) -> list[Refusal]:
+    """What the keeper module, as configured on chain, would refuse in the recipe and of its `calls`."""
+    refusals = []
+    if not module.module_enabled:
+        refusals.append(Refusal("module", f"the Safe {module.safe} has not enabled the keeper module {module.module}"))
+    if not module.keeper_enabled:
+        refusals.append(Refusal("module", f"{module.keeper} is not a keeper of the module {module.module}: BK001"))
+    for call in calls:
+        code = module_refusal(module, call.request)
+        if code is not None:
+            refusals.append(Refusal("module", f"the keeper module would refuse {call.request.description}: "
+                                              f"{named(code)}", call.action_index))
+    loan = recipe.flash_loan
+    if loan is not None and module.flash_lenders.get(Web3.to_checksum_address(loan.lender)) is None:
+        refusals.append(Refusal("module", f"the keeper module does not take flash loans from {loan.lender}: "
+                                          f"{named('BK041')}", loan.action_index))
+    return refusals

@@ -16,8 +16,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def journal_json(journal: Journal, portfolio: str | None = None, limit: int = 20) -> dict[str, Any]:
-    """Returns the newest `limit` intents (each with every transaction signed for it, raw bytes left out) and the
-    newest events, as JSON-ready mappings; times are ISO-8601 UTC."""
+    """Returns the newest `limit` intents (each with every transaction signed for it, raw bytes left out, and a
+    recipe's calls) and the newest events, as JSON-ready mappings; times are ISO-8601 UTC."""
     intents = []
     for intent in journal.intents(portfolio, limit=limit, newest_first=True):
         intents.append({
@@ -28,6 +28,7 @@ def journal_json(journal: Journal, portfolio: str | None = None, limit: int = 20
             "plan_reason": intent.plan_reason, "action_reason": intent.action_reason, "error": intent.error,
             "nonce": intent.nonce, "tx_hash": intent.tx_hash, "block_number": intent.block_number,
             "bumps": intent.bumps, "created_at": _iso(intent.created_at), "updated_at": _iso(intent.updated_at),
+            "calls": [{k: c[k] for k in ("action", "kind", "to", "description")} for c in intent.recipe_calls()],
             "transactions": [
                 {"tx_hash": tx.record.tx_hash, "kind": tx.record.kind, "state": tx.record.state,
                  "nonce": tx.record.nonce, "max_fee_per_gas_wei": tx.record.max_fee_per_gas_wei,

@@ -3,6 +3,7 @@ their rows as the executor sees them: `Intent` and `StoredTx`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,7 +25,7 @@ intents = sa.Table(
     sa.Column("bumps", sa.Integer), sa.Column("tx_hash", sa.String(66)), sa.Column("block_number", sa.Integer),
     sa.Column("created_at", sa.Float), sa.Column("updated_at", sa.Float), sa.Column("signed_at", sa.Float),
     sa.Column("sent_at", sa.Float), sa.Column("last_sent_at", sa.Float),
-    sa.Column("stuck_at", sa.Float),
+    sa.Column("stuck_at", sa.Float), sa.Column("calls", sa.Text),
 )
 transactions = sa.Table(
     "transactions", metadata,
@@ -73,9 +74,12 @@ TERMINAL_STATES = frozenset(INTENT_STATES) - frozenset(NEXT_STATES)
 
 @dataclass(frozen=True, slots=True)
 class Intent:
-    """One transaction-to-be of a plan (an action, or the approval it needs: `step` 0, 1 …) and where it stands.
+    """One transaction-to-be of a plan and where it stands: a recipe (kind "recipe": all of the plan's calls on one
+    chain, through the keeper module, listed in `calls`), or one call of a direct account (an action, or the
+    approval it needs: `step` 0, 1 …).
 
-    Times are unix seconds; `notional_usd` is the action's; `error` holds a refusal or revert reason.
+    Times are unix seconds; `notional_usd` is the action's (the recipe's sum); `error` holds a refusal or revert
+    reason; `stuck_at` when the daemon found it stuck.
     """
 
     id: str
@@ -109,6 +113,7 @@ class Intent:
     sent_at: float | None
     last_sent_at: float | None
     stuck_at: float | None
+    calls: str | None = None  # a recipe's calls, JSON
 
     @property
     def terminal(self) -> bool:
@@ -117,6 +122,10 @@ class Intent:
     @property
     def data_bytes(self) -> bytes:
         return bytes.fromhex(self.data.removeprefix("0x"))
+
+    def recipe_calls(self) -> list[dict[str, Any]]:
+        """Returns a recipe's calls as journaled (action, kind, to, data, description); empty for a plain call."""
+        return list(json.loads(self.calls)) if self.calls else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""Contract artifacts for the local world: the protocols' npm build outputs, and the project's own reference
-contracts compiled offline with the pinned npm `solc` (cached by source hash, never committed)."""
+"""Contract artifacts for the local world: the protocols' npm build outputs, and the project's own Solidity (the
+local reference venues and the production keeper module) compiled offline with the pinned npm `solc` (cached by
+source hash, never committed)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from agent.localnet.anvil import LOCALNET_DIR, LocalnetError
 
 NODE_MODULES = LOCALNET_DIR / "node_modules"
 CONTRACTS_DIR = LOCALNET_DIR / "contracts"
+PRODUCTION_CONTRACTS_DIR = LOCALNET_DIR.parents[1] / "contracts"
 BUILD_DIR = LOCALNET_DIR / "build"
 
 # Where each npm artifact lives, by the name the deployer uses.
@@ -44,6 +46,12 @@ NPM_ARTIFACTS = {
     "NonfungiblePositionManager": "@uniswap/v3-periphery/artifacts/contracts/NonfungiblePositionManager.sol",
     "SwapRouter": "@uniswap/v3-periphery/artifacts/contracts/SwapRouter.sol",
     "QuoterV2": "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol",
+    # Safe 1.4.1 (@safe-global/safe-contracts)
+    "Safe": "@safe-global/safe-contracts/build/artifacts/contracts/Safe.sol",
+    "SafeProxyFactory": "@safe-global/safe-contracts/build/artifacts/contracts/proxies/SafeProxyFactory.sol",
+    "MultiSendCallOnly": "@safe-global/safe-contracts/build/artifacts/contracts/libraries/MultiSendCallOnly.sol",
+    "CompatibilityFallbackHandler":
+        "@safe-global/safe-contracts/build/artifacts/contracts/handler/CompatibilityFallbackHandler.sol",
 }
 
 
@@ -90,10 +98,12 @@ def artifact(name: str) -> Artifact:
 
 @cache
 def _compiled_local_contracts() -> dict[str, Any]:
-    """Compile deploy/localnet/contracts/*.sol with npm solc, reusing the cached output while sources are unchanged."""
+    """Compile deploy/localnet/contracts/*.sol and contracts/*.sol with npm solc, reusing the cached output while
+    sources are unchanged."""
     digest = hashlib.sha256()
-    for source in sorted(CONTRACTS_DIR.glob("*.sol")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    for source in [*sorted(CONTRACTS_DIR.glob("*.sol")), *sorted(PRODUCTION_CONTRACTS_DIR.glob("*.sol"))]:
+        digest.update(source.parent.name.encode() + b"/" + source.name.encode() + b"\0" + source.read_bytes())
+    digest.update((LOCALNET_DIR / "compile.cjs").read_bytes())
     digest.update((LOCALNET_DIR / "package-lock.json").read_bytes())
     cached = BUILD_DIR / f"contracts-{digest.hexdigest()[:16]}.json"
     if cached.exists():
@@ -107,7 +117,7 @@ def _compiled_local_contracts() -> dict[str, Any]:
         raise LocalnetError("node not found: Node.js is needed to compile the local reference contracts") from exc
     if completed.returncode != 0:
         first = (completed.stderr.decode(errors="replace").strip().splitlines() or ["solc failed"])[0]
-        raise LocalnetError(f"compiling {CONTRACTS_DIR}: {first}")
+        raise LocalnetError(f"compiling {CONTRACTS_DIR} and {PRODUCTION_CONTRACTS_DIR}: {first}")
     BUILD_DIR.mkdir(exist_ok=True)
     for stale in BUILD_DIR.glob("contracts-*.json"):
         stale.unlink()

@@ -22,9 +22,12 @@ BANDS = {
 def render_policy(
     name: str, account: str, localnet: Localnet, mode: str = "dry-run", interval_s: float = 12, cooldown_s: float = 60
 ) -> str:
-    """Return the YAML policy for demo portfolio `name` on the local world (dry-run and a 12 s interval unless told;
-    the demo and the end-to-end test run it live and faster)."""
+    """Return the YAML policy for demo portfolio `name` held by `account` on the local world (dry-run and a 12 s
+    interval unless told; the demo and the end-to-end test run it live and faster). An account that is a demo
+    portfolio's Safe gets its keeper module as executor; any other account is a direct one."""
     contracts = localnet.world.contracts
+    safe = next((p for p in localnet.demo_portfolios.values() if p.address.lower() == account.lower()), None)
+    executor = f"  executor: {{kind: safe_module, module: \"{safe.module}\"}}\n" if safe else ""
     feeds = "\n".join(f"            {symbol}: \"{address}\"" for symbol, address in localnet.world.feeds.items())
     return f"""\
 # Written by `ballast localnet up` for the local world: addresses change with every deployment.
@@ -32,7 +35,7 @@ version: 1
 portfolio:
   name: {name}
   account: "{account}"
-  underlying: WETH
+{executor}  underlying: WETH
   chains:
     - name: localnet
       chain_id: {localnet.world.chain_id}

@@ -1,11 +1,16 @@
-"""Seed the local world: protocol liquidity from the deployer, and the two demo portfolios of DESIGN.md, each on
-its own dev account."""
+"""Seed the local world: protocol liquidity from the deployer, and the two demo portfolios of DESIGN.md, each built
+by its account's own calls (from a dev account directly, or through the portfolio's Safe)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from web3.contract import Contract
 
 from agent.localnet.chain import LocalChain
+from agent.localnet.safe import exec_batch_as_owner
 from agent.localnet.world import MAX_UINT256, RESERVES, TICK_SPACING, World, tick_for_weth_price
 
 VARIABLE_RATE = 2
@@ -19,32 +24,42 @@ LIQUIDATOR_FUNDS = {"WETH": 1_000, "USDC": 5_000_000}
 
 @dataclass(frozen=True)
 class DemoPortfolio:
-    """How a demo portfolio is built: Aave supply and borrow, and an optional LP range around the price."""
+    """How a demo portfolio is built: Aave supply and borrow (optionally looped), an optional LP range around the
+    price, a perp hedge and a protective put."""
 
     name: str
-    supply: tuple[str, int]  # symbol, whole tokens
-    borrow: tuple[str, float]  # symbol, whole tokens
+    supply: tuple[str, int]  # symbol, whole tokens the account starts with
+    borrow: tuple[str, float]  # symbol, whole tokens borrowed in all
+    loop_rounds: tuple[float, ...] = ()  # the borrow in rounds, each swapped to the supply token and supplied
     lp_range_usd: tuple[float, float] | None = None  # WETH price range of the LP position
     extra_mint: tuple[str, int] | None = None  # tokens the LP needs besides the borrowed ones
     lp_extra_weth: float = 0.0  # WETH the LP holds besides the borrowed (hedged by the perp short)
     perp_margin_usdc: int = 0  # margin deposited in the perp market (minted, whole USDC)
     perp_size_weth: float = 0.0  # the perp position opened (signed, + long)
-    protective_put: tuple[int, int, float] | None = None  # (strike USD, days to expiry, WETH) bought with idle USDC
+    protective_put: tuple[int, int, float] | None = None  # (strike USD, days to expiry, WETH) paid from the borrow
 
 
-# leveraged-long: 100 WETH ($200k) against 97,000 USDC → HF = 200,000·0.825 / 97,000 ≈ 1.70.
+# leveraged-long: a looped long with no idle funds. 52 WETH supplied; 70,000 USDC borrowed, of which ~$1.5k buy a
+# protective 30-day $1,800 put on 20 WETH and the rest is swapped to WETH and supplied; 27,000 more USDC borrowed,
+# swapped and supplied. About 100 WETH ($200k) against 97,000 USDC: HF ≈ 200,000·0.825 / 97,000 ≈ 1.70, and a
+# deleverage has to flash-borrow the USDC it repays.
 # delta-neutral-lp: 200,000 USDC against 43 WETH ($86k) → HF = 200,000·0.78 / 86,000 ≈ 1.81; the 43 WETH and
 # USDC go into a 1,600–2,500 range whose geometric middle is the price, so the LP's WETH offsets the debt; 5 more
 # WETH in the range are hedged by a 5 WETH perp short (10,000 USDC margin: liquidated only above ~$3,800).
-# leveraged-long spends some of its borrowed USDC on a protective 30-day $1,800 put on 20 WETH.
 DEMO_PORTFOLIOS = (
-    DemoPortfolio("leveraged-long", supply=("WETH", 100), borrow=("USDC", 97_000), protective_put=(1_800, 30, 20.0)),
+    DemoPortfolio("leveraged-long", supply=("WETH", 52), borrow=("USDC", 97_000), loop_rounds=(70_000, 27_000),
+                  protective_put=(1_800, 30, 20.0)),
     DemoPortfolio(
         "delta-neutral-lp", supply=("USDC", 200_000), borrow=("WETH", 43),
         lp_range_usd=(1_600.0, 2_500.0), extra_mint=("USDC", 112_000), lp_extra_weth=5.0,
         perp_margin_usdc=10_000, perp_size_weth=-5.0,
     ),
 )
+
+# A contract function the account calls: (contract, function name, arguments).
+AccountCall = tuple[Contract, str, list[Any]]
+# Makes the account run calls in order (directly, or in one transaction through its Safe); returns the receipts.
+AccountRunner = Callable[[list[AccountCall]], list[dict[str, Any]]]
 
 
 def _units(symbol: str, amount: float) -> int:
@@ -66,68 +81,114 @@ def seed_liquidity(chain: LocalChain, world: World, deployer: str, liquidator: s
         chain.send(token.functions.approve(pool.address, MAX_UINT256), liquidator)
 
 
-def seed_portfolio(chain: LocalChain, world: World, demo: DemoPortfolio, owner: str) -> int | None:
-    """Build one demo portfolio on `owner`'s account; return the LP position's token id, if it has one."""
+def direct_runner(chain: LocalChain, account: str) -> AccountRunner:
+    """Return a runner that sends each call from `account` (an unlocked dev account), one transaction each."""
+    return lambda calls: [chain.send(getattr(c.functions, fn)(*args), account) for c, fn, args in calls]
+
+
+def safe_runner(chain: LocalChain, world: World, safe: str, owner: str) -> AccountRunner:
+    """Return a runner that makes `safe` run the calls in one transaction of its owner (MultiSendCallOnly)."""
+    return lambda calls: [exec_batch_as_owner(
+        chain, world, safe, owner, [(c.address, c.encode_abi(fn, args)) for c, fn, args in calls])]
+
+
+def seed_portfolio(chain: LocalChain, world: World, demo: DemoPortfolio, account: str,
+                   run: AccountRunner | None = None, minter: str | None = None) -> int | None:
+    """Build one demo portfolio on `account` (its calls made by `run`, by default sent from `account` itself; the
+    tokens it starts with minted in transactions of `minter`, by default `account`); return the LP position's token
+    id, if it has one. Every approval is exact: none is left standing."""
+    run, minter = run or direct_runner(chain, account), minter or account
     pool = chain.at("Pool", world.contracts["Pool"])
-    supply_symbol, supply_amount = demo.supply
-    borrow_symbol, borrow_amount = demo.borrow
+    (supply_symbol, supply_amount), (borrow_symbol, borrow_amount) = demo.supply, demo.borrow
     supply_token = chain.at("MintableERC20", world.tokens[supply_symbol])
-    chain.send(supply_token.functions.mint(owner, _units(supply_symbol, supply_amount)), owner)
-    chain.send(supply_token.functions.approve(pool.address, MAX_UINT256), owner)
-    chain.send(pool.functions.supply(supply_token.address, _units(supply_symbol, supply_amount), owner, 0), owner)
-    chain.send(pool.functions.borrow(
-        world.tokens[borrow_symbol], _units(borrow_symbol, borrow_amount), VARIABLE_RATE, 0, owner), owner)
-    seed_derivatives(chain, world, demo, owner)
-    if demo.lp_range_usd is None:
-        return None
-    if demo.lp_extra_weth:
-        chain.send(chain.at("MintableERC20", world.tokens["WETH"]).functions.mint(
-            owner, _units("WETH", demo.lp_extra_weth)), owner)
-    if demo.extra_mint:
-        symbol, amount = demo.extra_mint
-        chain.send(chain.at("MintableERC20", world.tokens[symbol]).functions.mint(owner, _units(symbol, amount)),
-                   owner)
+    chain.send(supply_token.functions.mint(account, _units(supply_symbol, supply_amount)), minter)
+    rounds = demo.loop_rounds or (borrow_amount,)
+    first = [
+        (supply_token, "approve", [pool.address, _units(supply_symbol, supply_amount)]),
+        (pool, "supply", [supply_token.address, _units(supply_symbol, supply_amount), account, 0]),
+        (pool, "borrow", [world.tokens[borrow_symbol], _units(borrow_symbol, rounds[0]), VARIABLE_RATE, 0, account]),
+    ]
+    run(first + _derivative_calls(chain, world, demo, account, minter))
+    for next_round in [*rounds[1:], None] if demo.loop_rounds else []:
+        _loop_round(chain, world, demo, account, run, next_round)
+    return _mint_lp(chain, world, demo, account, run, minter) if demo.lp_range_usd else None
+
+
+def _loop_round(chain: LocalChain, world: World, demo: DemoPortfolio, account: str, run: AccountRunner,
+                next_borrow: float | None) -> None:
+    """Swap all the borrowed token the account holds to the supply token (at most 1% under the feed), supply
+    it, and borrow `next_borrow` more (if any)."""
+    pool, router = chain.at("Pool", world.contracts["Pool"]), chain.at("SwapRouter", world.contracts["SwapRouter"])
+    (supply_symbol, _), (borrow_symbol, _) = demo.supply, demo.borrow
+    supply_token, borrow_token = (chain.at("MintableERC20", world.tokens[s]) for s in (supply_symbol, borrow_symbol))
+    amount_in = borrow_token.functions.balanceOf(account).call()
+    price = {r.symbol: r.price_usd for r in RESERVES}
+    fair_out = _units(supply_symbol, float(price[borrow_symbol] / price[supply_symbol]) * amount_in
+                      / 10 ** next(r.decimals for r in RESERVES if r.symbol == borrow_symbol))
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
+    run([(borrow_token, "approve", [router.address, amount_in]),
+         (router, "exactInputSingle", [(borrow_token.address, supply_token.address, LP_FEE, account, deadline,
+                                        amount_in, fair_out * 99 // 100, 0)])])
+    bought = supply_token.functions.balanceOf(account).call()
+    calls: list[AccountCall] = [(supply_token, "approve", [pool.address, bought]),
+                                (pool, "supply", [supply_token.address, bought, account, 0])]
+    if next_borrow:
+        calls.append((pool, "borrow", [borrow_token.address, _units(borrow_symbol, next_borrow), VARIABLE_RATE, 0,
+                                       account]))
+    run(calls)
+
+
+def _mint_lp(chain: LocalChain, world: World, demo: DemoPortfolio, account: str, run: AccountRunner,
+             minter: str) -> int:
+    """Mint the LP range from what the account holds (borrowed WETH plus the extras); return its token id."""
+    for symbol, amount in [("WETH", demo.lp_extra_weth), demo.extra_mint or ("USDC", 0)]:
+        if amount:
+            chain.send(chain.at("MintableERC20", world.tokens[symbol]).functions.mint(
+                account, _units(symbol, amount)), minter)
     manager = chain.at("NonfungiblePositionManager", world.contracts["NonfungiblePositionManager"])
-    token0, token1 = sorted((world.tokens["WETH"], world.tokens["USDC"]), key=lambda a: int(a, 16))
-    for address in (token0, token1):
-        chain.send(chain.at("MintableERC20", address).functions.approve(manager.address, MAX_UINT256), owner)
+    tokens = sorted((chain.at("MintableERC20", world.tokens[s]) for s in ("WETH", "USDC")),
+                    key=lambda t: int(t.address, 16))
+    desired = [t.functions.balanceOf(account).call() for t in tokens]
     spacing = TICK_SPACING[LP_FEE]
-    ticks = sorted(tick_for_weth_price(price, world, spacing) for price in demo.lp_range_usd)
-    desired = {
-        world.tokens["WETH"]: _units("WETH", borrow_amount + demo.lp_extra_weth),
-        world.tokens["USDC"]: chain.at("MintableERC20", world.tokens["USDC"]).functions.balanceOf(owner).call(),
-    }
-    receipt = chain.send(manager.functions.mint((
-        token0, token1, LP_FEE, ticks[0], ticks[1], desired[token0], desired[token1], 0, 0, owner, 2**64,
-    )), owner)
+    ticks = sorted(tick_for_weth_price(price, world, spacing) for price in demo.lp_range_usd or ())
+    receipts = run([
+        *((t, "approve", [manager.address, amount]) for t, amount in zip(tokens, desired, strict=True)),
+        (manager, "mint", [(tokens[0].address, tokens[1].address, LP_FEE, ticks[0], ticks[1], *desired, 0, 0,
+                            account, 2**64)]),
+        *((t, "approve", [manager.address, 0]) for t in tokens),  # what the mint left unspent
+    ])
     transfer_topic = chain.w3.keccak(text="Transfer(address,address,uint256)")
-    for log in receipt["logs"]:
+    for log in (log for receipt in receipts for log in receipt["logs"]):
         if log["address"] == manager.address and log["topics"][0] == transfer_topic:
             return int.from_bytes(log["topics"][3], "big")
     raise AssertionError("NonfungiblePositionManager.mint emitted no Transfer")
 
 
-def seed_derivatives(chain: LocalChain, world: World, demo: DemoPortfolio, owner: str) -> None:
-    """Open the demo portfolio's perp hedge (minted margin, filled within 1% of the feed) and buy its protective
-    put (paid from the idle USDC, at most 1% above the venue's quote)."""
+def _derivative_calls(chain: LocalChain, world: World, demo: DemoPortfolio, account: str,
+                      minter: str) -> list[AccountCall]:
+    """Return the calls that open the demo portfolio's perp hedge (minted margin, filled within 1% of the feed)
+    and buy its protective put (paid from the borrowed USDC, at the venue's quote)."""
     usdc = chain.at("MintableERC20", world.tokens["USDC"])
+    calls: list[AccountCall] = []
     if demo.perp_margin_usdc:
         perp = chain.at("PerpMarket", world.contracts["PerpMarket"])
-        chain.send(usdc.functions.mint(owner, _units("USDC", demo.perp_margin_usdc)), owner)
-        chain.send(usdc.functions.approve(perp.address, MAX_UINT256), owner)
-        chain.send(perp.functions.depositMargin(_units("USDC", demo.perp_margin_usdc)), owner)
+        margin = _units("USDC", demo.perp_margin_usdc)
+        chain.send(usdc.functions.mint(account, margin), minter)
+        calls += [(usdc, "approve", [perp.address, margin]), (perp, "depositMargin", [margin])]
         if demo.perp_size_weth:
             size = _units("WETH", demo.perp_size_weth)
             bound = perp.functions.oraclePrice().call() * (100 + (1 if size > 0 else -1)) // 100
-            chain.send(perp.functions.modifyPosition(size, bound), owner)
+            calls.append((perp, "modifyPosition", [size, bound]))
     if demo.protective_put:
         strike, days, amount = demo.protective_put
         options = chain.at("OptionsMarket", world.contracts["OptionsMarket"])
         series_id = option_series_id(chain, world, False, strike, days)
         units = _units("WETH", amount)
+        # The quote at this block bounds the cost; the fill a block later, nearer expiry, costs a little less.
         cost = options.functions.quoteBuy(series_id, units).call()
-        chain.send(usdc.functions.approve(options.address, MAX_UINT256), owner)
-        chain.send(options.functions.buy(series_id, units, cost * 101 // 100), owner)
+        calls += [(usdc, "approve", [options.address, cost]), (options, "buy", [series_id, units, cost]),
+                  (usdc, "approve", [options.address, 0])]
+    return calls
 
 
 def option_series_id(chain: LocalChain, world: World, is_call: bool, strike_usd: int, days: int) -> int:

@@ -41,6 +41,8 @@ RESERVES = (
     ReserveParams("WBTC", 8, Fraction(60000), 7000, 7500, 10650, 2000, stable=False),
 )
 
+FLASH_LOAN_PREMIUM_BPS = 5  # of the amount borrowed
+
 # Interest-rate curves in ray: optimal usage, base, slope1, slope2 (variable) and the stable-rate fields of v3.0.
 RATE_CURVES = {
     "stable": (Fraction(9, 10), 0, Fraction(4, 100), Fraction(60, 100)),
@@ -176,6 +178,11 @@ def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
             asset, reserve.ltv_bps, reserve.liquidation_threshold_bps, reserve.liquidation_bonus_bps), deployer)
         chain.send(configurator.functions.setReserveBorrowing(asset, True), deployer)
         chain.send(configurator.functions.setReserveFactor(asset, reserve.reserve_factor_bps), deployer)
+        chain.send(configurator.functions.setReserveFlashLoaning(asset, True), deployer)
+    # Pool.initialize leaves flash loans free; charge what Ethereum's Aave v3 market charges, all of it to the
+    # suppliers.
+    chain.send(configurator.functions.updateFlashloanPremiumTotal(FLASH_LOAN_PREMIUM_BPS), deployer)
+    chain.send(configurator.functions.updateFlashloanPremiumToProtocol(0), deployer)
 
     world.contracts.update({
         "PoolAddressesProvider": provider.address, "ACLManager": acl.address, "Pool": pool.address,

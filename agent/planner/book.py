@@ -143,6 +143,8 @@ class Book:
             return self._with_wallet({asset: -amount})._with_reserve(asset, collateral=amount)
         if kind == "borrow":
             return self._with_reserve(asset, debt=amount)._with_wallet({asset: amount})
+        if kind in ("flash_loan", "flash_repay"):  # the loan is in the wallet only until it is paid back
+            return self._with_wallet({asset: amount if kind == "flash_loan" else -amount})
         if kind == "swap":
             key = (asset, action.asset_out, action.fee_pips)
             out = swap_output(self, costs, asset, action.asset_out, amount, action.fee_pips)

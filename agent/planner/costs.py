@@ -28,7 +28,11 @@ GAS_UNITS = {
     "perp_withdraw": 100_000,
     "option_buy": 250_000,
     "option_sell": 250_000,
+    # A flash loan through the keeper module: the lender's bookkeeping, the callback, the transfer into the Safe
+    # and back, the approval of the repayment (its `flash_repay` is part of it).
+    "flash_loan": 160_000,
 }
+TX_BASE_GAS = 21_000  # what every transaction pays before its first opcode: a recipe pays it once
 # Largest price-impact fraction the extrapolation of quotes may reach: past it, a swap is not worth modelling.
 _MAX_LOSS = 0.95
 
@@ -134,11 +138,14 @@ class CostModel:
         self.borrow_apr: dict[str, float] = {}
         self.supply_apr: dict[str, float] = {}
         self.now_ts = snapshot.timestamp
+        self.flash_premium_bps: dict[str, int] = {}  # per chain: the Aave pool's flash-loan premium
         self.perp_markets = tuple(m for m in snapshot.markets if isinstance(m, PerpMarket))
         self.option_series = tuple(m for m in snapshot.markets if isinstance(m, OptionSeries))
         pool_prices: dict[tuple[str, str, str, int], tuple[int, int, bool]] = {}
         for position in snapshot.positions:
             if isinstance(position, AaveAccount):
+                if position.flash_loan_premium_bps is not None:
+                    self.flash_premium_bps.setdefault(position.chain, position.flash_loan_premium_bps)
                 for reserve in position.reserves:
                     self.borrow_apr.setdefault(reserve.token.symbol, reserve.variable_borrow_apr)
                     self.supply_apr.setdefault(reserve.token.symbol, reserve.supply_apr)
@@ -243,6 +250,11 @@ class CostModel:
         ("supply") earns, over the hedge horizon, in USD (positive for both)."""
         apr = (self.borrow_apr if side == "borrow" else self.supply_apr).get(symbol, 0.0)
         return notional_usd * apr * self.horizon_years
+
+
+def flash_loan_premium(amount_base_units: int, premium_bps: int) -> int:
+    """Return the premium Aave v3 charges on a flash loan of `amount_base_units` (its `percentMul`, half up)."""
+    return (amount_base_units * premium_bps + 5_000) // 10_000
 
 
 def usd(amount_base_units: int | float, token: Token, price_usd: float) -> float:

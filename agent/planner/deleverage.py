@@ -1,23 +1,27 @@
 """Bring an Aave health factor back to its target: repay the main debt with what the wallet holds, then with LP
-proceeds, then with collateral withdrawn and swapped, in rounds.
+proceeds, then with collateral withdrawn and swapped: in rounds, or — for an account that runs atomic recipes (a
+Safe with the keeper module) — in one flash-loan recipe (`flash.py`), whichever reaches the target at the lower
+full cost.
 
 Health factor along the way: repaying, swapping and removing liquidity never lower it. A withdrawal does, until its
 swap and repay follow; without a flash loan no non-atomic withdraw → swap → repay can avoid that dip. So each
 withdrawal is sized to keep the health factor at or above the *withdraw floor*, 1 + half the distance to
 liquidation the account had when the plan started, and each round (withdraw, swap, repay) ends above where it
 began. Rounds repeat until the target is reached, the per-transaction notional cap or the floor stops them
-(`limited_by` says which), or MAX_ROUNDS are spent. Boost is the mirror image: borrow the debt asset (the borrow
+(`limited_by` says which), or MAX_ROUNDS are spent. The flash-loan recipe repays first, with borrowed funds, and
+never lets the health factor fall below where it started. Boost is the mirror image: borrow the debt asset (the borrow
 leaves the health factor at or above the band's min), swap it for the collateral and supply it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.model import Action, LpPosition
 from agent.planner.book import Book, Steps, aave_step, add_removal, chunks, remove_liquidity_step, swap_step
 from agent.planner.costs import CostModel, base_units, usd
+from agent.planner.flash import flash_deleverage, full_cost_usd
+from agent.planner.search import least, most
 from agent.policy import Policy
 from agent.risk import lending
 
@@ -64,46 +68,19 @@ def repay_needed(book: Book, symbol: str, target_wad: int) -> int:
     def enough(amount: int) -> bool:
         return lending.health_factor_wad(book._with_reserve(symbol, debt=-amount).account) >= target_wad  # type: ignore[arg-type]
 
-    return _least(enough, owed)
-
-
-def _least(ok: Callable[[int], bool], high: int) -> int:
-    """Return the least x in [0, high] with ok(x) for a monotone ok (high when none)."""
-    if not ok(high):
-        return high
-    lo, hi = 0, high
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return lo if ok(lo) else hi
-
-
-def _most(ok: Callable[[int], bool], high: int) -> int:
-    """Return the greatest x in [0, high] with ok(x) for a monotone decreasing ok (0 when none)."""
-    if ok(high):
-        return high
-    lo, hi = 0, high
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return least(enough, owed)
 
 
 class _Deleverage:
-    def __init__(self, book: Book, costs: CostModel, policy: Policy, target_hf: float, debt: str) -> None:
+    def __init__(self, book: Book, costs: CostModel, policy: Policy, target_hf: float, debt: str,
+                 start_hf: float | None = None) -> None:
         self.steps = Steps(book, costs)
         self.costs = costs
         self.policy = policy
         self.debt = debt
         self.target_wad = int(target_hf * WAD)
         self.slippage_bps = policy.hedging.max_slippage_bps
-        self.start_hf = book.health_factor()
+        self.start_hf = book.health_factor() if start_hf is None else start_hf
         self.reason = f"HF {self.start_hf:.4g} below min, repay {debt} to target {target_hf:g}"
 
     def cap_units(self, symbol: str) -> int:
@@ -158,7 +135,7 @@ class _Deleverage:
             def enough(a: int, symbol: str = symbol, need: int = need) -> bool:
                 return self.min_out_after(self.steps.book, symbol, a) >= need
 
-            amount = _least(enough, available)
+            amount = least(enough, available)
             if self.usd(symbol, amount) < DUST_USD:
                 continue
             why = f"swap idle {symbol} for {self.debt}"
@@ -184,7 +161,7 @@ class _Deleverage:
             return direct + self.min_out_after(after, other.symbol, after.balance(other.symbol) -
                                                book.balance(other.symbol))
 
-        liquidity = _least(lambda x: proceeds(x) >= need, position.liquidity)
+        liquidity = least(lambda x: proceeds(x) >= need, position.liquidity)
         if liquidity == 0:
             return
         why = f"remove {liquidity / position.liquidity:.1%} of LP {position.token_id}, swap {other.symbol} " \
@@ -229,8 +206,8 @@ class _Deleverage:
                 owed = withdrawn.reserve(self.debt).variable_debt_base_units  # type: ignore[union-attr]
                 return withdrawn._with_reserve(self.debt, debt=-min(out, owed)).health_factor_wad()
 
-            w_floor = _most(lambda w: after_withdraw(w) >= floor_wad, reserve.collateral_base_units)
-            w_need = _least(lambda w: after_round(w) >= self.target_wad, w_floor)
+            w_floor = most(lambda w: after_withdraw(w) >= floor_wad, reserve.collateral_base_units)
+            w_need = least(lambda w: after_round(w) >= self.target_wad, w_floor)
             w_cap = self.cap_units(symbol)
             w = min(w_need, w_cap)
             limited = "max_notional_per_tx_usd" if w_cap < w_need else (
@@ -249,7 +226,8 @@ class _Deleverage:
 
 def plan_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: float) -> Outcome:
     """Return the steps that bring the account's health factor up to `target_hf`: idle debt asset, idle tokens
-    swapped, LP liquidity removed and swapped, then collateral in withdraw → swap → repay rounds."""
+    swapped, LP liquidity removed and swapped, then collateral: in withdraw → swap → repay rounds, or in one
+    flash-loan recipe when the account runs atomic recipes, whichever reaches the target at the lower full cost."""
     debt = main_debt_symbol(book, costs.prices_usd)
     if debt is None or book.health_factor() >= target_hf:
         return Outcome((), book)
@@ -258,8 +236,25 @@ def plan_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: flo
     run.from_idle_tokens()
     for position in sorted(run.steps.book.lps, key=lambda p: -p.liquidity):
         run.from_lp(run.steps.book.lp(position.token_id))
-    limited = run.from_collateral() if run.need() else ""
-    return Outcome(tuple(run.steps.actions), run.steps.book, limited)
+    idle = tuple(run.steps.actions)
+    if not run.need():
+        return Outcome(idle, run.steps.book)
+    rounds = _Deleverage(run.steps.book, costs, policy, target_hf, debt, start_hf=run.start_hf)
+    limited = rounds.from_collateral()
+    classic = Outcome(idle + tuple(rounds.steps.actions), rounds.steps.book, limited)
+    flash = flash_deleverage(run.steps.book, costs, policy, debt, run.target_wad, run.reason)
+    if flash is None:
+        return classic
+    recipe = Outcome(idle + flash.actions, flash.book, flash.limited_by)
+    return min((classic, recipe), key=lambda o: _rank(o, costs, policy, run.target_wad))
+
+
+def _rank(outcome: Outcome, costs: CostModel, policy: Policy, target_wad: int) -> tuple[bool, float, float]:
+    """Orders deleverage candidates: those that reach the target first, then the nearest to it, then the cheapest
+    by full cost (USD)."""
+    hf_wad = outcome.book.health_factor_wad()
+    short = hf_wad < target_wad
+    return short, -hf_wad / WAD if short else 0.0, full_cost_usd(outcome.actions, costs, policy, outcome.book.chain)
 
 
 def plan_boost(book: Book, costs: CostModel, policy: Policy, target_hf: float, min_hf: float) -> Outcome:
@@ -296,8 +291,8 @@ def plan_boost(book: Book, costs: CostModel, policy: Policy, target_hf: float, m
         def above_min(b: int, current: Book = current) -> bool:
             return current._with_reserve(debt, debt=b).health_factor_wad() >= min_wad
 
-        b_min = _most(above_min, borrowable)
-        b = min(_most(lambda b: after_round(b) >= target_wad, b_min), cap)
+        b_min = most(above_min, borrowable)
+        b = min(most(lambda b: after_round(b) >= target_wad, b_min), cap)
         if usd(b, current.token(debt), costs.prices_usd[debt]) < DUST_USD:
             break
         steps.add(aave_step(current, costs, "borrow", debt, b, reason))

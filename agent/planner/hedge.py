@@ -38,7 +38,8 @@ from agent.planner.book import (
     swap_step,
 )
 from agent.planner.costs import CostModel, base_units, usd
-from agent.planner.deleverage import DUST_USD, Outcome, _least
+from agent.planner.deleverage import DUST_USD, Outcome
+from agent.planner.search import least
 from agent.policy import Policy
 from agent.risk import lending, perps
 from agent.risk import lp as lp_math
@@ -320,7 +321,7 @@ def _emit(steps: Steps, costs: CostModel, policy: Policy, choice: HedgeChoice, r
             return Steps(start, costs).add(swap_step(start, costs, q, u, amount, slip, "")).min_amount_out_base_units \
                 if amount else 0
 
-        amount_q = _least(lambda a: bought(a) >= wanted_u, available_q)
+        amount_q = least(lambda a: bought(a) >= wanted_u, available_q)
         lp_u = steps.book.balance(u) - u_before
         # Only what is certain to arrive is put into Aave: LP proceeds and the swap's minimum output.
         got_u = lp_u

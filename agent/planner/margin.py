@@ -15,8 +15,9 @@ import math
 from agent.model import Action, PerpPosition
 from agent.planner.book import Book, Steps, aave_step, chunks
 from agent.planner.costs import CostModel, base_units, usd
-from agent.planner.deleverage import DUST_USD, WAD, Outcome, _least, _most
+from agent.planner.deleverage import DUST_USD, WAD, Outcome
 from agent.planner.hedge import perp_step
+from agent.planner.search import least, most
 from agent.policy import Policy
 from agent.risk.perps import liquidation_price_usd
 
@@ -82,7 +83,7 @@ def plan_perp_margin(book: Book, costs: CostModel, policy: Policy, hf_min: float
         def keeps_min(w: int) -> bool:
             return book._with_reserve(symbol, collateral=-w).health_factor_wad() >= min_wad
 
-        withdrawn = _most(keeps_min, min(need - from_wallet, reserve.collateral_base_units))
+        withdrawn = most(keeps_min, min(need - from_wallet, reserve.collateral_base_units))
         if usd(withdrawn, token, price) < DUST_USD:
             withdrawn = 0
         why = f"{reason}: withdraw {usd(withdrawn, token, price):,.0f} USD of {symbol} (HF stays ≥ {hf_min:g})"
@@ -125,6 +126,6 @@ def _reduce(steps: Steps, costs: CostModel, policy: Policy, spot: float, reason:
         after = book.apply(action(k), costs).perp()
         return after is None or liquidation_distance(after, spot) >= TARGET_DISTANCE
 
-    k = _least(safe, _REDUCE_STEPS)
+    k = least(safe, _REDUCE_STEPS)
     if k > 0:
         steps.add(action(k))

@@ -18,10 +18,22 @@ from agent.policy.models import (
     policy_json_schema,
     policy_json_schema_text,
 )
-from agent.policy.portfolio import AaveV3, Chain, Chainlink, Options, Perps, Portfolio, Protocols, UniswapV3
+from agent.policy.portfolio import (
+    AaveV3,
+    Chain,
+    Chainlink,
+    DirectExecutor,
+    Options,
+    Perps,
+    Portfolio,
+    Protocols,
+    SafeModuleExecutor,
+    UniswapV3,
+)
 
 __all__ = [
-    "AaveV3", "Bands", "Chain", "Chainlink", "Execution", "GreekBand", "HealthFactorBand", "Hedging", "Limits",
-    "Options", "Perps", "Policy", "Portfolio", "Protocols", "Triggers", "UniswapV3", "_Model", "_problem",
-    "load_policy", "parse_model", "parse_policy", "policy_json_schema", "policy_json_schema_text", "read_text",
+    "AaveV3", "Bands", "Chain", "Chainlink", "DirectExecutor", "Execution", "GreekBand", "HealthFactorBand",
+    "Hedging", "Limits", "Options", "Perps", "Policy", "Portfolio", "Protocols", "SafeModuleExecutor", "Triggers",
+    "UniswapV3", "_Model", "_problem", "load_policy", "parse_model", "parse_policy", "policy_json_schema",
+    "policy_json_schema_text", "read_text",
 ]

@@ -1,8 +1,9 @@
-"""The policy's `portfolio` section: the account, its chains with their RPC endpoints, and the protocols on each."""
+"""The policy's `portfolio` section: the account and how its transactions are made, its chains with their RPC
+endpoints, and the protocols on each."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
@@ -95,11 +96,33 @@ class Chain(_Model):
         return self
 
 
+class DirectExecutor(_Model):
+    """A plain account (a personal wallet) that signs its own transactions: one transaction per step."""
+
+    kind: Literal["direct"] = "direct"
+
+
+class SafeModuleExecutor(_Model):
+    """A Safe that enabled the Ballast keeper module: a plan runs as one recipe through the module, signed by a key
+    the module lists as a keeper (never the Safe's owners' keys)."""
+
+    kind: Literal["safe_module"]
+    module: Address
+    """The BallastKeeperModule instance the Safe enabled."""
+
+
+Executor = Annotated[DirectExecutor | SafeModuleExecutor, Field(discriminator="kind")]
+
+
 class Portfolio(_Model):
-    """The account whose positions are managed, the risk factor of its Greeks, and its chains."""
+    """The account whose positions are managed, how its transactions are made, the risk factor of its Greeks, and
+    its chains."""
 
     name: Name
     account: Address
+    """The account that holds the positions: with a `safe_module` executor, the Safe."""
+    executor: Executor = Field(default_factory=DirectExecutor)
+    """`{kind: direct}` (the default) or `{kind: safe_module, module: "0x…"}`."""
     underlying: Name
     """Token symbol of the risk factor the Greeks are taken against, e.g. WETH."""
     chains: tuple[Chain, ...] = Field(min_length=1)

@@ -244,6 +244,7 @@ class Simulation:
         costs = CostModel(snapshot, policy.triggers.max_hedge_age_s, prices)
         after = Book.from_snapshot(snapshot)
         gas_paid = 0.0
+        recorded, traded = len(result.actions), len(turnover)
         for action in actions:
             gas = costs.gas_usd(action.kind, action.chain) if action.kind in GAS_UNITS else 0.0
             gas_paid += gas
@@ -254,6 +255,9 @@ class Simulation:
                                                    0.0, 0.0, gas, f"reverted ({failure}): {action.reason}",
                                                    action.cost_usd, reverted=True))
                 result.refusals.append((now, f"reverted: {action.kind}: {failure}"))
+                if policy.portfolio.executor.kind == "safe_module":  # one recipe: all of it reverts, gas is paid
+                    after = Book.from_snapshot(snapshot)
+                    del result.actions[recorded:-1], turnover[traded:]
                 break
             result.actions.append(ActionRecord(now, price, action.kind, _asset(action), action.notional_usd, fee,
                                                slippage, gas, action.reason, action.cost_usd))
@@ -297,6 +301,8 @@ class Simulation:
             return after, abs(size) * fill_price * market.fee_fraction, size * (fill_price - market.index_price_usd)
         if action.kind in ("option_buy", "option_sell"):
             return after, action.cost_usd, 0.0
+        if action.kind == "flash_loan":  # its premium
+            return after, max(action.cost_usd - costs.gas_usd("flash_loan", action.chain), 0.0), 0.0
         return after, 0.0, 0.0
 
     def _refusal(self, plan: Plan, policy: Policy, book: SimBook, price: float, now: int,
@@ -344,9 +350,10 @@ def _asset(action: Action) -> str:
 
 def costed(action: Action, costs: CostModel, now: int, price: float) -> ActionRecord:
     """Return the action's record with its costs as the cost model predicts them (what a replay that does not
-    measure its fills records): pool fee, price impact and gas, in USD."""
+    measure its fills records): pool fee (a flash loan's premium), price impact and gas, in USD."""
     gas = costs.gas_usd(action.kind, action.chain) if action.kind in GAS_UNITS else 0.0
-    fee = action.notional_usd * action.fee_pips / 1e6 if action.kind == "swap" else 0.0
+    fee = action.notional_usd * action.fee_pips / 1e6 if action.kind == "swap" else (
+        max(action.cost_usd - gas, 0.0) if action.kind == "flash_loan" else 0.0)
     slippage = max(action.cost_usd - gas - fee, 0.0) if action.kind == "swap" else 0.0
     return ActionRecord(now, price, action.kind, _asset(action), action.notional_usd, fee, slippage, gas,
                         action.reason, action.cost_usd)

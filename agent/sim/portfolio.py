@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from agent.localnet.world import RESERVES
 from agent.model import AaveAccount, AaveReserve, LpPosition, OptionPosition, PerpPosition, Token
@@ -160,6 +160,8 @@ class Market(_Model):
     pool_volume_share: NonNegativeFloat = 0.1
     """The pool's share of the price file's (exchange) volume: what the LP earns fees from."""
     gas: Gas = Field(default_factory=Gas)
+    flash_loan_premium_bps: NonNegativeInt = 5
+    """Aave's flash-loan premium (Ethereum's v3 market charges 5 bps): what a Safe's flash-loan recipe pays."""
     utilisation: dict[Symbol, float] = Field(default_factory=lambda: dict(DEFAULT_UTILISATION))
     stress: Stress = Field(default_factory=Stress)
     perp: PerpMarketModel = Field(default_factory=PerpMarketModel)
@@ -238,7 +240,8 @@ def starting_book(spec: PortfolioSpec, price_usd: float, start_s: int) -> SimBoo
             debt = round(borrowed.in_tokens(prices[symbol]) * 10**token.decimals) if borrowed else 0
             reserves.append(AaveReserve(token, collateral, debt, price_1e8(prices[symbol]), p.ltv_bps,
                                         p.liquidation_threshold_bps, p.liquidation_bonus_bps, collateral > 0))
-        account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves))
+        account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves),
+                              flash_loan_premium_bps=spec.market.flash_loan_premium_bps)
     token0, token1 = sorted((TOKENS[spec.underlying], TOKENS[spec.quote]), key=lambda t: int(t.address, 16))
     lps = []
     for index, lp in enumerate(spec.lp, start=1):

@@ -6,8 +6,9 @@ seeded with and moves by the path's returns. Each bar: chain time advances one h
 feeds are refreshed (so they are not stale), the market is moved to the bar's low and then its high
 (`localnet.market.set_weth_price`: feed and pools), and each time a liquidator account liquidates every account it
 can with real `liquidationCall`s; then the market is moved to the close and the daemon runs one cycle in live mode
-(`agent.daemon.Daemon`, in process, its clock the chain's) and its plan is driven to the end. An unmanaged twin of
-the demo portfolio, seeded on another dev account, lives through the same path.
+(`agent.daemon.Daemon`, in process, its clock the chain's) and its plan is driven to the end. The managed portfolio
+is the demo's Safe: the daemon signs as its keeper and each plan is one recipe through the keeper module. An
+unmanaged twin of the demo portfolio, seeded on a plain dev account, lives through the same path.
 """
 
 from __future__ import annotations
@@ -105,14 +106,14 @@ def run_replay(policy: Policy, path: PricePath, workdir: Path | None = None) -> 
         demo = next(d for d in DEMO_PORTFOLIOS if d.name == name)
         twin = localnet.accounts[TWIN_ACCOUNT]
         seed_portfolio(chain, localnet.world, demo, twin.address)
-        owner = localnet.demo_accounts[name]
-        managed = _on_localnet(policy, name, owner, localnet, live=True)
+        safe = localnet.demo_accounts[name]
+        managed = _on_localnet(policy, name, safe, localnet, live=True)
         unmanaged = _on_localnet(policy, name, twin.address, localnet, live=False)
         debt, collateral = demo.borrow[0], demo.supply[0]
         sides = [_Side("policy", managed, len(path), debt, collateral),
                  _Side("unmanaged", unmanaged, len(path), debt, collateral)]
         sides[0].result.policy = managed
-        key = next(a.private_key for a in localnet.accounts if a.address == owner)
+        key = localnet.keeper_key(name)  # the daemon signs as the Safe's keeper, through its module
         settings = Settings(_env_file=None, db=str(directory / "journal.sqlite"),  # type: ignore[call-arg]
                             private_key=SecretStr(key), kill_switch=directory / "KILL", metrics_addr="127.0.0.1:0")
         now = [int(chain.w3.eth.get_block("latest")["timestamp"])]
@@ -225,7 +226,11 @@ def _record_actions(daemon: Daemon, side: _Side, plan: Any, snapshot: Snapshot, 
     side.result.plans += 1
     done: dict[int, bool] = {}
     for intent in intents:
-        done[intent.action_index] = done.get(intent.action_index, True) and intent.state == "confirmed"
+        # A Safe's recipe carries every action of the plan on its chain; a direct account's intents one each.
+        carried = [i for i, a in enumerate(plan.actions) if a.chain == intent.chain] if intent.kind == "recipe" \
+            else [intent.action_index]
+        for index in carried:
+            done[index] = done.get(index, True) and intent.state == "confirmed"
     costs = CostModel(snapshot, side.policy.triggers.max_hedge_age_s, prices_usd(snapshot))
     before = len(side.result.actions)
     for position, action in enumerate(plan.actions):

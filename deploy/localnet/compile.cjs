@@ -1,12 +1,16 @@
-// Compiles contracts/*.sol with the pinned npm solc and prints {name: {abi, bytecode, deployedBytecode}} as JSON.
+// Compiles the project's Solidity with the pinned npm solc and prints {name: {abi, bytecode, deployedBytecode}} as
+// JSON: the local reference venues (deploy/localnet/contracts/*.sol) and what Ballast deploys in production
+// (contracts/*.sol at the repository's top). Source units are named by their path from the repository's top.
 const fs = require("fs");
 const path = require("path");
 const solc = require("solc");
 
-const dir = path.join(__dirname, "contracts");
+const root = path.join(__dirname, "..", "..");
 const sources = {};
-for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".sol")).sort()) {
-  sources[file] = { content: fs.readFileSync(path.join(dir, file), "utf8") };
+for (const dir of ["deploy/localnet/contracts", "contracts"]) {
+  for (const file of fs.readdirSync(path.join(root, dir)).filter((f) => f.endsWith(".sol")).sort()) {
+    sources[`${dir}/${file}`] = { content: fs.readFileSync(path.join(root, dir, file), "utf8") };
+  }
 }
 const input = {
   language: "Solidity",

@@ -16,12 +16,11 @@ from agent.chain.signer import LocalSigner
 from agent.execution.executor import Executor
 from agent.execution.journal import Journal
 from agent.localnet import Localnet
-from agent.localnet.chain import DevAccount
+from agent.localnet.chain import DevAccount, LocalChain
 from agent.model import AaveAccount, Action, Plan, Snapshot
 from agent.policy import Policy
 
 USDC = 10**6
-DEMO_ACCOUNT_INDEX = {"leveraged-long": 1, "delta-neutral-lp": 2}
 
 
 class Clock:
@@ -52,8 +51,18 @@ def live(policy: Policy, **execution: Any) -> Policy:
     return policy.model_copy(update={"execution": policy.execution.model_copy(update={"mode": "live", **execution})})
 
 
-def dev_account(localnet: Localnet, portfolio: str) -> DevAccount:
-    return localnet.accounts[DEMO_ACCOUNT_INDEX[portfolio]]
+def keeper_account(localnet: Localnet, portfolio: str) -> DevAccount:
+    """The dev account whose key signs for a demo portfolio: its Safe's keeper (whose nonce its transactions use)."""
+    keeper = localnet.demo_portfolios[portfolio].keeper
+    return next(a for a in localnet.accounts if a.address == keeper)
+
+
+def signer_of(localnet: Localnet, policy: Policy) -> DevAccount:
+    """The dev account that signs for `policy`: the keeper of a demo Safe, or the plain account itself."""
+    name = policy.portfolio.name
+    if policy.portfolio.executor.kind == "safe_module":
+        return keeper_account(localnet, name)
+    return next(a for a in localnet.accounts if a.address.lower() == policy.portfolio.account.lower())
 
 
 def make_executor(localnet: Localnet, policy: Policy, tmp_path: Path, clock: Clock | None = None,
@@ -63,7 +72,7 @@ def make_executor(localnet: Localnet, policy: Policy, tmp_path: Path, clock: Clo
     chain through `w3` (default: plain HTTP to anvil), not started."""
     clock = clock or Clock()
     journal = journal or Journal(tmp_path / "journal.sqlite", clock)
-    key = dev_account(localnet, policy.portfolio.name).private_key
+    key = signer_of(localnet, policy).private_key
     signer = LocalSigner(Account.from_key(key))
     w3 = w3 or Web3(Web3.HTTPProvider(localnet.rpc_url))
     return Executor(policy, journal, signer, tmp_path / "KILL", w3s={"localnet": w3}, clock=clock,
@@ -95,3 +104,24 @@ def rpc(w3: Web3, method: str, *params: Any) -> Any:
     response = w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
     assert "error" not in response, response
     return response["result"]
+
+
+PLAIN_ACCOUNT = 5  # an unused dev account: a personal wallet holding a looped long of its own
+
+
+def plain_leveraged_long(localnet: Localnet, chain: LocalChain, idle_usdc: int = 0) -> Policy:
+    """Seeds the demo's looped long on a plain dev account (no Safe: the `direct` executor), with `idle_usdc` whole
+    USDC in its wallet, and returns its live policy."""
+    from agent.localnet.policies import render_policy
+    from agent.localnet.seed import DEMO_PORTFOLIOS, seed_portfolio
+    from agent.policy import parse_policy
+
+    account = localnet.accounts[PLAIN_ACCOUNT].address
+    demo = next(d for d in DEMO_PORTFOLIOS if d.name == "leveraged-long")
+    seed_portfolio(chain, localnet.world, demo, account)
+    if idle_usdc:
+        usdc = chain.at("MintableERC20", localnet.world.tokens["USDC"])
+        chain.send(usdc.functions.mint(account, idle_usdc * USDC), account)
+    policy = parse_policy(render_policy("leveraged-long", account, localnet), "plain.yaml")
+    assert policy.portfolio.executor.kind == "direct"
+    return live(policy)

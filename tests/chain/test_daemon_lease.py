@@ -19,7 +19,7 @@ from agent.localnet.market import set_weth_price
 from agent.localnet.policies import render_policy
 from agent.settings import Settings
 from agent.telemetry import REGISTRY
-from tests.chain.execution_support import OffsetClock, dev_account, rpc
+from tests.chain.execution_support import OffsetClock, keeper_account, rpc
 
 NAME = "leveraged-long"
 
@@ -28,15 +28,15 @@ NAME = "leveraged-long"
 def policy_dir(localnet: Localnet, tmp_path: Path) -> Path:
     directory = tmp_path / "policies"
     directory.mkdir()
-    account = dev_account(localnet, NAME).address
-    (directory / f"{NAME}.yaml").write_text(render_policy(NAME, account, localnet, mode="live", interval_s=60))
+    (directory / f"{NAME}.yaml").write_text(render_policy(NAME, localnet.demo_accounts[NAME], localnet, mode="live",
+                                                          interval_s=60))
     return directory
 
 
 @pytest.fixture
 def settings(localnet: Localnet, tmp_path: Path) -> Settings:
     return Settings(db=str(tmp_path / "journal.sqlite"), metrics_addr="127.0.0.1:0", kill_switch=tmp_path / "KILL",
-                    private_key=SecretStr(dev_account(localnet, NAME).private_key))
+                    private_key=SecretStr(localnet.keeper_key(NAME)))
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_a_second_daemon_on_one_journal_stands_by_then_takes_over(
     localnet: Localnet, policy_dir: Path, settings: Settings, daemons: list[Daemon]
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
-    account = dev_account(localnet, NAME).address
+    account = keeper_account(localnet, NAME).address  # the sender: its nonces, its lease
     clock = OffsetClock()
     first = Daemon(load_policies([policy_dir]), settings, clock=clock)
     daemons.append(first)

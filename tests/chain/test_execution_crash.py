@@ -15,7 +15,7 @@ from web3 import Web3
 from agent.localnet import Localnet
 from agent.localnet.policies import render_policy
 from agent.policy import Policy
-from tests.chain.execution_support import Clock, debt_usdc, dev_account, live, make_executor, read, rpc
+from tests.chain.execution_support import Clock, debt_usdc, keeper_account, live, make_executor, read, rpc
 
 SCRIPT = Path(__file__).with_name("crash_executor.py")
 ROOT = SCRIPT.parents[2]
@@ -23,9 +23,9 @@ ROOT = SCRIPT.parents[2]
 
 def run_and_kill_at(point: str, localnet: Localnet, tmp_path: Path) -> None:
     """Runs the executor in a subprocess until it freezes at `point`, then SIGKILLs it."""
-    account = dev_account(localnet, "leveraged-long")
+    account = keeper_account(localnet, "leveraged-long")
     policy_file = tmp_path / "leveraged-long.yaml"
-    policy_file.write_text(render_policy("leveraged-long", account.address, localnet)
+    policy_file.write_text(render_policy("leveraged-long", localnet.demo_accounts["leveraged-long"], localnet)
                            .replace("mode: dry-run", "mode: live"))
     env = {**os.environ, "BALLAST_PRIVATE_KEY": account.private_key, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
@@ -50,7 +50,7 @@ def test_killed_after_signing_before_broadcast_the_restart_sends_the_stored_byte
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     policy = live(demo_policy("leveraged-long"))
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     nonce, before = w3.eth.get_transaction_count(account), read(policy)
 
     run_and_kill_at("signed", localnet, tmp_path)
@@ -76,7 +76,7 @@ def test_killed_after_broadcast_before_the_receipt_the_restart_confirms_it_once(
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     policy = live(demo_policy("leveraged-long"))
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     nonce, before = w3.eth.get_transaction_count(account), read(policy)
     rpc(w3, "evm_setAutomine", False)
     try:

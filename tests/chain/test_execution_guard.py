@@ -16,7 +16,7 @@ from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.model import Action, Snapshot
 from agent.policy import Policy
-from tests.chain.execution_support import borrow_usdc, dev_account, live, make_executor, plan, read
+from tests.chain.execution_support import borrow_usdc, keeper_account, live, make_executor, plan, read
 
 EVIL = "0x000000000000000000000000000000000000dEaD"
 
@@ -58,7 +58,7 @@ def test_guard_refuses_with_a_clear_reason_and_sends_nothing(
 ) -> None:
     policy = live(demo_policy("delta-neutral-lp"))
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
-    account = dev_account(localnet, "delta-neutral-lp").address
+    account = keeper_account(localnet, "delta-neutral-lp").address
     nonce = w3.eth.get_transaction_count(account)
     registry = CollectorRegistry()
     executor = make_executor(localnet, policy, tmp_path, registry=registry)

@@ -21,7 +21,7 @@ from agent.execution.lease import LeaseHeld
 from agent.localnet import Localnet
 from agent.localnet.policies import render_policy
 from agent.policy import Policy
-from tests.chain.execution_support import borrow_usdc, dev_account, live, make_executor, plan, read
+from tests.chain.execution_support import borrow_usdc, keeper_account, live, make_executor, plan, read
 
 
 def test_a_second_executor_for_a_leased_account_refuses_to_sign_and_names_the_holder(
@@ -29,7 +29,7 @@ def test_a_second_executor_for_a_leased_account_refuses_to_sign_and_names_the_ho
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     policy = live(demo_policy("leveraged-long"))
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     nonce, snapshot = w3.eth.get_transaction_count(account), read(policy)
     first = make_executor(localnet, policy, tmp_path)
     first.start()
@@ -72,17 +72,18 @@ def test_an_intent_is_signed_at_its_journaled_nonce_even_from_a_stale_copy(
     # A writer still holding the intent as it was before signing (simulated, no nonce) signs it again.
     stale = dataclasses.replace(signed, state="simulated", nonce=None, signed_at=None)
     with pytest.raises(Stop):
-        executor._sign(stale, executor.chains["localnet"], Fees(10**11, 2 * 10**9), "action", 500_000)
+        executor.tx.sign(stale, executor.chains["localnet"], Fees(10**11, 2 * 10**9), "action", 500_000)
     assert {tx.record.nonce for tx in journal.txs(signed.id)} == {signed.nonce}
-    assert journal.stored_nonce(executor.chains["localnet"].chain.chain_id, executor.account) == signed.nonce + 1
+    assert journal.stored_nonce(executor.chains["localnet"].chain.chain_id, executor.sender) == signed.nonce + 1
 
 
 def test_once_execute_next_to_the_lease_holder_refuses_in_one_line(
     localnet: Localnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = dev_account(localnet, "leveraged-long")
+    account = keeper_account(localnet, "leveraged-long")
     policy_file = tmp_path / "leveraged-long.yaml"
-    policy_file.write_text(render_policy("leveraged-long", account.address, localnet, mode="live"))
+    policy_file.write_text(render_policy("leveraged-long", localnet.demo_accounts["leveraged-long"], localnet,
+                                         mode="live"))
     holder = Journal(tmp_path / "journal.sqlite")  # a running daemon's journal, holding the account's lease
     holder.leases.acquire(account.address)
     monkeypatch.chdir(tmp_path)

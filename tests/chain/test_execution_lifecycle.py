@@ -4,21 +4,21 @@ is never doubled."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 from web3 import Web3
 
 from agent.localnet import Localnet
+from agent.localnet.chain import LocalChain
 from agent.model import Action
 from agent.policy import Policy
 from tests.chain.execution_support import (
     Clock,
     borrow_usdc,
     debt_usdc,
-    dev_account,
+    keeper_account,
     live,
     make_executor,
     plan,
@@ -27,25 +27,11 @@ from tests.chain.execution_support import (
 )
 
 
-@pytest.fixture
-def w3(localnet: Localnet) -> Web3:
-    return Web3(Web3.HTTPProvider(localnet.rpc_url))
-
-
-@pytest.fixture
-def automine_off(w3: Web3) -> Iterator[None]:
-    rpc(w3, "evm_setAutomine", False)
-    try:
-        yield
-    finally:
-        rpc(w3, "evm_setAutomine", True)
-
-
 def test_borrow_is_simulated_signed_sent_and_confirmed_once(
     localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path
 ) -> None:
     policy = live(demo_policy("leveraged-long"))
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     before = read(policy)
     nonce = w3.eth.get_transaction_count(account)
     executor = make_executor(localnet, policy, tmp_path)
@@ -63,30 +49,39 @@ def test_borrow_is_simulated_signed_sent_and_confirmed_once(
     assert [i.id for i in again.intents] == [intent.id] and w3.eth.get_transaction_count(account) == nonce + 1
 
 
-def test_repay_is_preceded_by_its_approval(
-    localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path
+def test_repay_recipe_carries_its_exact_approval_in_one_keeper_transaction(
+    localnet: Localnet, w3: Web3, chain: LocalChain, demo_policy: Callable[[str], Policy], tmp_path: Path
 ) -> None:
     policy = live(demo_policy("leveraged-long"))
+    safe, keeper = policy.portfolio.account, keeper_account(localnet, "leveraged-long").address
+    usdc = chain.at("MintableERC20", localnet.world.tokens["USDC"])
+    chain.send(usdc.functions.mint(safe, 2_000 * 10**6), localnet.accounts[0].address)  # idle USDC to repay with
     before = read(policy)
+    nonce = w3.eth.get_transaction_count(keeper)
     repay = Action("repay", "localnet", "aave_v3", "USDC", 2_000 * 10**6, 2_000.0, "health_factor below min")
 
     report = make_executor(localnet, policy, tmp_path).execute_plan(plan(before, repay), before, wait_s=15)
 
-    assert [(i.kind, i.state) for i in report.intents] == [("approve", "confirmed"), ("repay", "confirmed")]
+    (intent,) = report.intents
+    assert (intent.kind, intent.state) == ("recipe", "confirmed")
+    assert [c["kind"] for c in intent.recipe_calls()] == ["approve", "repay"]
+    assert w3.eth.get_transaction_count(keeper) == nonce + 1  # one keeper transaction, to the module
+    assert w3.eth.get_transaction(intent.tx_hash)["to"] == policy.portfolio.executor.module  # type: ignore[arg-type]
     assert debt_usdc(before) - debt_usdc(read(policy)) in range(2_000 * 10**6 - 1_000, 2_000 * 10**6 + 1)
+    assert usdc.functions.allowance(safe, localnet.world.contracts["Pool"]).call() == 0  # exact: nothing left
 
 
 def test_reverting_transaction_is_not_broadcast_and_is_recorded_failed_with_its_reason(
     localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path
 ) -> None:
     policy = live(demo_policy("leveraged-long"))
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     snapshot = read(policy)
     nonce = w3.eth.get_transaction_count(account)
-    withdraw_all = Action("withdraw", "localnet", "aave_v3", "WETH", 100 * 10**18, 200_000.0, "test")
+    withdraw_most = Action("withdraw", "localnet", "aave_v3", "WETH", 90 * 10**18, 180_000.0, "test")
     executor = make_executor(localnet, policy, tmp_path)
 
-    report = executor.execute_plan(plan(snapshot, withdraw_all), snapshot, wait_s=1)
+    report = executor.execute_plan(plan(snapshot, withdraw_most), snapshot, wait_s=1)
 
     (intent,) = report.intents
     assert intent.state == "failed"
@@ -100,7 +95,7 @@ def test_dry_run_simulates_records_and_sends_nothing(
 ) -> None:
     policy = demo_policy("leveraged-long")
     assert policy.execution.mode == "dry-run"
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     snapshot = read(policy)
     nonce = w3.eth.get_transaction_count(account)
     executor = make_executor(localnet, policy, tmp_path)
@@ -109,7 +104,8 @@ def test_dry_run_simulates_records_and_sends_nothing(
 
     (intent,) = report.intents
     assert (intent.mode, intent.state, intent.error) == ("dry-run", "simulated", None)
-    assert intent.gas_limit and intent.description == "aave_v3 borrow 1000000000 USDC"
+    assert intent.gas_limit and intent.kind == "recipe" and intent.to_address == policy.portfolio.executor.module
+    assert [c["description"] for c in intent.recipe_calls()] == ["aave_v3 borrow 1000000000 USDC"]
     assert executor.journal.txs(intent.id) == []
     assert w3.eth.get_transaction_count(account) == nonce
 
@@ -118,7 +114,7 @@ def test_stuck_transaction_with_a_too_low_fee_is_replaced_and_confirms_once(
     localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path, automine_off: None
 ) -> None:
     policy = live(demo_policy("leveraged-long"), replace_after_s=30, deadline_s=600)
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     snapshot = read(policy)
     nonce = w3.eth.get_transaction_count(account)
     clock = Clock()
@@ -153,7 +149,7 @@ def test_intent_past_its_deadline_is_cancelled_by_a_same_nonce_no_op(
     localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path, automine_off: None
 ) -> None:
     policy = live(demo_policy("leveraged-long"), replace_after_s=30, deadline_s=120)
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     before = read(policy)
     nonce = w3.eth.get_transaction_count(account)
     clock = Clock()
@@ -179,7 +175,7 @@ def test_pending_hedge_is_sent_once_and_later_cycles_send_nothing_until_it_is_mi
     localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path, automine_off: None
 ) -> None:
     policy = live(demo_policy("delta-neutral-lp"))
-    account = dev_account(localnet, "delta-neutral-lp").address
+    account = keeper_account(localnet, "delta-neutral-lp").address
     nonce = w3.eth.get_transaction_count(account)
     executor = make_executor(localnet, policy, tmp_path)
     hedge = Action("borrow", "localnet", "aave_v3", "WETH", 2 * 10**18, 4_000.0, "delta_usd 9,000 above max 5,000")

@@ -20,13 +20,13 @@ from agent.model import Action
 from agent.policy import Policy
 from agent.settings import Settings
 from agent.telemetry import configure_logging
-from tests.chain.execution_support import Clock, borrow_usdc, dev_account, live, plan, read
+from tests.chain.execution_support import Clock, borrow_usdc, keeper_account, live, plan, read
 
 
 def test_no_log_line_metric_or_journal_row_holds_the_private_key(
     localnet: Localnet, demo_policy: Callable[[str], Policy], tmp_path: Path
 ) -> None:
-    key = dev_account(localnet, "leveraged-long").private_key
+    key = keeper_account(localnet, "leveraged-long").private_key
     stream = io.StringIO()
     configure_logging("json", "debug", stream)
     registry = CollectorRegistry()

@@ -12,7 +12,7 @@ from web3 import Web3
 from agent.chain.fees import MAX_BUMPS
 from agent.localnet import Localnet
 from agent.policy import Policy
-from tests.chain.execution_support import Clock, borrow_usdc, dev_account, live, make_executor, plan, read, rpc
+from tests.chain.execution_support import Clock, borrow_usdc, keeper_account, live, make_executor, plan, read, rpc
 from tests.faults.proxy import Fault, FaultProxy, error
 
 
@@ -72,7 +72,7 @@ def test_a_cancellation_keeps_its_own_bump_budget_after_the_action_spent_its_own
     localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path
 ) -> None:
     policy = live(demo_policy("leveraged-long"), replace_after_s=30, deadline_s=120)
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     snapshot, clock = read(policy), Clock()
     nonce = w3.eth.get_transaction_count(account)
     executor = make_executor(localnet, policy, tmp_path, clock)

@@ -37,6 +37,15 @@ def test_localnet_up_is_ready_within_10s_writes_its_state_and_stops_cleanly(tmp_
                 "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC"} <= set(info["contracts"])
         assert all(a["local_only"] for a in info["accounts"])
         assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp"}
+        # each demo account is a Safe with its own owner, keeper and module; the keeper holds no owner's key
+        portfolios = info["demo_portfolios"]
+        assert set(portfolios) == set(info["demo_accounts"])
+        for name, portfolio in portfolios.items():
+            assert portfolio["account"] == info["demo_accounts"][name]
+            assert len({portfolio["account"], portfolio["owner"], portfolio["keeper"], portfolio["module"]}) == 4
+            policy = (tmp_path / "policies" / f"{name}.yaml").read_text()
+            assert f'executor: {{kind: safe_module, module: "{portfolio["module"]}"}}' in policy
+        assert len({p["keeper"] for p in portfolios.values()} | {p["owner"] for p in portfolios.values()}) == 4
         assert json.loads((tmp_path / "localnet.json").read_text()) == info
         for name in info["demo_accounts"]:
             checked = subprocess.run([*BALLAST, "check-policy", str(tmp_path / "policies" / f"{name}.yaml")],

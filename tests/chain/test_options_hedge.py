@@ -61,8 +61,10 @@ def test_without_a_delta_band_the_options_delta_is_offset_with_the_perp(
     owner = policy.portfolio.account
     perp = chain.at("PerpMarket", localnet.world.contracts["PerpMarket"])
     usdc = chain.at("MintableERC20", localnet.world.tokens["USDC"])
+    # the looped long holds no idle USDC: give its Safe some to margin the perp and pay for options
+    chain.send(usdc.functions.mint(owner, 95_000 * 10**6), localnet.accounts[0].address)
     chain.send(usdc.functions.approve(perp.address, MAX_UINT256), owner)
-    chain.send(perp.functions.depositMargin(20_000 * 10**6), owner)  # from the wallet's borrowed USDC
+    chain.send(perp.functions.depositMargin(20_000 * 10**6), owner)
     before = read(policy)
     delta_before = assess(before).total.delta_usd
 

@@ -133,8 +133,11 @@ def onchain_health_factor(chain: LocalChain, localnet: Localnet, owner: str) -> 
 def test_once_plan_restores_leveraged_long_health_factor_after_a_crash(
     localnet: Localnet, chain: LocalChain, tmp_path: Path
 ) -> None:
-    # given the leveraged long after a crash to $1,400: HF ≈ 1.19, below min 1.5
+    # given the leveraged long holding 40,000 idle USDC (the looped seed holds none), after a crash to $1,400:
+    # HF ≈ 1.19, below min 1.5
     owner = localnet.demo_accounts["leveraged-long"]
+    usdc = chain.at("MintableERC20", localnet.world.tokens["USDC"])
+    chain.send(usdc.functions.mint(owner, 40_000 * 10**6), localnet.accounts[0].address)
     set_weth_price(chain, localnet, 1_400)
     before = onchain_health_factor(chain, localnet, owner)
     assert before < 1.5

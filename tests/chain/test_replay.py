@@ -1,11 +1,11 @@
 """The crash replay on the local chain with the real Aave v3 and Uniswap v3: on 31 hours of 2020-03-12 (rescaled to
 start at $2,000), the liquidator liquidates the unmanaged twin at the bar's low with a real `liquidationCall` and
-cannot touch the account the daemon keeps; and the health-factor path of each matches the backtest's of the same
-window, run with the new market model (the endogenous pool, Aave rates from the strategies at a utilisation path,
-the gas model), within HF_TOLERANCE.
+cannot touch the account the daemon keeps (the demo's Safe, through its keeper module); and the health-factor
+path of each matches the backtest's of the same window, run with the new market model (the endogenous pool, Aave
+rates from the strategies at a utilisation path, the gas model), within HF_TOLERANCE.
 
-The backtest's book is the one the local world seeds for `leveraged-long` today (100 WETH supplied, 97,000 USDC
-borrowed and kept idle but for a put: `config/portfolio.protected-long.yaml`), and its pool the local world's 0.05%
+The backtest's book is the one the local world seeds for `leveraged-long` (the looped long: 199,450 USD of WETH
+against 97,000 USDC, nothing idle: `config/portfolio.leveraged-long.yaml`), and its pool the local world's 0.05%
 pool (50,000 WETH full range at $2,000, $200M). What still differs: Aave's interest on chain accrues at the local
 reserves' own utilisation, the backtest's at the model's; the daemon's swaps fill in the chain's pool, the backtest's
 in the simulated one (same depth, so the same fills to a few base units)."""
@@ -33,12 +33,14 @@ def test_replay_liquidates_the_unmanaged_twin_not_the_managed_account_and_matche
     assert len(path) == 31
 
     replay = run_replay(policy, path)
-    spec = load_portfolio(ROOT / "config" / "portfolio.protected-long.yaml")
+    spec = load_portfolio(ROOT / "config" / "portfolio.leveraged-long.yaml")
     local_pool = spec.market.pool.model_copy(update={"ranges": (PoolRange(range="full", usd=200_000_000.0),)})
     spec = spec.model_copy(update={"market": spec.market.model_copy(update={"pool": local_pool})})
     backtest = run_backtest(spec, path, policy)
 
     figures = replay.figures()
+    managed = replay.runs["policy"].policy
+    assert managed is not None and managed.portfolio.executor.kind == "safe_module"  # the demo's Safe, its module
     assert figures["unmanaged"]["liquidations"] >= 1 and figures["unmanaged"]["min_health_factor"] < 1
     assert figures["policy"]["liquidations"] == 0 and figures["policy"]["min_health_factor"] > 1
     assert figures["policy"]["actions"] >= 1

@@ -15,7 +15,7 @@ from agent.chain.rpc import FailoverProvider, http_endpoint
 from agent.errors import ChainUnavailable
 from agent.localnet import Localnet
 from agent.policy import Policy
-from tests.chain.execution_support import borrow_usdc, dev_account, live, make_executor, plan, read
+from tests.chain.execution_support import borrow_usdc, keeper_account, live, make_executor, plan, read
 
 HEADER_NOT_FOUND = {"code": -32000, "message": "header not found"}
 
@@ -53,7 +53,7 @@ def test_a_transient_simulation_error_is_not_a_revert_and_the_intent_waits(
     localnet: Localnet, demo_policy: Callable[[str], Policy], tmp_path: Path
 ) -> None:
     policy = live(demo_policy("leveraged-long"))
-    account = dev_account(localnet, "leveraged-long").address
+    account = keeper_account(localnet, "leveraged-long").address
     snapshot = read(policy)
     # A single endpoint behind a provider that passes the error through, as a plain HTTP provider does.
     flaky = Flaky(localnet.rpc_url, failures=0, methods=("eth_call",))

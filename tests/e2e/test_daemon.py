@@ -53,11 +53,11 @@ def daemon(localnet: Localnet, tmp_path: Path) -> Iterator[tuple[subprocess.Pope
     for name in localnet.demo_accounts:
         policy = render_policy(name, localnet.demo_accounts[name], localnet, mode="live", interval_s=1, cooldown_s=0)
         (policies / f"{name}.yaml").write_text(policy)
-    keys = {a.address: a.private_key for a in localnet.accounts}
     port = free_port()
     env = {
         **os.environ, "BALLAST_DB": str(tmp_path / "journal.sqlite"), "BALLAST_METRICS_ADDR": f"127.0.0.1:{port}",
-        "BALLAST_PRIVATE_KEY": ",".join(keys[a] for a in localnet.demo_accounts.values()),
+        # the keepers' keys: the daemon never holds a Safe owner's key
+        "BALLAST_PRIVATE_KEY": ",".join(localnet.keeper_key(name) for name in localnet.demo_accounts),
         "BALLAST_KILL_SWITCH": str(tmp_path / "KILL"), "BALLAST_LOG_FORMAT": "json", "BALLAST_LOG_LEVEL": "info",
     }
     log = (tmp_path / "daemon.log").open("w")
@@ -177,5 +177,9 @@ def test_daemon_deleverages_in_a_crash_and_a_rally_and_stops_cleanly(
     assert journal.unresolved() == []
     confirmed = [i for i in journal.intents() if i.state == "confirmed"]
     assert {i.portfolio for i in confirmed} == {"leveraged-long", "delta-neutral-lp"}
+    for intent in confirmed:  # every plan landed as one keeper transaction to its Safe's module
+        portfolio = localnet.demo_portfolios[intent.portfolio]
+        tx = chain.w3.eth.get_transaction(intent.tx_hash)  # type: ignore[arg-type]
+        assert (intent.kind, tx["from"], tx["to"]) == ("recipe", portfolio.keeper, portfolio.module)
     log = (workdir / "daemon.log").read_text()
     assert not re.search(r"Traceback", log)

@@ -86,7 +86,7 @@ def replicas(localnet: Localnet, postgres: PostgresServer, tmp_path: Path) -> It
     account = localnet.demo_accounts[NAME]
     (policies / f"{NAME}.yaml").write_text(render_policy(NAME, account, localnet, mode="live", interval_s=1,
                                                          cooldown_s=0))
-    key = next(a.private_key for a in localnet.accounts if a.address == account)
+    key = localnet.keeper_key(NAME)
     made = Replicas(postgres.url("replicas"), policies, key, tmp_path)
     try:
         yield made
@@ -102,8 +102,9 @@ def test_a_standby_replica_takes_over_a_killed_holder_without_sending_anything_t
     localnet: Localnet, chain: LocalChain, replicas: Replicas,
 ) -> None:
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
-    account = Web3.to_checksum_address(localnet.demo_accounts[NAME])
-    first_nonce = w3.eth.get_transaction_count(account)
+    account = Web3.to_checksum_address(localnet.demo_accounts[NAME])  # the Safe
+    keeper = Web3.to_checksum_address(localnet.demo_portfolios[NAME].keeper)  # the sender: its nonces, its lease
+    first_nonce = w3.eth.get_transaction_count(keeper)
     holder, holder_url, holder_log = replicas.start("a")
     wait_until(lambda: lease_held(holder_url) == 1, "replica a to hold the lease")
     standby, standby_url, standby_log = replicas.start("b")
@@ -136,12 +137,12 @@ def test_a_standby_replica_takes_over_a_killed_holder_without_sending_anything_t
     assert {tx.record.state for tx in txs} <= {"mined", "replaced", "sent", "signed"}
     # Every nonce the account used since the start went to exactly one journaled transaction, and each intent has
     # at most one mined transaction: nothing was signed outside the journal, nothing mined twice.
-    last_nonce = w3.eth.get_transaction_count(account)
+    last_nonce = w3.eth.get_transaction_count(keeper)
     mined = [tx for tx in txs if tx.record.state == "mined"]
     assert sorted(tx.record.nonce for tx in mined) == list(range(first_nonce, last_nonce))
     assert all(sum(tx.record.state == "mined" for tx in journal.txs(i.id)) <= 1 for i in intents)
     epochs = {row["account"]: row["epoch"] for row in journal.dump()["leases"]}
-    assert epochs[account.lower()] == 2  # a, then b
+    assert epochs[keeper.lower()] == 2  # a, then b
     signed_by = {row["lease_epoch"] for row in journal.dump()["transactions"]}
     assert signed_by == {1, 2}, "both replicas signed: the holder before its death, the standby after"
     assert "lease taken over" in standby_log.read_text()

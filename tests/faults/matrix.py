@@ -59,8 +59,7 @@ class Run:
 
     def start_daemon(self, name: str = "daemon") -> subprocess.Popen[str]:
         """Starts `ballast run` on the run's policy and journal; returns once its metrics answer."""
-        account = self.localnet.demo_accounts[NAME]
-        key = next(a.private_key for a in self.localnet.accounts if a.address == account)
+        key = self.localnet.keeper_key(NAME)
         port = free_port()
         env = {**os.environ, "BALLAST_DB": self.db, "BALLAST_METRICS_ADDR": f"127.0.0.1:{port}",
                "BALLAST_PRIVATE_KEY": key, "BALLAST_KILL_SWITCH": str(self.workdir / "KILL"),
@@ -174,7 +173,8 @@ def run_once(scenario: Scenario, localnet: Localnet, workdir: Path) -> Outcome:
     """Runs the daemon through the crash under `scenario` from the current chain state; returns the outcome."""
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     chain = LocalChain(w3)
-    account = Web3.to_checksum_address(localnet.demo_accounts[NAME])
+    account = Web3.to_checksum_address(localnet.demo_accounts[NAME])  # the Safe
+    sender = Web3.to_checksum_address(localnet.demo_portfolios[NAME].keeper)  # its keeper signs and pays gas
     first_block = w3.eth.block_number
     proxies = [FaultProxy(localnet.rpc_url, seed=i) for i in range(scenario.endpoints)]
     run = Run(localnet, workdir, proxies)
@@ -210,7 +210,7 @@ def run_once(scenario: Scenario, localnet: Localnet, workdir: Path) -> Outcome:
     finally:
         journal.close()
     hf = aave_account(chain, localnet.world.contracts["Pool"], account).health_factor_wad / WAD
-    repeats, mined = account_transactions(w3, account, first_block)
+    repeats, mined = account_transactions(w3, sender, first_block)
     return Outcome(repeats, lost, crashes, int(hf < HF_MIN * 0.98 and not paused), mined, hf)
 
 

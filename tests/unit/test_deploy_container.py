@@ -178,6 +178,8 @@ def test_the_localnet_stage_adds_node_and_the_npm_packages(stages: list[Stage]) 
     runs = " ".join(localnet.all("RUN"))
     assert "nodejs" in runs and "npm" in runs and "npm ci" in runs
     assert "deploy/localnet/package-lock.json" in " ".join(copy_sources(localnet))
+    # it compiles every Solidity source the localnet deploys: the reference venues and the keeper module
+    assert {"deploy/localnet/contracts/", "contracts/"} <= set(copy_sources(localnet))
     assert (localnet.last("USER") or "root").split(":")[0] not in {"root", "0"}, "back to the non-root user"
     assert localnet.last("HEALTHCHECK") is not None  # it serves no /healthz: its own check
     command = json.loads(effective(stages, "localnet", "CMD") or "null")

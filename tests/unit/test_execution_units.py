@@ -1,4 +1,4 @@
-"""Pure parts of execution: fee policy, intent ids, signer key sources, revert reasons."""
+"""Pure parts of execution: fee policy, intent ids, the recipe-calls migration, signer key sources, revert reasons."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from eth_account import Account
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +18,7 @@ from web3.exceptions import ContractLogicError
 from agent.chain.fees import MAX_BUMPS, FeeCapExceeded, Fees, bumped, fees_for, gas_cap_wei, replacement_fees
 from agent.chain.signer import SignerError, keystore_signer, load_signer
 from agent.execution.executor import revert_reason
-from agent.execution.journal import intent_id
+from agent.execution.journal import MIGRATIONS, Journal, intent_id
 from agent.policy import Limits
 from agent.settings import Settings
 
@@ -46,6 +49,33 @@ def test_replacements_stop_at_the_cap_or_after_the_last_bump() -> None:
     assert replacement_fees(previous, None, 0, 100 * GWEI) == bumped(previous)
     assert replacement_fees(previous, None, 0, 50 * GWEI) is None
     assert replacement_fees(previous, None, MAX_BUMPS, None) is None
+
+
+def test_a_journal_of_the_first_schema_gains_recipe_calls_and_keeps_its_rows(tmp_path: Path) -> None:
+    # Given a journal written by the first schema (revision 0001), with one intent
+    db = tmp_path / "journal.sqlite"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(sa.text(
+            "INSERT INTO intents (id, portfolio, plan_id, chain, chain_id, account, action_index, step, kind, mode, "
+            "state, to_address, data, snapshot_block, created_at, updated_at) VALUES ('old', 'p', 'x', 'c', 1, '0xA', "
+            "0, 0, 'repay', 'live', 'confirmed', '0xB', '0x', 7, 1.0, 2.0)"))
+    engine.dispose()
+
+    # When it is opened now, then the intent is still there, without calls, and a recipe can list its calls
+    journal = Journal(db)
+    old = journal.intent("old")
+    assert old is not None and (old.state, old.calls, old.recipe_calls()) == ("confirmed", None, [])
+    journal.add_intent(id="new", portfolio="p", plan_id="y", chain="c", chain_id=1, account="0xK", action_index=0,
+                       step=0, kind="recipe", mode="live", to_address="0xM", data="0x", value_wei="0",
+                       description="", notional_usd=1.0, snapshot_block=8, plan_reason="", action_reason="",
+                       calls='[{"action": 0, "kind": "repay", "to": "0xP", "data": "0x", "description": "repay"}]')
+    new = journal.intent("new")
+    assert new is not None and [c["kind"] for c in new.recipe_calls()] == ["repay"]
 
 
 def test_intent_ids_are_deterministic_and_distinct_per_step() -> None:

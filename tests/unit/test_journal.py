@@ -45,7 +45,7 @@ def test_journal_is_migrated_and_refuses_illegal_transitions(journal_db: str) ->
     intent = reopened.intent("i")
     assert intent is not None and (intent.state, intent.gas_limit, intent.created_at) == ("simulated", 21_000, 1_000.0)
     with reopened.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     reopened.close()
 
 

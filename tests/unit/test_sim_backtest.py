@@ -299,3 +299,23 @@ def test_a_price_file_without_bars_in_the_window_is_refused(tmp_path: Path) -> N
         load_prices(broken)
     with pytest.raises(UserInputError, match="expected a date"):
         parse_date("yesterday", "--from")
+
+
+def test_leveraged_long_in_a_safe_survives_2020_03_with_flash_loans_and_pays_their_premium() -> None:
+    from agent.policy.portfolio import SafeModuleExecutor
+
+    policy, portfolio = demo("leveraged-long")
+    safe = policy.model_copy(update={"portfolio": policy.portfolio.model_copy(update={
+        "executor": SafeModuleExecutor(kind="safe_module", module="0x" + "11" * 20)})})
+    spec = load_portfolio(portfolio)
+    # Gas as on 2020-03-12, when mainnet gas peaked near 200 gwei: the rounds' extra calls cost more than a premium.
+    gas = spec.market.gas.model_copy(update={"base_gwei": 200.0})
+    spec = spec.model_copy(update={"market": spec.market.model_copy(update={"gas": gas})})
+    result = run_backtest(spec, load_prices(CRASH_2020), safe)
+    managed = result.runs["policy"]
+
+    loans = [a for a in managed.actions if a.kind == "flash_loan"]
+    assert not managed.liquidations and loans, [a.kind for a in managed.actions]
+    for loan in loans:  # the premium (5 bps of the loan) is the loan's fee; its gas is counted once
+        assert loan.fee_usd == pytest.approx(loan.notional_usd * 5e-4, rel=1e-3, abs=0.01) and loan.gas_usd > 0
+    assert all(a.gas_usd == 0 and a.fee_usd == 0 for a in managed.actions if a.kind == "flash_repay")

@@ -2,8 +2,8 @@
 transaction was signed under, the time an intent was found stuck, and 64-bit fee and chain-id columns (SQLite
 stores every integer in 8 bytes already; PostgreSQL's INTEGER would overflow at 2.1 gwei).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

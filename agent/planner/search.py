@@ -1,0 +1,34 @@
+"""Searches over integer amounts (base units, liquidity) for monotone conditions: the planner sizes every step by
+the least amount that reaches a target or the most that keeps a limit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def least(ok: Callable[[int], bool], high: int) -> int:
+    """Return the least x in [0, high] with ok(x) for a monotone ok (high when none)."""
+    if not ok(high):
+        return high
+    lo, hi = 0, high
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo if ok(lo) else hi
+
+
+def most(ok: Callable[[int], bool], high: int) -> int:
+    """Return the greatest x in [0, high] with ok(x) for a monotone decreasing ok (0 when none)."""
+    if ok(high):
+        return high
+    lo, hi = 0, high
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
