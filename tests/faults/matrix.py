@@ -161,6 +161,7 @@ class Outcome:
     out_of_band: int
     mined: int
     health_factor: float
+    problems: tuple[str, ...] = ()  # what each crash was: an exit code, or the exception a traceback ended with
 
 
 @contextmanager
@@ -191,12 +192,14 @@ def run_once(scenario: Scenario, localnet: Localnet, workdir: Path) -> Outcome:
         for proxy in proxies:
             proxy.fault = None
         settle(run)
-        crashes = sum(1 for p in run.processes if p.poll() is not None and p.returncode != -signal.SIGKILL)
+        problems = [f"exited {p.returncode} by itself" for p in run.processes
+                    if p.poll() is not None and p.returncode != -signal.SIGKILL]
         for process in run.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-                crashes += process.wait(timeout=60) != 0
-        crashes += sum("Traceback" in log.read_text() for log in workdir.glob("*.log"))
+                if process.wait(timeout=60) != 0:
+                    problems.append(f"exited {process.returncode} after SIGTERM")
+        problems += tracebacks(workdir)
     finally:
         for process in run.processes:
             if process.poll() is None:
@@ -211,7 +214,21 @@ def run_once(scenario: Scenario, localnet: Localnet, workdir: Path) -> Outcome:
         journal.close()
     hf = aave_account(chain, localnet.world.contracts["Pool"], account).health_factor_wad / WAD
     repeats, mined = account_transactions(w3, sender, first_block)
-    return Outcome(repeats, lost, crashes, int(hf < HF_MIN * 0.98 and not paused), mined, hf)
+    return Outcome(repeats, lost, len(problems), int(hf < HF_MIN * 0.98 and not paused), mined, hf, tuple(problems))
+
+
+def tracebacks(workdir: Path) -> list[str]:
+    """Returns, for each traceback in the run's daemon logs, the exception it ended with (a line of the log)."""
+    found = []
+    for log in sorted(workdir.glob("*.log")):
+        lines = log.read_text().splitlines()
+        for index, line in enumerate(lines):
+            if "Traceback" not in line:
+                continue
+            if line.startswith("Traceback"):  # printed by a dying thread: the exception is the next unindented line
+                line = next((later for later in lines[index + 1:] if later and not later[0].isspace()), line)
+            found.append(f"{log.name}: {line[-300:]}")
+    return found
 
 
 def settle(run: Run, timeout_s: float = 60) -> None:
@@ -277,6 +294,7 @@ def table(results: dict[str, list[Outcome]]) -> str:
         mined, lowest = sum(o.mined for o in outcomes), min(o.health_factor for o in outcomes)
         rows.append(f"{name:<38} {len(outcomes):>4} {total[0]:>11} {total[1]:>12} {total[2]:>7} {total[3]:>11} | "
                     f"{mined:>9} {lowest:>13.3f}")
+    rows += [f"  {name}: {problem}" for name, outcomes in results.items() for o in outcomes for problem in o.problems]
     return "\n".join(rows)
 
 
