@@ -21,14 +21,18 @@ HEADER_NOT_FOUND = {"code": -32000, "message": "header not found"}
 
 
 class Flaky:
-    """An endpoint in front of anvil that answers "header not found" to the first `failures` calls of `methods`."""
+    """An endpoint in front of anvil that answers "header not found" to the first `failures` calls of `methods`
+    (only those sent `from` the address `sender`, when given: the executor's simulations)."""
 
-    def __init__(self, url: str, failures: int, methods: tuple[str, ...] = ("eth_call", "eth_estimateGas")) -> None:
-        self.inner, self.failures, self.methods = http_endpoint(url, 10.0), failures, methods
+    def __init__(self, url: str, failures: int, methods: tuple[str, ...] = ("eth_call", "eth_estimateGas"),
+                 sender: str | None = None) -> None:
+        self.inner, self.failures, self.methods, self.sender = http_endpoint(url, 10.0), failures, methods, sender
         self.errors = 0
 
     def make_request(self, method: Any, params: Any) -> Any:
-        if method in self.methods and self.errors < self.failures:
+        sent_by = params[0].get("from") if params and isinstance(params[0], dict) else None
+        chosen = self.sender is None or str(sent_by).lower() == self.sender.lower()
+        if method in self.methods and chosen and self.errors < self.failures:
             self.errors += 1
             return {"jsonrpc": "2.0", "id": 1, "error": HEADER_NOT_FOUND}
         return self.inner.make_request(method, params)
@@ -56,7 +60,7 @@ def test_a_transient_simulation_error_is_not_a_revert_and_the_intent_waits(
     account = keeper_account(localnet, "leveraged-long").address
     snapshot = read(policy)
     # A single endpoint behind a provider that passes the error through, as a plain HTTP provider does.
-    flaky = Flaky(localnet.rpc_url, failures=0, methods=("eth_call",))
+    flaky = Flaky(localnet.rpc_url, failures=0, methods=("eth_call",), sender=account)
     w3 = Web3(PassThrough(flaky))
     nonce = w3.eth.get_transaction_count(account)
     executor = make_executor(localnet, policy, tmp_path, w3=w3)
