@@ -4,6 +4,11 @@ figures moved, most urgent first; a timer per portfolio as the upper bound for c
 health endpoints; and a lifecycle that survives months: crash-only start (reconcile the journal first), SIGHUP
 reloads policies, SIGTERM/SIGINT drain and exit 0.
 
+A portfolio executes only while this process holds its account's lease (the journal grants it to one executor at a
+time): otherwise it is on standby — read, assessed and recorded, never signed for — and takes the lease over at the
+next cycle its holder is gone (several replicas on one PostgreSQL journal). An intent still open once its fee bumps
+and its cancellation's budget are spent is marked stuck: `/healthz` fails and `ballast_intents_stuck` rises.
+
 This is the only module that knows about time and scheduling."""
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from agent.chain.reader import PortfolioReader
 from agent.cycle import CycleResult, decide, needs_assessment, urgency
 from agent.errors import BallastError, UserInputError
 from agent.execution.executor import ExecutionReport, Executor, open_executor
-from agent.execution.journal import Journal
+from agent.execution.journal import Journal, plan_id
+from agent.execution.lease import LeaseLost
+from agent.execution.watch import mark_stuck, take_lease
 from agent.model import ChainSnapshot, Snapshot
 from agent.planner import HedgeState
 from agent.planner.bands import band_readings
@@ -88,6 +95,7 @@ class Portfolio:
     last_result: CycleResult | None = None  # the last assessment: it holds while the figures do not move
     chain_snapshots: dict[str, ChainSnapshot] = field(default_factory=dict)  # newest block read per chain
     open_intents: bool = True  # live intents unfinished (unknown at start): driven at each block before the read
+    standby: str | None = None  # why this process does not execute it (another holds the lease), None: it does
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -142,11 +150,12 @@ class Daemon:
         """Stop scheduling, let the cycle in flight finish, track sent transactions for up to `drain_s`, close."""
         self.stopping.set()
         self.ready = False
-        self.scheduler.shutdown(wait=True)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
         for follower in self._followers.values():
             follower.join(timeout=30)
         for portfolio in self.portfolios.values():
-            settled = portfolio.executor.wait(drain_s)
+            settled = portfolio.standby is not None or portfolio.executor.wait(drain_s)
             if not settled:
                 log.warning("open intents at shutdown", portfolio=portfolio.name,
                             intents=[i.id for i in self.journal.unresolved(portfolio.name)])
@@ -180,16 +189,28 @@ class Daemon:
         log.info("policies reloaded", portfolios=sorted(self.portfolios))
 
     def _add(self, path: Path, policy: Policy) -> Portfolio:
-        executor = open_executor(policy, self.settings, clock=self.clock, journal=self.journal)  # reconciles
+        executor = open_executor(policy, self.settings, clock=self.clock, journal=self.journal, start=False)
         portfolio = Portfolio(path, policy, PortfolioReader(policy, fleet=self.fleet), executor)
         self.portfolios[portfolio.name] = portfolio
         publish_bands(policy)
+        self._lease(portfolio)  # and reconcile: startup and crash recovery are one code path
         return portfolio
 
     def _remove(self, portfolio: Portfolio) -> None:
         with portfolio.lock:  # a block in flight finishes this portfolio's cycle first
             del self.portfolios[portfolio.name]
+            portfolio.executor.close()  # hands the account's lease over (to the reloaded executor, say)
             portfolio.reader.close()
+
+    def _lease(self, portfolio: Portfolio) -> bool:
+        """Takes the portfolio's lease if this process does not hold it yet; returns whether it holds it now."""
+        standby = take_lease(portfolio.executor)
+        if standby is not None and standby != portfolio.standby:
+            log.warning("standby: the account is leased elsewhere", portfolio=portfolio.name, holder=standby)
+        elif standby is None and portfolio.standby is not None:
+            log.info("lease taken over", portfolio=portfolio.name)
+        portfolio.standby = standby
+        return standby is None
 
     def _schedule(self, portfolio: Portfolio) -> None:
         interval = portfolio.policy.triggers.interval_s
@@ -222,9 +243,20 @@ class Daemon:
         started = time.monotonic()
         try:
             result = decide(snapshot, portfolio.policy, portfolio.hedge_state, log_decision=False)
-            report = portfolio.executor.execute_plan(result.plan, result.snapshot)
-            if portfolio.open_intents or not result.plan.empty:  # nothing to drive otherwise: skip the journal
-                self._advance(portfolio)
+            if portfolio.standby is None or self._lease(portfolio):
+                report = portfolio.executor.execute_plan(result.plan, result.snapshot)
+                if portfolio.open_intents or not result.plan.empty:  # nothing to drive otherwise: skip the journal
+                    self._advance(portfolio)
+                    for intent in mark_stuck(portfolio.executor, self.clock())[0]:
+                        log.error("intent stuck", portfolio=portfolio.name, intent=intent.id[:12], nonce=intent.nonce)
+            else:
+                report = ExecutionReport(portfolio.name, plan_id(result.plan), portfolio.policy.execution.mode,
+                                         deferred=f"standby: {portfolio.standby}")
+        except LeaseLost as lost:  # another process took the account over: this one stops signing for it
+            portfolio.standby = str(lost)
+            portfolio.executor.metrics.lease.labels(portfolio.name).set(0)
+            log.error("lease lost: standby", portfolio=portfolio.name, problems=lost.lines())
+            return None
         except Exception as error:  # a failed cycle is recorded and retried on the next block or tick
             self._failed(portfolio.name, error)
             return None
@@ -358,12 +390,17 @@ class Daemon:
     # --- health ---------------------------------------------------------------------------------------------------
 
     def healthy(self) -> tuple[bool, str]:
-        """Whether every portfolio's last successful cycle is younger than 3 of its intervals, and why not."""
+        """Whether every portfolio's last successful cycle is younger than 3 of its intervals and none has a stuck
+        intent, and why not."""
         now = self.clock()
         for portfolio in self.portfolios.values():
             limit = HEALTHY_INTERVALS * portfolio.policy.triggers.interval_s
             if portfolio.last_success_s is None or now - portfolio.last_success_s > limit:
                 return False, f"{portfolio.name}: no successful cycle in the last {limit:g}s"
+            stuck = self.journal.stuck(portfolio.name)
+            if stuck:
+                return False, (f"{portfolio.name}: intent {stuck[0].id[:12]} (nonce {stuck[0].nonce}) is stuck: "
+                               "its cancellation did not mine within its fee budget")
         return True, "ok"
 
 

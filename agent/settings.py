@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
 
     db: str = "./ballast.sqlite"
-    """The journal: a SQLite file path (a database URL later)."""
+    """The journal: a SQLite file path, or a PostgreSQL URL (`postgresql://user@host:5432/db`)."""
     metrics_addr: Annotated[str, AfterValidator(_host_port)] = "127.0.0.1:9108"
     """host:port of /metrics, /healthz and /readyz."""
     keystore: Path | None = None

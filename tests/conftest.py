@@ -1,8 +1,10 @@
 """Shared fixtures: one anvil with the deployed local world per test session, reverted to a clean snapshot around
-every test that uses it, and an in-process eth-tester chain for ABI-level tests."""
+every test that uses it, an in-process eth-tester chain for ABI-level tests, and journals on SQLite and on a real
+PostgreSQL server."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,15 +15,16 @@ from agent.localnet import Anvil, Localnet, build_localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.policies import render_policy
 from agent.policy import Policy, parse_policy
+from tests.postgres import PostgresServer, postgres_server
 
 TESTS_DIR = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test by its folder (unit, chain, e2e) so `-m` selects them."""
+    """Mark every test by its folder (unit, chain, e2e, faults) so `-m` selects them."""
     for item in items:
         folder = Path(str(item.fspath)).relative_to(TESTS_DIR).parts[0]
-        if folder in ("unit", "chain", "e2e"):
+        if folder in ("unit", "chain", "e2e", "faults"):
             item.add_marker(getattr(pytest.mark, folder))
 
 
@@ -67,6 +70,22 @@ def demo_policy(localnet: Localnet) -> Callable[[str], Policy]:
         return parse_policy(render_policy(name, localnet.demo_accounts[name], localnet), f"{name}.yaml")
 
     return policy
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session (started on first use, stopped at the end)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`BALLAST_DB` of a fresh, empty journal: a SQLite file, then a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "journal.sqlite")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.url(f"journal_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

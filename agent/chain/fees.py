@@ -1,6 +1,11 @@
 """EIP-1559 fees: what to offer for a new transaction, how much to bump a stuck one, and when the policy's gas cap
 gives way (near liquidation an expensive repay beats a liquidation).
 
+A stuck action gets `MAX_BUMPS` replacements under the gas cap; past its deadline a same-nonce cancellation takes
+over with a budget of its own: `MAX_CANCEL_BUMPS` bumps up to `CANCEL_CAP_MULTIPLE` times the gas cap (a 21,000-gas
+transfer costs little, and a stuck nonce blocks every later transaction). An intent still open when that budget is
+spent (`stuck_after_s`) is stuck: the daemon records it, fails `/healthz` and raises `ballast_intents_stuck`.
+
 All amounts are wei per gas. Pure functions except `suggest_fees`, which reads the latest base fee and the node's
 priority-fee estimate.
 """
@@ -20,6 +25,8 @@ GWEI = 10**9
 FALLBACK_PRIORITY_FEE_WEI = GWEI  # when the node has no `eth_maxPriorityFeePerGas`
 BASE_FEE_HEADROOM = 2  # max fee = 2 × base fee + tip survives six full blocks of +12.5% base fee
 MAX_BUMPS = 5
+MAX_CANCEL_BUMPS = 10  # 1.1^10: a cancellation may end up at 2.6 times its first offer
+CANCEL_CAP_MULTIPLE = 10
 CANCEL_GAS = 21_000
 
 
@@ -106,3 +113,23 @@ def cancellation_fees(previous: Fees, current: Fees | None) -> Fees:
     """Returns the fees of a same-nonce cancellation: a bump over the last offer, whatever the gas cap (a
     21,000-gas transfer costs little, and a stuck nonce blocks every later transaction)."""
     return bumped(previous, current)
+
+
+def cancel_cap_wei(limits: Limits) -> int:
+    """Returns the ceiling of a cancellation's max fee per gas in wei: `CANCEL_CAP_MULTIPLE` × the policy's gas cap."""
+    return int(CANCEL_CAP_MULTIPLE * limits.max_gas_price_gwei * GWEI)
+
+
+def cancellation_bump(previous: Fees, current: Fees | None, cancel_bumps_so_far: int, limits: Limits) -> Fees | None:
+    """Returns the fees of the next bump of a stuck cancellation, counted apart from the action's own bumps, or
+    None when its budget is spent: after `MAX_CANCEL_BUMPS`, or above `cancel_cap_wei`. None means stuck."""
+    if cancel_bumps_so_far >= MAX_CANCEL_BUMPS:
+        return None
+    fees = bumped(previous, current)
+    return fees if fees.max_fee_per_gas_wei <= cancel_cap_wei(limits) else None
+
+
+def stuck_after_s(deadline_s: float, replace_after_s: float) -> float:
+    """Returns how long after signing an unresolved intent is stuck (seconds): its deadline, then the cancellation
+    and every bump of its budget, each given `replace_after_s` to mine, and one more period."""
+    return deadline_s + (MAX_CANCEL_BUMPS + 2) * replace_after_s

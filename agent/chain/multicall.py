@@ -59,16 +59,27 @@ class Block:
     base_fee_wei: int
 
 
+LATEST_ATTEMPTS = 3
+
+
 class PinningLost(RuntimeError):
     """The node answered the batch from another block than the one asked for."""
 
 
 def read_batch(w3: Web3, calls: Sequence[Call], block: Block | None = None) -> tuple[Block, list[CallResult]]:
-    """Return the block and every call's result, all read in one `aggregate3` at that block.
+    """Return the block and every call's result, all read in one `aggregate3` at that block (by default the
+    latest: when the node answers from a newer one, the batch is read again at the new latest, up to
+    `LATEST_ATTEMPTS` times — venue discovery meeting a new block is no error).
 
     A call that reverts or does not decode gives a failed `CallResult` naming its source; the others still count.
+    Raises PinningLost when the node answered from another block than the one asked for.
     """
     if block is None:
+        for _attempt in range(LATEST_ATTEMPTS - 1):
+            try:
+                return read_batch(w3, calls, latest_block(w3))
+            except PinningLost:
+                continue
         block = latest_block(w3)
     requests = [(MULTICALL3_ADDRESS, False, _GET_BLOCK_NUMBER.encode())]
     requests += [(Web3.to_checksum_address(c.target), c.allow_failure, c.function.encode(*c.args)) for c in calls]

@@ -32,9 +32,9 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 
 from agent.adapters.safe import read_module_config
 from agent.chain.fees import FeeCapExceeded, suggest_fees
-from agent.chain.rpc import connect
+from agent.chain.rpc import connect, transient
 from agent.chain.signer import Signer, SignerError, load_signer
-from agent.errors import BallastError
+from agent.errors import BallastError, ChainUnavailable
 from agent.execution.guard import Guard, Refusal
 from agent.execution.intents import RECIPE, PlanIntents, discover_venues
 from agent.execution.journal import Intent, Journal, plan_id
@@ -148,6 +148,10 @@ class Executor:
         return self.tx.health_factor
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Gives the sender's lease up (taken by `start`): another executor may sign for it from now on."""
+        self.tx.nonces.release(self.sender)
 
     def start(self) -> list[Intent]:
         """Startup and crash recovery (one code path): reconciles each chain's nonce with the chain and drives every
@@ -337,6 +341,8 @@ class Executor:
             context.w3.eth.call(call, block_identifier=block)
             gas = context.w3.eth.estimate_gas(call, block_identifier=block)
         except (ContractLogicError, Web3RPCError) as error:
+            if why := transient(error):  # not a revert: the intent waits for the next pass
+                raise ChainUnavailable(f"chain {intent.chain}: simulation not answered now ({why})") from error
             return None, revert_reason(error)
         return math.ceil(gas * GAS_MARGIN), None
 
@@ -362,11 +368,11 @@ def load_executor_signer(policy: Policy, settings: Settings) -> Signer:
 
 def open_executor(
     policy: Policy, settings: Settings, clock: Callable[[], float] = time.time,
-    registry: CollectorRegistry = REGISTRY, journal: Journal | None = None,
+    registry: CollectorRegistry = REGISTRY, journal: Journal | None = None, start: bool = True,
 ) -> Executor:
-    """Returns a started executor for `policy` with the journal, kill switch and key the settings name. In dry-run
-    no key is loaded, except a Safe's keeper key when one is configured: the module simulates recipes only for a
-    keeper."""
+    """Returns an executor for `policy` with the journal, kill switch and key the settings name, started unless
+    `start` is False (starting takes the sender's lease). In dry-run no key is loaded, except a Safe's keeper key
+    when one is configured: the module simulates recipes only for a keeper."""
     journal = journal or Journal(settings.db, clock)
     signer = None
     if policy.execution.mode == "live":
@@ -377,7 +383,8 @@ def open_executor(
         except SignerError:
             signer = None
     executor = Executor(policy, journal, signer, settings.kill_switch, clock=clock, registry=registry)
-    executor.start()
+    if start:
+        executor.start()
     return executor
 
 

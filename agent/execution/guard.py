@@ -30,6 +30,8 @@ from agent.model import Action, OptionSeries, Plan, Snapshot, TxRequest
 from agent.policy import Policy
 
 DAY_S = 86_400.0
+DELEVERAGE_KINDS = frozenset({"repay", "withdraw", "swap", "flash_loan", "flash_repay"})
+NOTIONAL_ROUNDING = 1e-9  # a chunk planned at the cap is 10000.000000000002 USD in floating point
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 # A failed quote only limits the planner's cost estimate; any other failed read leaves the picture incomplete.
 _HARMLESS_FAILED_SOURCES = ("uniswap_v3:quote:",)
@@ -81,6 +83,19 @@ def policy_rules(venues: Venues, module: str | None = None) -> ModuleConfig:
     )
 
 
+def reduces_risk(plan: Plan, snapshot: Snapshot) -> bool:
+    """Whether `plan` only lowers risk: a deleverage (its actions all repay debt, withdraw or swap collateral for the
+    repay, or flash-borrow for it) that the planner predicts leaves the lowest health factor above the snapshot's."""
+    if not plan.actions or any(a.kind not in DELEVERAGE_KINDS for a in plan.actions):
+        return False
+    now = snapshot.lowest_health_factor
+    if plan.predicted is not None and plan.predicted.accounts:
+        after: float | None = min(a.health_factor for a in plan.predicted.accounts)
+    else:
+        after = next((a.predicted_health_factor for a in reversed(plan.actions) if a.predicted_health_factor), None)
+    return now is not None and after is not None and after > now
+
+
 class Guard:
     """Checks plans and transactions against a policy's limits and the operator's switches."""
 
@@ -128,11 +143,12 @@ class Guard:
         limits = self.policy.limits
         total = sum(a.notional_usd for a in plan.actions)
         spent = self.journal.turnover_usd(plan.portfolio, self.clock() - DAY_S)
-        if spent + total > limits.max_daily_turnover_usd:
+        # A deleverage that only lowers risk is never held back by the turnover cap: it is what the cap protects.
+        if spent + total > limits.max_daily_turnover_usd and not reduces_risk(plan, snapshot):
             refusals.append(Refusal("turnover", f"{spent:,.0f} USD traded in 24 h plus this plan's {total:,.0f} USD "
                                                 f"exceeds max_daily_turnover_usd {limits.max_daily_turnover_usd:,.0f}"))
         for index, action in enumerate(plan.actions):
-            if action.notional_usd > limits.max_notional_per_tx_usd:
+            if action.notional_usd > limits.max_notional_per_tx_usd * (1 + NOTIONAL_ROUNDING):
                 refusals.append(Refusal("notional", f"{action.kind} of {action.notional_usd:,.0f} USD exceeds "
                                         f"max_notional_per_tx_usd {limits.max_notional_per_tx_usd:,.0f}", index))
             # Near liquidation the slippage cap is lifted, like the gas cap: better an expensive repay than a

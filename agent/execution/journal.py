@@ -1,18 +1,20 @@
 """The journal: every intent, every transaction signed for it (each hash sent at its nonce, with its raw bytes
-written before broadcast), the durable nonce of each (chain, account), refusals and pauses.
+written before broadcast, and the lease epoch it was signed under), the durable nonce of each (chain, account),
+the lease of each account, refusals and pauses.
 
-SQLite in WAL mode with full fsync through SQLAlchemy 2 Core; the schema is migrated by Alembic to its head
-revision each time a journal opens. Timestamps are unix seconds from the executor's clock.
+SQLAlchemy 2 Core on SQLite (the embedded default: WAL mode, full fsync) or PostgreSQL (`postgresql://…`, through
+psycopg 3); the schema is migrated by Alembic to its head revision each time a journal opens, one process at a time.
+State transitions are compare-and-set: each names the state it expects, so two writers can never both win.
+Timestamps are unix seconds from the executor's clock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,66 +23,43 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
-from agent.model import INTENT_STATES, OPEN_INTENT_STATES, Plan, TxRecord
+from agent.execution.lease import Leases, advisory_key, lock_path
+from agent.execution.schema import (
+    NEXT_STATES,
+    Intent,
+    StoredTx,
+    events,
+    intent_row,
+    intents,
+    metadata,
+    nonces,
+    portfolios,
+    stored_tx,
+    transactions,
+)
+from agent.model import OPEN_INTENT_STATES, Plan, TxRecord
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
-metadata = sa.MetaData()
-intents = sa.Table(
-    "intents", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("portfolio", sa.String(64)), sa.Column("plan_id", sa.String(64)), sa.Column("chain", sa.String(64)),
-    sa.Column("chain_id", sa.Integer), sa.Column("account", sa.String(42)), sa.Column("action_index", sa.Integer),
-    sa.Column("step", sa.Integer), sa.Column("kind", sa.String(32)), sa.Column("mode", sa.String(16)),
-    sa.Column("state", sa.String(16)), sa.Column("to_address", sa.String(42)), sa.Column("data", sa.Text),
-    sa.Column("value_wei", sa.String(80)), sa.Column("description", sa.Text), sa.Column("notional_usd", sa.Float),
-    sa.Column("snapshot_block", sa.Integer), sa.Column("plan_reason", sa.Text), sa.Column("action_reason", sa.Text),
-    sa.Column("error", sa.Text), sa.Column("gas_limit", sa.Integer), sa.Column("nonce", sa.Integer),
-    sa.Column("bumps", sa.Integer), sa.Column("tx_hash", sa.String(66)), sa.Column("block_number", sa.Integer),
-    sa.Column("created_at", sa.Float), sa.Column("updated_at", sa.Float), sa.Column("signed_at", sa.Float),
-    sa.Column("sent_at", sa.Float), sa.Column("last_sent_at", sa.Float), sa.Column("calls", sa.Text),
-)
-transactions = sa.Table(
-    "transactions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("intent_id", sa.String(64)), sa.Column("chain_id", sa.Integer), sa.Column("account", sa.String(42)),
-    sa.Column("nonce", sa.Integer), sa.Column("tx_hash", sa.String(66)), sa.Column("kind", sa.String(16)),
-    sa.Column("state", sa.String(16)), sa.Column("raw_tx", sa.Text), sa.Column("max_fee_per_gas_wei", sa.Integer),
-    sa.Column("max_priority_fee_per_gas_wei", sa.Integer), sa.Column("gas_limit", sa.Integer),
-    sa.Column("block_number", sa.Integer), sa.Column("status", sa.Integer), sa.Column("created_at", sa.Float),
-    sa.Column("sent_at", sa.Float),
-)
-nonces = sa.Table(
-    "nonces", metadata,
-    sa.Column("chain_id", sa.Integer, primary_key=True), sa.Column("account", sa.String(42), primary_key=True),
-    sa.Column("next_nonce", sa.Integer), sa.Column("updated_at", sa.Float),
-)
-events = sa.Table(
-    "events", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("at", sa.Float),
-    sa.Column("portfolio", sa.String(64)), sa.Column("intent_id", sa.String(64)), sa.Column("kind", sa.String(32)),
-    sa.Column("detail", sa.Text),
-)
-portfolios = sa.Table(
-    "portfolios", metadata,
-    sa.Column("name", sa.String(64), primary_key=True), sa.Column("paused", sa.Boolean),
-    sa.Column("reason", sa.Text), sa.Column("updated_at", sa.Float),
-)
-
-# Which state may follow which; a terminal state has no successor.
-_NEXT: dict[str, frozenset[str]] = {
-    "planned": frozenset({"simulated", "failed", "expired", "cancelled"}),
-    "simulated": frozenset({"signed", "failed", "expired", "cancelled"}),
-    # A receipt found already deep enough (after a restart, or with one confirmation) skips the states between.
-    "signed": frozenset({"sent", "mined", "confirmed", "failed", "cancelled", "unknown"}),
-    "sent": frozenset({"mined", "confirmed", "failed", "cancelled", "unknown"}),
-    "mined": frozenset({"confirmed", "sent", "failed", "cancelled", "unknown"}),  # back to sent: a reorg
-}
-TERMINAL_STATES = frozenset(INTENT_STATES) - frozenset(_NEXT)
 
 
 class JournalError(RuntimeError):
     """A journal invariant would break (e.g. an illegal state transition): a bug, never a user error."""
+
+
+class StaleState(JournalError):
+    """A compare-and-set transition found another state than it expected: another writer moved the row first."""
+
+
+def database_url(db: str | Path) -> str:
+    """Returns the SQLAlchemy URL of `BALLAST_DB`: a file path becomes SQLite, `postgresql://…` uses psycopg 3."""
+    text = str(db)
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser()}"
+    for scheme in ("postgresql://", "postgres://"):
+        if text.startswith(scheme):
+            return "postgresql+psycopg://" + text.removeprefix(scheme)
+    return text
 
 
 def plan_id(plan: Plan) -> str:
@@ -98,92 +77,37 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """One transaction-to-be of a plan and where it stands: a recipe (kind "recipe": all of the plan's calls on one
-    chain, through the keeper module, listed in `calls`), or one call of a direct account (an action, or the
-    approval it needs: `step` 0, 1 …).
-
-    Times are unix seconds; `notional_usd` is the action's (the recipe's sum); `error` holds a refusal or revert
-    reason.
-    """
-
-    id: str
-    portfolio: str
-    plan_id: str
-    chain: str
-    chain_id: int
-    account: str
-    action_index: int
-    step: int
-    kind: str
-    mode: str
-    state: str
-    to_address: str
-    data: str
-    value_wei: str
-    description: str
-    notional_usd: float
-    snapshot_block: int
-    plan_reason: str
-    action_reason: str
-    error: str | None
-    gas_limit: int | None
-    nonce: int | None
-    bumps: int
-    tx_hash: str | None
-    block_number: int | None
-    created_at: float
-    updated_at: float
-    signed_at: float | None
-    sent_at: float | None
-    last_sent_at: float | None
-    calls: str | None = None  # a recipe's calls, JSON
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-    @property
-    def data_bytes(self) -> bytes:
-        return bytes.fromhex(self.data.removeprefix("0x"))
-
-    def recipe_calls(self) -> list[dict[str, Any]]:
-        """Returns a recipe's calls as journaled (action, kind, to, data, description); empty for a plain call."""
-        return list(json.loads(self.calls)) if self.calls else []
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTx:
-    """A transaction row: the `TxRecord` plus its raw signed bytes (0x hex) and times."""
-
-    record: TxRecord
-    raw_tx: str
-    created_at: float
-    sent_at: float | None
-
-
-def _intent(row: Any) -> Intent:
-    return Intent(**{f.name: getattr(row, f.name) for f in fields(Intent)})
-
-
 class Journal:
-    """The executor's durable memory. Open with a SQLite path (or an SQLAlchemy URL); the schema is migrated on open."""
+    """The executor's durable memory. Open with a SQLite path or a database URL (`database_url`); the schema is
+    migrated on open. `leases` grants each account to one executor at a time."""
 
     def __init__(self, db: str | Path, clock: Callable[[], float] = time.time) -> None:
-        url = str(db) if "://" in str(db) else f"sqlite:///{Path(db).expanduser()}"
-        self.url = url
+        self.url = database_url(db)
         self.clock = clock
-        self.engine: Engine = sa.create_engine(url)
+        self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        with self.engine.begin() as connection:
+        self._migrate()
+        self.leases = Leases(self.engine, clock)
+
+    def _migrate(self) -> None:
+        """Upgrades the schema to head; processes opening one journal together take turns (a file lock next to a
+        SQLite database, a transaction-scoped advisory lock on PostgreSQL), so none sees a half-made schema."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        with (lock_path(self.engine, "migrate").open("ab") if sqlite else _no_file()) as lock, \
+                self.engine.begin() as connection:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            else:
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("migrate")})
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
     def close(self) -> None:
+        """Gives up every lease this journal holds and closes its connections."""
+        self.leases.release_all()
         self.engine.dispose()
 
     @contextmanager
@@ -204,11 +128,12 @@ class Journal:
             conn.execute(intents.insert().values(**row))
         return True
 
-    def intent(self, id: str) -> Intent | None:
-        """Returns the intent with this id, or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(intents).where(intents.c.id == id)).first()
-        return _intent(row) if row else None
+    def intent(self, id: str, connection: Connection | None = None) -> Intent | None:
+        """Returns the intent with this id as the database holds it now (inside `connection`'s transaction when
+        given, its row then locked on PostgreSQL until that transaction ends), or None."""
+        with self._connection(connection) as conn:
+            row = conn.execute(sa.select(intents).where(intents.c.id == id).with_for_update()).first()
+        return intent_row(row) if row else None
 
     def intents(
         self, portfolio: str | None = None, states: Iterable[str] | None = None, plan: str | None = None,
@@ -229,31 +154,61 @@ class Journal:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            return [_intent(row) for row in conn.execute(query)]
+            return [intent_row(row) for row in conn.execute(query)]
 
     def unresolved(self, portfolio: str | None = None) -> list[Intent]:
         """Returns the live intents not yet at an end: planned and simulated steps still to send, and signed, sent
         or mined transactions still to confirm."""
         return self.intents(portfolio, states=("planned", "simulated", *OPEN_INTENT_STATES), mode="live")
 
-    def transition(self, id: str, state: str, connection: Connection | None = None, **values: Any) -> None:
-        """Moves an intent to `state` (setting `values` too). Raises JournalError for a transition the lifecycle
-        does not allow; staying in the same state only updates `values`."""
+    def transition(self, id: str, state: str, connection: Connection | None = None,
+                   expect: str | Iterable[str] | None = None, **values: Any) -> None:
+        """Moves an intent from `expect` (a state or several; None: the state read just before) to `state`, setting
+        `values` too, in one compare-and-set update. Staying in the same state only updates `values`.
+
+        Raises JournalError for a transition the lifecycle does not allow, StaleState when the intent is no
+        longer in an expected state (another writer moved it first)."""
         with self._connection(connection) as conn:
-            row = conn.execute(sa.select(intents.c.state).where(intents.c.id == id)).first()
-            if row is None:
-                raise JournalError(f"no intent {id}")
-            if state != row.state and state not in _NEXT.get(row.state, frozenset()):
-                raise JournalError(f"intent {id}: {row.state} → {state} is not a lifecycle transition")
-            conn.execute(intents.update().where(intents.c.id == id)
-                         .values(state=state, updated_at=self.clock(), **values))
+            if expect is None:
+                row = conn.execute(sa.select(intents.c.state).where(intents.c.id == id)).first()
+                if row is None:
+                    raise JournalError(f"no intent {id}")
+                expected: tuple[str, ...] = (row.state,)
+            else:
+                expected = (expect,) if isinstance(expect, str) else tuple(expect)
+            for before in expected:
+                if state != before and state not in NEXT_STATES.get(before, frozenset()):
+                    raise JournalError(f"intent {id}: {before} → {state} is not a lifecycle transition")
+            moved = conn.execute(intents.update().where(intents.c.id == id, intents.c.state.in_(expected))
+                                 .values(state=state, updated_at=self.clock(), **values))
+            if moved.rowcount != 1:
+                now = conn.execute(sa.select(intents.c.state).where(intents.c.id == id)).scalar()
+                raise StaleState(f"intent {id}: expected {' or '.join(expected)} for → {state}, found {now}")
+
+    def mark_stuck(self, id: str, reason: str) -> bool:
+        """Records that an unresolved intent is stuck (its bump and cancellation budgets spent), once, with an event;
+        returns whether this call marked it."""
+        with self.engine.begin() as conn:
+            marked = conn.execute(intents.update().where(
+                intents.c.id == id, intents.c.stuck_at.is_(None), intents.c.state.in_(OPEN_INTENT_STATES))
+                .values(stuck_at=self.clock())).rowcount == 1
+            portfolio = conn.execute(sa.select(intents.c.portfolio).where(intents.c.id == id)).scalar()
+        if marked and portfolio is not None:
+            self.record_event(portfolio, "stuck", reason, id)
+        return marked
+
+    def stuck(self, portfolio: str) -> list[Intent]:
+        """Returns the portfolio's unresolved intents marked stuck (they stop being so once they resolve)."""
+        return [i for i in self.unresolved(portfolio) if i.stuck_at is not None]
 
     # --- transactions -------------------------------------------------------------------------------------------
 
     def add_tx(self, connection: Connection, record: TxRecord, raw_tx: bytes, chain_id: int, account: str) -> None:
-        """Stores a signed transaction (state `signed`) with its raw bytes, inside the caller's database transaction:
-        it is durable before anything is broadcast."""
-        connection.execute(transactions.insert().values(
+        """Stores a signed transaction (state `signed`) with its raw bytes and this process's lease epoch, inside
+        the caller's database transaction: it is durable before anything is broadcast. Raises LeaseLost (and the
+        transaction rolls back) when this process does not hold the account's current lease."""
+        epoch = self.leases.check(connection, account)
+        connection.execute(transactions.insert().values(lease_epoch=epoch,
             intent_id=record.intent_id, chain_id=chain_id, account=account, nonce=record.nonce,
             tx_hash=record.tx_hash, kind=record.kind, state=record.state, raw_tx="0x" + raw_tx.hex(),
             max_fee_per_gas_wei=record.max_fee_per_gas_wei,
@@ -267,12 +222,21 @@ class Journal:
             rows = conn.execute(sa.select(transactions, intents.c.chain)
                                 .join(intents, intents.c.id == transactions.c.intent_id)
                                 .where(transactions.c.intent_id == intent_id).order_by(transactions.c.id))
-            return [_stored(row) for row in rows]
+            return [stored_tx(row) for row in rows]
 
-    def update_tx(self, tx_hash: str, **values: Any) -> None:
+    def update_tx(self, tx_hash: str, connection: Connection | None = None, **values: Any) -> None:
         """Sets fields of one transaction row (state, sent_at, block_number, status)."""
-        with self.engine.begin() as conn:
+        with self._connection(connection) as conn:
             conn.execute(transactions.update().where(transactions.c.tx_hash == tx_hash).values(**values))
+
+    @contextmanager
+    def fenced(self, account: str, owner: object | None = None) -> Iterator[Connection]:
+        """Yields a database transaction in which `owner`'s lease of `account` is current (raises LeaseLost
+        otherwise): broadcast and record the broadcast inside it. On PostgreSQL the lease row stays locked until
+        the transaction ends, so a new holder cannot raise the epoch between the check and the record."""
+        with self.engine.begin() as connection:
+            self.leases.check(connection, account, owner)
+            yield connection
 
     # --- nonces -------------------------------------------------------------------------------------------------
 
@@ -291,6 +255,14 @@ class Journal:
                                    .values(**values))
             if not updated.rowcount:
                 conn.execute(nonces.insert().values(chain_id=chain_id, account=account, **values))
+
+    def advance_nonce(self, chain_id: int, account: str, used: int, connection: Connection) -> bool:
+        """Moves the next nonce of (chain, account) from `used` to `used + 1` in one compare-and-set update;
+        returns whether it was still `used`."""
+        moved = connection.execute(nonces.update().where(
+            nonces.c.chain_id == chain_id, nonces.c.account == account, nonces.c.next_nonce == used)
+            .values(next_nonce=used + 1, updated_at=self.clock()))
+        return moved.rowcount == 1
 
     def highest_open_nonce(self, chain_id: int, account: str) -> int | None:
         """Returns the highest nonce of a signed, sent or mined (unconfirmed) live intent of (chain, account)."""
@@ -362,10 +334,9 @@ class Journal:
                 yield conn
 
 
-def _stored(row: Any) -> StoredTx:
-    record = TxRecord(row.intent_id, row.chain, row.nonce, row.tx_hash, row.kind, row.state, row.max_fee_per_gas_wei,
-                      row.max_priority_fee_per_gas_wei, row.gas_limit, row.block_number, row.status)
-    return StoredTx(record, row.raw_tx, row.created_at, row.sent_at)
+@contextmanager
+def _no_file() -> Iterator[None]:
+    yield None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -23,6 +23,11 @@ class ExecutionMetrics:
                                ["portfolio"], registry=registry)
         self.unresolved = Gauge("ballast_intents_unresolved", "Live intents not yet at an end state.", ["portfolio"],
                                 registry=registry)
+        self.stuck = Gauge("ballast_intents_stuck", "Unresolved intents whose fee bumps and cancellation budget are "
+                           "spent: the account's nonce is blocked until an operator acts (alert).", ["portfolio"],
+                           registry=registry)
+        self.lease = Gauge("ballast_lease_held", "1 while this process holds the lease of the portfolio's account "
+                           "(it alone signs for it); 0 on a standby replica.", ["portfolio"], registry=registry)
         self.paused = Gauge("ballast_portfolio_paused", "1 while a portfolio is paused (a prediction miss).",
                             ["portfolio"], registry=registry)
         self.prediction_miss = Counter("ballast_prediction_miss", "Executed plans whose read-back state missed the "

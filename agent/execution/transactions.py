@@ -22,6 +22,7 @@ from agent.chain.fees import (
     CANCEL_GAS,
     FeeCapExceeded,
     Fees,
+    cancellation_bump,
     cancellation_fees,
     gas_cap_wei,
     replacement_fees,
@@ -40,7 +41,9 @@ from agent.policy import Chain, Policy
 log = structlog.get_logger("agent.execution.executor")
 
 # What nodes answer when they already hold this transaction (or a better one at its nonce): it was sent.
-ALREADY_SENT = ("already known", "already imported", "replacement transaction underpriced", "replacement underpriced")
+ALREADY_SENT = ("already known", "already imported")
+# A replacement the node refused: not sent, and its bump timer keeps running (the next bump goes higher).
+UNDERPRICED = ("replacement transaction underpriced", "replacement underpriced")
 NONCE_TOO_LOW = ("nonce too low", "nonce is too low")
 HOPELESS = ("insufficient funds", "intrinsic gas too low", "exceeds block gas limit")
 
@@ -100,6 +103,7 @@ class Transactions:
         else:
             to, data, value = intent.to_address, intent.data_bytes, int(intent.value_wei)
         with self.journal.begin() as connection:
+            intent = self.journal.intent(intent.id, connection) or intent  # its nonce as journaled, never a stale copy
             nonce = intent.nonce if intent.nonce is not None else self.nonces.peek(chain_id, self.sender, connection)
             signed = self.signer.sign({
                 "type": 2, "chainId": chain_id, "nonce": nonce, "to": Web3.to_checksum_address(to), "data": data,
@@ -121,13 +125,16 @@ class Transactions:
         return StoredTx(record, "0x" + signed.raw.hex(), self.clock(), None)
 
     def broadcast(self, id: str, context: ChainContext, stored: StoredTx) -> None:
-        """Sends the stored bytes; a node that already has them, or a better transaction at the nonce, counts as
-        sent; a hopeless refusal fails the intent; anything else is retried later with the same bytes."""
+        """Sends the stored bytes, inside a database transaction in which the sender's lease is current (raises
+        LeaseLost otherwise); a node that already has them counts as sent; an underpriced replacement is not sent (the
+        next bump goes higher); a hopeless refusal fails the intent; anything else is retried later, same bytes."""
         if self.guard.sending_refusal() is not None:
             return
         record = stored.record
         try:
-            context.w3.eth.send_raw_transaction(HexStr(stored.raw_tx))
+            with self.nonces.fenced(self.sender) as fence:  # a process that lost the lease never broadcasts
+                context.w3.eth.send_raw_transaction(HexStr(stored.raw_tx))
+                self.journal.update_tx(record.tx_hash, fence, state="sent", sent_at=self.clock())
         except (Web3RPCError, ValueError) as error:
             if self._refused(id, context, record, str(error).lower()):
                 return
@@ -152,7 +159,9 @@ class Transactions:
         if any(text in message for text in ALREADY_SENT):
             log.info("node already has the transaction", intent=id[:12], tx_hash=record.tx_hash)
             return False
-        if any(text in message for text in NONCE_TOO_LOW):
+        if any(text in message for text in UNDERPRICED):
+            log.warning("replacement underpriced: not sent", intent=id[:12], tx_hash=record.tx_hash)
+        elif any(text in message for text in NONCE_TOO_LOW):
             log.warning("nonce too low: reconciling", intent=id[:12], nonce=record.nonce)
             intent = self.journal.intent(id)
             if intent is not None:
@@ -199,10 +208,15 @@ class Transactions:
                 self.cancel(intent, context, newest, f"no longer wanted: {stop}")
                 return
         previous = Fees(newest.record.max_fee_per_gas_wei, newest.record.max_priority_fee_per_gas_wei)
-        cap = None if cancelling else gas_cap_wei(self.policy.limits, self.health_factor)
-        fees = replacement_fees(previous, self.fees(context, capped=not cancelling), intent.bumps, cap)
+        current = self.fees(context, capped=not cancelling)
+        if cancelling:  # its own budget: a stuck nonce blocks everything after it (the daemon escalates past it)
+            cancels = sum(t.record.kind == "cancel" for t in txs) - 1
+            fees = cancellation_bump(previous, current, cancels, self.policy.limits)
+        else:
+            cap = gas_cap_wei(self.policy.limits, self.health_factor)
+            fees = replacement_fees(previous, current, intent.bumps, cap)
         if fees is None or self.guard.sending_refusal() is not None:
-            return  # no more bumps allowed: the deadline's cancellation takes over
+            return  # no more bumps allowed: the deadline's cancellation takes over, or the stuck escalation
         kind = "cancel" if cancelling else "replacement"
         stored = self.sign(intent, context, fees, kind, newest.record.gas_limit)
         log.info("stuck transaction replaced", portfolio=self.portfolio, intent=intent.id[:12], nonce=intent.nonce,

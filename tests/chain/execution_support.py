@@ -36,6 +36,16 @@ class Clock:
         self.now += seconds
 
 
+class OffsetClock:
+    """The real clock, moved forward by `offset` seconds (for daemons, whose threads read the time too)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
 def live(policy: Policy, **execution: Any) -> Policy:
     """Returns `policy` in live mode with the execution settings given."""
     return policy.model_copy(update={"execution": policy.execution.model_copy(update={"mode": "live", **execution})})
@@ -56,12 +66,15 @@ def signer_of(localnet: Localnet, policy: Policy) -> DevAccount:
 
 
 def make_executor(localnet: Localnet, policy: Policy, tmp_path: Path, clock: Clock | None = None,
-                  registry: CollectorRegistry | None = None, **kwargs: Any) -> Executor:
+                  registry: CollectorRegistry | None = None, journal: Journal | None = None, w3: Web3 | None = None,
+                  **kwargs: Any) -> Executor:
+    """Returns an executor of `policy` on `journal` (default: a new one on tmp_path/journal.sqlite) reaching the
+    chain through `w3` (default: plain HTTP to anvil), not started."""
     clock = clock or Clock()
-    journal = Journal(tmp_path / "journal.sqlite", clock)
+    journal = journal or Journal(tmp_path / "journal.sqlite", clock)
     key = signer_of(localnet, policy).private_key
     signer = LocalSigner(Account.from_key(key))
-    w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
+    w3 = w3 or Web3(Web3.HTTPProvider(localnet.rpc_url))
     return Executor(policy, journal, signer, tmp_path / "KILL", w3s={"localnet": w3}, clock=clock,
                     registry=registry or CollectorRegistry(), poll_s=0.05, **kwargs)
 

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from agent.cycle import urgency
-from agent.daemon import Daemon, load_policies
+from agent.chain.reader import PortfolioReader
+from agent.cycle import decide, urgency
+from agent.daemon import Daemon, load_policies, record
+from agent.execution.executor import ExecutionReport
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_weth_price
 from agent.localnet.policies import render_policy
+from agent.model import Action
+from agent.planner import HedgeState
 from agent.settings import Settings
+from agent.telemetry import REGISTRY
+from tests.chain.execution_support import OffsetClock
 
 
 def status(url: str) -> tuple[int, str]:
@@ -36,14 +44,6 @@ def wait_for(condition, timeout_s: float = 30) -> None:  # type: ignore[no-untyp
         time.sleep(0.1)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 @pytest.fixture
 def policy_dir(localnet: Localnet, tmp_path: Path) -> Path:
     directory = tmp_path / "policies"
@@ -54,8 +54,8 @@ def policy_dir(localnet: Localnet, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def daemon(policy_dir: Path, tmp_path: Path) -> Iterator[tuple[Daemon, str, Clock]]:
-    clock = Clock()
+def daemon(policy_dir: Path, tmp_path: Path) -> Iterator[tuple[Daemon, str, OffsetClock]]:
+    clock = OffsetClock()
     settings = Settings(db=str(tmp_path / "journal.sqlite"), metrics_addr="127.0.0.1:0",
                         kill_switch=tmp_path / "KILL")
     daemon = Daemon(load_policies([policy_dir]), settings, clock=clock)
@@ -69,7 +69,7 @@ def daemon(policy_dir: Path, tmp_path: Path) -> Iterator[tuple[Daemon, str, Cloc
 
 
 def test_healthz_follows_the_age_of_the_last_successful_cycle_and_readyz_the_start(
-    daemon: tuple[Daemon, str, Clock],
+    daemon: tuple[Daemon, str, OffsetClock],
 ) -> None:
     d, url, clock = daemon
     assert status(url + "/readyz") == (200, "ready\n")
@@ -82,7 +82,7 @@ def test_healthz_follows_the_age_of_the_last_successful_cycle_and_readyz_the_sta
 
 
 def test_reload_refuses_an_invalid_policy_and_keeps_the_running_one(
-    daemon: tuple[Daemon, str, Clock], policy_dir: Path
+    daemon: tuple[Daemon, str, OffsetClock], policy_dir: Path
 ) -> None:
     d, _url, _clock = daemon
     path = policy_dir / "leveraged-long.yaml"
@@ -101,7 +101,7 @@ def test_reload_refuses_an_invalid_policy_and_keeps_the_running_one(
 
 
 def test_a_price_move_beyond_price_move_pct_runs_a_cycle_before_the_interval(
-    daemon: tuple[Daemon, str, Clock], localnet: Localnet, chain: LocalChain
+    daemon: tuple[Daemon, str, OffsetClock], localnet: Localnet, chain: LocalChain
 ) -> None:
     d, _url, _clock = daemon
     wait_for(lambda: all(p.last_success_s for p in d.portfolios.values()))
@@ -111,7 +111,7 @@ def test_a_price_move_beyond_price_move_pct_runs_a_cycle_before_the_interval(
 
 
 def test_portfolios_near_their_floor_are_read_and_run_before_the_rest_of_the_block(
-    daemon: tuple[Daemon, str, Clock], monkeypatch: pytest.MonkeyPatch
+    daemon: tuple[Daemon, str, OffsetClock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, _url, _clock = daemon
     wait_for(lambda: all(p.last_result for p in d.portfolios.values()))
@@ -134,3 +134,21 @@ def test_portfolios_near_their_floor_are_read_and_run_before_the_rest_of_the_blo
 
     assert 1 <= len(expected) < len(d.portfolios)
     assert reads == [expected, set(d.portfolios) - expected]
+
+
+def test_a_cycle_with_a_negative_cost_estimate_is_recorded(localnet: Localnet, demo_policy: Any) -> None:
+    policy = demo_policy("leveraged-long")
+    reader = PortfolioReader(policy)
+    try:
+        result = decide(reader.read(), policy, HedgeState(), log_decision=False)
+    finally:
+        reader.close()
+    gain = Action("swap", "localnet", "uniswap_v3", "USDC", 10**9, 1_000.0, "test", cost_usd=-2.5, asset_out="WETH")
+    result = dataclasses.replace(result, plan=dataclasses.replace(result.plan, actions=(gain,)))
+    report = ExecutionReport(result.plan.portfolio, "plan", "live")
+    before = REGISTRY.get_sample_value("ballast_cycles_total", {"portfolio": "leveraged-long", "outcome": "ok"}) or 0
+
+    record(result, policy, report, 0.1, time.time())  # a counter incremented by -2.5 would raise here
+
+    assert REGISTRY.get_sample_value("ballast_cycles_total", {"portfolio": "leveraged-long", "outcome": "ok"}) == \
+        before + 1

@@ -1,5 +1,6 @@
 """deploy/k8s: one executor (a StatefulSet of one replica) with its journal on a volume, the policy from a
-ConfigMap, the keystore from a Secret, probes on /healthz and /readyz, non-root, scraped by a ServiceMonitor."""
+ConfigMap, the keystore from a Secret, probes on /healthz and /readyz, non-root, scraped by a ServiceMonitor; and
+deploy/k8s-replicated: the same StatefulSet with several replicas on one PostgreSQL journal."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from agent.policy import parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+REPLICATED = ROOT / "deploy" / "k8s-replicated"
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -147,3 +149,22 @@ def test_the_service_monitor_scrapes_the_agent(
     (port,) = service["spec"]["ports"]
     assert endpoint["port"] == port["name"] and endpoint["path"] == "/metrics"
     assert port["targetPort"] == container["ports"][0]["name"]
+
+
+def test_the_replicated_overlay_runs_several_replicas_on_one_postgresql_journal(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    kustomization = documents(REPLICATED / "kustomization.yaml")[0]
+    assert kustomization["resources"] == ["../k8s"]
+    (patch_file,) = [patch["path"] for patch in kustomization["patches"]]
+    (patch,) = documents(REPLICATED / patch_file)
+    assert (patch["kind"], patch["metadata"]["name"]) == ("StatefulSet", manifests["StatefulSet"]["metadata"]["name"])
+    assert patch["spec"]["replicas"] >= 2
+    (container,) = patch["spec"]["template"]["spec"]["containers"]
+    variables = {item["name"]: item for item in container["env"]}
+    # the journal is shared: a PostgreSQL URL without its password, which libpq takes from the Secret
+    url = variables["BALLAST_DB"]["value"]
+    assert url.startswith("postgresql://") and ":" not in url.removeprefix("postgresql://").split("@")[0]
+    ref = variables["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    secret = manifests["Secret"]
+    assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]

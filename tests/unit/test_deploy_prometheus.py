@@ -25,6 +25,7 @@ REQUIRED_ALERTS = {
     "BallastAgentStale",
     "BallastAgentDown",
     "BallastTransactionsStuck",
+    "BallastIntentStuck",
     "BallastTransactionsFailing",
     "BallastOracleStale",
     "BallastKillSwitchOn",
@@ -72,7 +73,8 @@ def test_alert_rule_unit_tests_pass() -> None:
         for case in group["alert_rule_test"]
         if case.get("exp_alerts")
     }
-    assert {"BallastHealthFactorNearMin", "BallastHealthFactorBelowMin", "BallastAgentStale"} <= tested
+    assert {"BallastHealthFactorNearMin", "BallastHealthFactorBelowMin", "BallastAgentStale",
+            "BallastIntentStuck"} <= tested
     # when promtool runs them, then every expected alert fires (and only then)
     result = run_promtool("test", "rules", ALERT_TESTS)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,9 +1,8 @@
-"""Pure parts of execution: fee policy, journal lifecycle and migrations, signer key sources, revert reasons."""
+"""Pure parts of execution: fee policy, intent ids, the recipe-calls migration, signer key sources, revert reasons."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from web3.exceptions import ContractLogicError
 from agent.chain.fees import MAX_BUMPS, FeeCapExceeded, Fees, bumped, fees_for, gas_cap_wei, replacement_fees
 from agent.chain.signer import SignerError, keystore_signer, load_signer
 from agent.execution.executor import revert_reason
-from agent.execution.journal import MIGRATIONS, Journal, JournalError, intent_id
+from agent.execution.journal import MIGRATIONS, Journal, intent_id
 from agent.policy import Limits
 from agent.settings import Settings
 
@@ -50,26 +49,6 @@ def test_replacements_stop_at_the_cap_or_after_the_last_bump() -> None:
     assert replacement_fees(previous, None, 0, 100 * GWEI) == bumped(previous)
     assert replacement_fees(previous, None, 0, 50 * GWEI) is None
     assert replacement_fees(previous, None, MAX_BUMPS, None) is None
-
-
-def test_journal_is_migrated_in_wal_mode_and_refuses_illegal_transitions(tmp_path: Path) -> None:
-    db = tmp_path / "journal.sqlite"
-    journal = Journal(db, clock=lambda: 1_000.0)
-    common = dict(portfolio="p", plan_id="x", chain="c", chain_id=1, account="0xA", action_index=0, step=0,
-                  kind="borrow", mode="live", to_address="0xB", data="0x", value_wei="0", description="",
-                  notional_usd=5.0, snapshot_block=7, plan_reason="", action_reason="")
-    assert journal.add_intent(id="i", **common) and not journal.add_intent(id="i", **common)
-    with pytest.raises(JournalError, match="planned → confirmed"):
-        journal.transition("i", "confirmed")
-    journal.transition("i", "simulated", gas_limit=21_000)
-    journal.close()
-
-    reopened = Journal(db)  # migrations at open are idempotent
-    intent = reopened.intent("i")
-    assert intent is not None and (intent.state, intent.gas_limit, intent.created_at) == ("simulated", 21_000, 1_000.0)
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
 
 
 def test_a_journal_of_the_first_schema_gains_recipe_calls_and_keeps_its_rows(tmp_path: Path) -> None:

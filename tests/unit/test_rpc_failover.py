@@ -1,4 +1,5 @@
-"""The failover provider retries transient errors, fails over in order and back, and never shows a URL."""
+"""The failover provider retries transient errors (transport failures and JSON-RPC answers such as "header not
+found"), fails over in order and back, returns final answers as they are, and never shows a URL."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 import pytest
 import requests
 from structlog.testing import capture_logs
+from web3.exceptions import Web3RPCError
 
-from agent.chain.rpc import FailoverProvider
+from agent.chain.rpc import FailoverProvider, transient
 from agent.errors import ChainUnavailable
 
 
@@ -144,3 +146,80 @@ def test_chain_id_is_asked_once() -> None:
     for _ in range(3):
         p.make_request("eth_chainId", [])
     assert endpoint.calls == 1
+
+
+def rpc_error(code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": message}}
+
+
+@pytest.mark.parametrize("answer", [
+    rpc_error(-32000, "header not found"), rpc_error(-32000, "missing trie node 6f3a… (path )"),
+    rpc_error(429, "Too Many Requests"), rpc_error(-32005, "query returned more than 10000 results"),
+    rpc_error(-32603, "upstream request timeout"), rpc_error(-32000, "request timed out"),
+])
+def test_transient_json_rpc_errors_are_retried_then_failed_over(answer: dict[str, Any]) -> None:
+    first, second = ScriptedEndpoint(answer, default=answer), ScriptedEndpoint()
+    p = provider(first, second, retries=1)
+    assert p.make_request("eth_call", [])["result"] == "0x1"
+    assert first.calls == 2 and p.current_endpoint == 1
+
+
+def test_a_transient_error_that_clears_is_absorbed_by_a_retry_on_the_same_endpoint() -> None:
+    first = ScriptedEndpoint(rpc_error(-32000, "header not found"))
+    p = provider(first, ScriptedEndpoint(), retries=2)
+    assert p.make_request("eth_call", [])["result"] == "0x1"
+    assert first.calls == 2 and p.current_endpoint == 0
+
+
+def test_transient_errors_on_every_endpoint_are_chain_unavailable_naming_the_error() -> None:
+    p = provider(ScriptedEndpoint(default=rpc_error(-32000, "header not found")),
+                 ScriptedEndpoint(default=rpc_error(-32000, "missing trie node abc")), retries=0)
+    with pytest.raises(ChainUnavailable, match="endpoint 0: header not found; endpoint 1: missing trie node"):
+        p.make_request("eth_call", [])
+
+
+@pytest.mark.parametrize("final", [
+    {"code": 3, "message": "execution reverted: timeout", "data": "0x08c379a0"},
+    {"code": -32000, "message": "nonce too low"}, {"code": -32000, "message": "already known"},
+    {"code": -32000, "message": "replacement transaction underpriced"},
+    {"code": -32000, "message": "insufficient funds for gas * price + value"},
+])
+def test_reverts_and_refusals_are_final_answers(final: dict[str, Any]) -> None:
+    assert transient(final) is None
+    assert transient(Web3RPCError(final["message"], rpc_response={"jsonrpc": "2.0", "id": 1, "error": final})) is None
+    first, second = ScriptedEndpoint({"jsonrpc": "2.0", "id": 1, "error": final}), ScriptedEndpoint()
+    assert provider(first, second).make_request("eth_call", [])["error"] == final
+    assert second.calls == 0
+
+
+def test_one_classifier_for_transport_errors_and_json_rpc_errors() -> None:
+    header = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "header not found"}}
+    assert transient(Web3RPCError("header not found", rpc_response=header)) == "header not found"
+    assert transient(DOWN) == "ConnectionError"
+    assert transient(requests.HTTPError(response=_response(503))) == "HTTP 503"
+    assert transient(requests.HTTPError(response=_response(401))) is None
+
+
+def _response(status: int) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    return response
+
+
+@pytest.mark.parametrize(("method", "answer", "why"), [
+    ("eth_blockNumber", {"jsonrpc": "2.0", "id": 1, "result": {"unexpected": 1}}, "wrong-typed result"),
+    ("eth_call", {"jsonrpc": "2.0", "id": 1, "result": 7}, "wrong-typed result"),
+    ("eth_getBlockByNumber", {"jsonrpc": "2.0", "id": 1, "result": "0x1"}, "wrong-typed result"),
+    ("eth_call", {"jsonrpc": "2.0", "id": 1}, "malformed answer"),
+    ("eth_call", ["not", "an", "object"], "malformed answer"),
+    ("eth_call", rpc_error(-32601, "the method eth_call does not exist"), "error -32601"),
+])
+def test_malformed_answers_are_the_endpoints_fault_and_the_next_one_is_tried(
+    method: str, answer: Any, why: str
+) -> None:
+    block = {"number": "0x1", "hash": "0x" + "ab" * 32, "timestamp": "0x1"}
+    good = {"jsonrpc": "2.0", "id": 1, "result": block if method == "eth_getBlockByNumber" else "0x1"}
+    first, second = ScriptedEndpoint(default=answer), ScriptedEndpoint(default=good)
+    assert provider(first, second, retries=0).make_request(method, []) == good
+    with pytest.raises(ChainUnavailable, match=f"endpoint 0: {why}"):
+        provider(ScriptedEndpoint(default=answer), retries=0).make_request(method, [])
