@@ -14,36 +14,35 @@ This is the only module that knows about time and scheduling."""
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import make_wsgi_app
 
 from agent import telemetry
-from agent.chain.fleet import ChainFleet, ChainKey, Fleet
+from agent.chain.fleet import ChainFleet, ChainKey, Fleet, seconds_per_block
 from agent.chain.multicall import Block, PinningLost
 from agent.chain.reader import PortfolioReader
 from agent.cycle import CycleResult, decide, needs_assessment, urgency
-from agent.errors import BallastError, UserInputError
-from agent.execution.executor import ExecutionReport, Executor, open_executor
+from agent.endpoints import serve_endpoints
+from agent.errors import BallastError
+from agent.execution.executor import ExecutionReport, open_executor
 from agent.execution.journal import Journal, plan_id
 from agent.execution.lease import LeaseLost
 from agent.execution.watch import mark_stuck, take_lease
 from agent.model import ChainSnapshot, Snapshot
-from agent.planner import HedgeState
-from agent.planner.bands import band_readings
-from agent.policy import Policy, load_policy
-from agent.settings import Settings, policy_variables
+from agent.policy import Policy
+from agent.policy.files import load_policies
+from agent.portfolio_state import Portfolio
+from agent.record import publish_bands, record
+from agent.settings import Settings
 
 log = structlog.get_logger("agent.daemon")
 
@@ -52,63 +51,6 @@ BLOCK_TIMES_KEPT = 8  # block-time estimate: the median gap of the last few bloc
 # A portfolio whose health factor is within 25% of its band's floor is read first at each block: a one-block move
 # of the underlying rarely exceeds 20%, so the rest of the fleet can wait for the second read of the block.
 NEAR_FLOOR = 1.25
-
-
-def policy_files(paths: Iterable[Path]) -> list[Path]:
-    """Return the policy files named by `paths`: files as given, directories as their *.yaml / *.yml files."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
-        else:
-            files.append(path)
-    if not files:
-        raise UserInputError("run: no policy files found (expected --policy FILE or a directory of *.yaml)")
-    return files
-
-
-def load_policies(paths: Iterable[Path]) -> dict[Path, Policy]:
-    """Return every policy, validated; raises the first file's `PolicyError`, or a `UserInputError` when two
-    files name the same portfolio."""
-    policies: dict[Path, Policy] = {}
-    names: dict[str, Path] = {}
-    for path in policy_files(paths):
-        policy = load_policy(path, env=policy_variables())
-        name = policy.portfolio.name
-        if name in names:
-            raise UserInputError(f"{path}: portfolio {name!r} is already defined in {names[name]}")
-        names[name] = path
-        policies[path] = policy
-    return policies
-
-
-@dataclass
-class Portfolio:
-    """One managed portfolio: its policy, reader, executor and what the planner remembers between cycles."""
-
-    path: Path
-    policy: Policy
-    reader: PortfolioReader
-    executor: Executor
-    hedge_state: HedgeState = field(default_factory=HedgeState)
-    last_success_s: float | None = None
-    last_result: CycleResult | None = None  # the last assessment: it holds while the figures do not move
-    chain_snapshots: dict[str, ChainSnapshot] = field(default_factory=dict)  # newest block read per chain
-    open_intents: bool = True  # live intents unfinished (unknown at start): driven at each block before the read
-    standby: str | None = None  # why this process does not execute it (another holds the lease), None: it does
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def name(self) -> str:
-        return self.policy.portfolio.name
-
-    def snapshot(self) -> Snapshot | None:
-        """Return the portfolio's snapshot from the newest block read on each of its chains (None until all are)."""
-        chains = [self.chain_snapshots.get(c.name) for c in self.policy.portfolio.chains]
-        if any(c is None for c in chains):
-            return None
-        portfolio = self.policy.portfolio
-        return Snapshot(portfolio.name, portfolio.account, portfolio.underlying, tuple(c for c in chains if c))
 
 
 class Daemon:
@@ -404,12 +346,6 @@ class Daemon:
         return True, "ok"
 
 
-def seconds_per_block(earlier: Block, later: Block) -> float:
-    """Return the mean block time between two blocks (s): per block, not per poll, so that blocks skipped while a
-    slow block was processed do not stretch the estimate (which would delay the next poll and skip more)."""
-    return max(0, later.timestamp - earlier.timestamp) / max(1, later.number - earlier.number)
-
-
 def near_floor(portfolio: Portfolio) -> bool:
     """Whether the portfolio's last assessed health factor is within `NEAR_FLOOR` of its band's min (or it has
     open work): such portfolios are read and run before the rest of the fleet at each block."""
@@ -422,98 +358,6 @@ def near_floor(portfolio: Portfolio) -> bool:
 def chain_key_alive(fleet: Fleet, chain: ChainFleet) -> bool:
     """Whether `chain` still has portfolios to read (a reload may have removed its last)."""
     return fleet.chains.get(chain.key) is chain
-
-
-def record(result: CycleResult, policy: Policy, execution: ExecutionReport, duration_s: float, now_s: float) -> None:
-    """Update the metrics and write the one log line of a cycle."""
-    name = result.plan.portfolio
-    report = result.report
-    telemetry.CYCLES.labels(name, "ok").inc()
-    telemetry.CYCLE_DURATION.labels(name).observe(duration_s)
-    telemetry.LAST_SUCCESSFUL_CYCLE.labels(name).set(now_s)
-    lowest: dict[str, float] = {}  # a chain may hold several lending positions (Aave, Morpho markets)
-    for account in report.accounts:
-        lowest[account.chain] = min(lowest.get(account.chain, math.inf), account.health_factor)
-    for chain_name, health_factor in lowest.items():
-        telemetry.HEALTH_FACTOR.labels(name, chain_name).set(health_factor)
-    telemetry.LIQUIDATION_DISTANCE.labels(name, "down").set(report.liquidation_distance_down_pct / 100)
-    telemetry.LIQUIDATION_DISTANCE.labels(name, "up").set(report.liquidation_distance_up_pct / 100)
-    for greek in ("delta_usd", "gamma_usd_1pct", "vega_usd_1vol", "theta_usd_1d", "rho_usd_1pct"):
-        telemetry.GREEK.labels(name, greek).set(getattr(report.total, greek))
-    for chain in result.snapshot.chains:
-        for price in chain.prices:
-            telemetry.ORACLE_AGE.labels(chain.chain, price.symbol).set(price.age_s)
-            telemetry.ORACLE_STALE.labels(chain.chain, price.symbol).set(int(price.stale))
-    telemetry.record_risk(name, report, result.snapshot.problems)
-    for band in band_readings(report, policy):
-        if not band.inside:
-            telemetry.BAND_BREACHES.labels(name, band.name).inc()
-    # A plan seen again (same snapshot block) reports its journaled intents, refused ones as failed.
-    intents = execution.intents
-    refused = bool(execution.refusals) or (bool(intents) and all(i.state == "failed" for i in intents))
-    approved = not refused and not execution.deferred
-    if approved:
-        for action in result.plan.actions:
-            telemetry.ACTIONS.labels(name, action.kind).inc()
-            # A swap that beats the oracle price has a negative cost estimate: the counter adds up costs only.
-            telemetry.ACTION_COST.labels(name, action.kind).inc(max(action.cost_usd, 0.0))
-    health = min((a.health_factor for a in report.accounts), default=math.inf)
-    log.info(
-        "cycle",
-        portfolio=name,
-        blocks=[f"{chain}:{block}" for chain, block in result.plan.blocks],
-        health_factor=round(health, 6) if math.isfinite(health) else "inf",
-        delta_usd=round(report.total.delta_usd, 2),
-        gamma_usd_1pct=round(report.total.gamma_usd_1pct, 2),
-        vega_usd_1vol=round(report.total.vega_usd_1vol, 2),
-        decision=("act" if approved else "refused" if refused else "deferred") if result.plan.actions else "none",
-        reason=result.plan.reason,
-        actions=[f"{a.kind} {a.asset}" for a in result.plan.actions],
-        refusals=[str(r) for r in execution.refusals] or None,
-        deferred=execution.deferred or None,
-        intents=[i.id[:12] for i in execution.intents] or None,
-        mode=execution.mode,
-        duration_s=round(duration_s, 3),
-    )
-
-
-def publish_bands(policy: Policy) -> None:
-    """Export the policy's bands, so that dashboards draw each figure against its own band."""
-    name = policy.portfolio.name
-    bands = policy.bands
-    published: dict[str, Any] = {m: getattr(bands, m) for m in bands.names() if m != "delta_usd"}
-    # The beta-weighted delta band is "delta_usd", a factor's "delta_usd:<factor>".
-    published.update({"delta_usd" if scope == "total" else f"delta_usd:{scope}": band
-                      for scope, band in bands.delta_bands().items()})
-    for metric, band in published.items():
-        bounds = {"min": band.min, "target": getattr(band, "target_value", None) or band.target,
-                  "max": getattr(band, "max", math.inf)}
-        for bound, value in bounds.items():
-            telemetry.BAND.labels(name, metric, bound).set(value)
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds: not worth a log line
-        pass
-
-
-def serve_endpoints(addr: str, daemon: Daemon) -> WSGIServer:
-    """Serve /metrics, /healthz and /readyz on `addr` (host:port) from a daemon thread; return the server."""
-    metrics = make_wsgi_app(telemetry.REGISTRY)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path in ("/healthz", "/readyz"):
-            ready = (daemon.ready, "ready" if daemon.ready else "starting")
-            ok, why = daemon.healthy() if path == "/healthz" else ready
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [why.encode() + b"\n"]
-        return metrics(environ, start_response)
-
-    host, port = telemetry.split_host_port(addr)
-    server = make_server(host, port, app, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="endpoints", daemon=True).start()
-    return server
 
 
 def run(paths: Sequence[Path], settings: Settings, drain_s: float = 60.0) -> None:

@@ -164,3 +164,9 @@ class Fleet:
             fleet.readers.pop(portfolio, None)
             if not fleet.readers:
                 del self.chains[key]
+
+
+def seconds_per_block(earlier: Block, later: Block) -> float:
+    """Return the mean block time between two blocks (s): per block, not per poll, so that blocks skipped while a
+    slow block was processed do not stretch the estimate (which would delay the next poll and skip more)."""
+    return max(0, later.timestamp - earlier.timestamp) / max(1, later.number - earlier.number)

@@ -21,7 +21,6 @@ from web3 import Web3
 from agent.adapters.encode import Venues, call_rules, decode_approve, spenders
 from agent.adapters.safe import CallRule, ModuleConfig
 from agent.adapters.safe import refusal as module_refusal
-from agent.errors import BallastError
 from agent.execution.journal import Intent, Journal
 from agent.execution.metrics import ExecutionMetrics
 from agent.execution.recipe import Recipe, RecipeCall
@@ -49,17 +48,6 @@ class Refusal:
     def __str__(self) -> str:
         where = "" if self.action_index is None else f"action {self.action_index}: "
         return f"refused ({self.rule}): {where}{self.reason}"
-
-
-class GuardRefused(BallastError):
-    """A plan the guard refused; the message lists every refusal."""
-
-    def __init__(self, refusals: Sequence[Refusal]) -> None:
-        self.refusals = tuple(refusals)
-        super().__init__("; ".join(str(r) for r in refusals))
-
-    def lines(self) -> list[str]:
-        return [str(r) for r in self.refusals]
 
 
 def allowlist(venues: Venues) -> frozenset[str]:

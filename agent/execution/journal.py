@@ -320,7 +320,7 @@ class Journal:
                 conn.execute(portfolios.insert().values(name=portfolio, **values))
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
-        """Returns every row of every table as mappings (for `ballast journal --json --all` and audits)."""
+        """Returns every row of every table as mappings (for audits and the tests that check no secret is stored)."""
         with self.engine.connect() as conn:
             return {table.name: [dict(row._mapping) for row in conn.execute(sa.select(table))]
                     for table in metadata.sorted_tables}

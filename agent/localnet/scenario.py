@@ -20,12 +20,13 @@ from web3 import Web3
 
 from agent import telemetry
 from agent.console import progress
-from agent.daemon import Daemon, load_policies
+from agent.daemon import Daemon
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_lst_depeg, set_weth_price
 from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
+from agent.policy.files import load_policies
 from agent.settings import Settings
 
 CRASH_BEFORE_GAP = [round(2_000 * 0.95**i, 2) for i in range(1, 6)]  # −5% a step, to about $1,550

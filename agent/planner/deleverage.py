@@ -19,12 +19,7 @@ from agent.model import LpPosition
 from agent.planner.book import Book, Steps, aave_step, add_removal, chunks, remove_liquidity_step, swap_step
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.flash import flash_deleverage, full_cost_usd
-
-# Outcome, DUST_USD and WAD live in outcome.py; re-exported here while hedge.py and plan.py import them from here.
-from agent.planner.outcome import DUST_USD as DUST_USD
-from agent.planner.outcome import WAD as WAD
-from agent.planner.outcome import Outcome as Outcome
-from agent.planner.outcome import cap_base_units
+from agent.planner.outcome import DUST_USD, WAD, Outcome, cap_base_units
 from agent.planner.search import least, most
 from agent.policy import Policy
 from agent.risk import lending

@@ -38,8 +38,8 @@ from agent.planner.book import (
     swap_step,
 )
 from agent.planner.costs import CostModel, base_units, usd
-from agent.planner.deleverage import DUST_USD, Outcome
 from agent.planner.hedge_candidates import Candidate, candidates, quote_symbol, surplus_usd
+from agent.planner.outcome import DUST_USD, Outcome
 from agent.planner.search import least
 from agent.policy import Policy
 

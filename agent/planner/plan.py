@@ -16,11 +16,12 @@ from agent.model import AaveAccount, Action, MorphoPosition, Plan, RiskReport, S
 from agent.planner.bands import BandReading, Decision, HedgeState, Trigger, band_readings, decide, within
 from agent.planner.book import Book, Steps
 from agent.planner.costs import CostModel
-from agent.planner.deleverage import Outcome, plan_boost, plan_deleverage
+from agent.planner.deleverage import plan_boost, plan_deleverage
 from agent.planner.hedge import actions_text, plan_hedge
 from agent.planner.margin import perp_at_risk, plan_perp_margin
 from agent.planner.morpho import plan_morpho_deleverage
 from agent.planner.options import OPTION_BANDS, plan_options
+from agent.planner.outcome import Outcome
 from agent.planner.stress import betas_for, plan_stress_deleverage, scenarios_for, volatility_floors
 from agent.policy import Policy
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from agent.model import AaveAccount, Position, Scenario, Snapshot
 from agent.planner.book import Book
 from agent.planner.costs import CostModel
-from agent.planner.deleverage import Outcome, plan_deleverage
+from agent.planner.deleverage import plan_deleverage
+from agent.planner.outcome import Outcome
 from agent.policy import Policy
 from agent.risk.factors import factor_symbols
 from agent.risk.scenarios import account_stress, default_scenarios, option_underlyings

@@ -12,11 +12,12 @@ from pydantic import SecretStr
 from web3 import Web3
 
 from agent.chain.fees import stuck_after_s
-from agent.daemon import Daemon, load_policies
+from agent.daemon import Daemon
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_weth_price
 from agent.localnet.policies import render_policy
+from agent.policy.files import load_policies
 from agent.settings import Settings
 from agent.telemetry import REGISTRY
 from tests.chain.execution_support import OffsetClock, keeper_account, rpc

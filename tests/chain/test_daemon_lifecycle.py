@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from agent.chain.reader import PortfolioReader
 from agent.cycle import decide, urgency
-from agent.daemon import Daemon, load_policies, record
+from agent.daemon import Daemon
 from agent.execution.executor import ExecutionReport
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
@@ -24,6 +24,8 @@ from agent.localnet.market import set_weth_price
 from agent.localnet.policies import render_policy
 from agent.model import Action
 from agent.planner import HedgeState
+from agent.policy.files import load_policies
+from agent.record import record
 from agent.settings import Settings
 from agent.telemetry import REGISTRY
 from tests.chain.execution_support import OffsetClock

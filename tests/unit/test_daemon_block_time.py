@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from agent.chain.fleet import seconds_per_block
 from agent.chain.multicall import Block
-from agent.daemon import seconds_per_block
 
 
 def block(number: int, timestamp: int) -> Block:
