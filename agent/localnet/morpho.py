@@ -1,6 +1,6 @@
 """Morpho Blue in the local world: the real Morpho (compiled from its npm sources), an oracle per market reading the
-local USD feeds, the project's linear interest-rate model, a WETH/USDC market, its lenders' liquidity, and the
-cross-protocol demo portfolio's Morpho position."""
+local USD feeds, the project's linear interest-rate model, a WETH/USDC and a WSTETH/WETH market, their lenders'
+liquidity, and the cross-protocol demo portfolio's Morpho position."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ ENABLED_LLTVS_WAD = (77 * 10**16, 86 * 10**16, 915 * 10**15, 945 * 10**15)
 IRM_BASE_RATE_PER_YEAR_WAD = 2 * 10**16
 IRM_SLOPE_PER_YEAR_WAD = 10 * 10**16
 # Markets created at deployment: (collateral, loan, LLTV), and what lenders supply to each (whole loan tokens).
-MARKETS = (("WETH", "USDC", 86 * 10**16),)
-LENDER_LIQUIDITY = {"WETH/USDC": 20_000_000}
+MARKETS = (("WETH", "USDC", 86 * 10**16), ("WSTETH", "WETH", 945 * 10**15))
+LENDER_LIQUIDITY = {"WETH/USDC": 20_000_000, "WSTETH/WETH": 2_000}
 # The cross-protocol demo's Morpho position, looped: 30 WETH of collateral, 69,730 USDC borrowed, swapped to WETH and
 # supplied too: ≈ 64.9 WETH ($129.7k) against 69,730 USDC, health ≈ 129,730·0.86 / 69,730 ≈ 1.60 (its Aave account
 # is the safer one, seed.py): a 15% crash breaches the 1.5 band on Morpho only, with no idle funds to repay from.

@@ -31,7 +31,7 @@ def test_localnet_up_announces_readiness_writes_its_state_and_stops_cleanly(tmp_
         assert info["chain_id"] == 31337 and port_open(info["rpc_url"])
         assert {"Pool", "PoolAddressesProvider", "NonfungiblePositionManager", "SwapRouter", "QuoterV2",
                 "Multicall3", "AaveOracle", "WETH", "USDC", "WBTC", "MorphoBlue", "MorphoIrm"} <= set(info["contracts"])
-        assert set(info["morpho_markets"]) == {"WETH/USDC"}
+        assert set(info["morpho_markets"]) == {"WETH/USDC", "WSTETH/WETH"}
         assert all(a["local_only"] for a in info["accounts"])
         assert set(info["demo_accounts"]) == {"leveraged-long", "delta-neutral-lp", "lst-loop", "cross-protocol"}
         # each demo account is a Safe with its own owner, keeper and module; the keeper holds no owner's key

@@ -12,6 +12,7 @@ from agent.chain.multicall import read_batch
 from agent.errors import UserInputError
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
+from agent.localnet.morpho import market_params, open_position
 from agent.model import MorphoPosition
 from agent.risk import morpho
 
@@ -62,3 +63,32 @@ def test_an_oracle_that_reverts_is_a_data_problem(localnet: Localnet, chain: Loc
 
     assert reading.positions == ()
     assert [(p.source, p.kind) for p in reading.problems] == [("morpho_blue:WETH/USDC:price", "failed_call")]
+
+
+def test_the_wsteth_weth_market_lends_up_to_the_engines_maximum_and_not_a_unit_more(
+    localnet: Localnet, chain: LocalChain
+) -> None:
+    # Given a WSTETH-collateral position on the LST market (its oracle: the WSTETH and WETH feeds)
+    world, borrower = localnet.world, localnet.accounts[8].address
+    market = world.morpho_markets["WSTETH/WETH"]
+    open_position(chain, world, market, borrower, 10 * 10**18, 10**18)
+    reader = MorphoBlue("localnet", borrower, world.contracts["MorphoBlue"], [market], TokenRegistry())
+    reader.discover(chain.w3)
+    block, results = read_batch(chain.w3, reader.calls())
+    (position,) = reader.decode(results, block).positions
+    assert isinstance(position, MorphoPosition)
+    assert (position.collateral_token.symbol, position.loan_token.symbol) == ("WSTETH", "WETH")
+
+    # When it borrows the rest of what the engine says it may, then one more base unit
+    room = morpho.max_borrow_base_units(position) - morpho.borrowed_base_units(position)
+    contract = chain.at("Morpho", world.contracts["MorphoBlue"])
+    params = market_params(chain, world, market).as_tuple()
+    with pytest.raises(Exception, match="insufficient collateral"):
+        chain.send(contract.functions.borrow(params, room + 1, 0, borrower, borrower), borrower)
+    chain.send(contract.functions.borrow(params, room, 0, borrower, borrower), borrower)
+
+    # Then Morpho accepted exactly the engine's maximum: 10 WSTETH at the feeds' ratio times the 94.5% LLTV
+    block, results = read_batch(chain.w3, reader.calls())
+    (after,) = reader.decode(results, block).positions
+    assert isinstance(after, MorphoPosition)
+    assert morpho.health_factor_wad(after) >= 10**18 and morpho.borrowed_base_units(after) > 10 * 10**18
