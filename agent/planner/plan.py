@@ -18,7 +18,7 @@ from agent.planner.costs import CostModel
 from agent.planner.deleverage import Outcome, plan_boost, plan_deleverage
 from agent.planner.hedge import actions_text, plan_hedge
 from agent.planner.margin import perp_at_risk, plan_perp_margin
-from agent.planner.morpho import plan_morpho_deleverage
+from agent.planner.morpho import market_number, morpho_positions, plan_morpho_deleverage
 from agent.planner.options import OPTION_BANDS, plan_options
 from agent.policy import Policy
 
@@ -39,6 +39,27 @@ def prices_usd(snapshot: Snapshot) -> dict[str, float]:
                 if reading.stale != fresh:
                     prices.setdefault(reading.symbol, reading.price_usd)
     return prices
+
+
+def _deleverage_lenders(book: Book, costs: CostModel, policy: Policy, target_hf: float, min_hf: float) -> Outcome:
+    """Return the steps that deleverage each lending position below `min_hf` (Aave, then Morpho) to `target_hf`.
+    A recipe carries one flash loan: when Aave's plan takes it and leaves Morpho short, Aave in rounds with the
+    flash loan for Morpho is tried too, and the outcome whose lowest health factor is highest is kept."""
+    outcomes = []
+    for flash in (True, False):
+        aave = plan_deleverage(book, costs, policy, target_hf, flash) if book.health_factor() < min_hf \
+            else Outcome((), book)
+        morpho = plan_morpho_deleverage(aave.book, costs, policy, target_hf, min_hf, book, aave.actions)
+        outcomes.append(Outcome(aave.actions + morpho.actions, morpho.book, aave.limited_by or morpho.limited_by))
+        if not morpho.limited_by or not any(a.kind == "flash_loan" for a in aave.actions):
+            break
+    return max(outcomes, key=lambda o: _lowest_health_factor(o.book))
+
+
+def _lowest_health_factor(book: Book) -> float:
+    """The lowest health factor of the book's Aave account and Morpho positions."""
+    morpho = [book.morpho_health_factor(market_number(p.market_id)) for p in morpho_positions(book)]
+    return min([book.health_factor(), *morpho])
 
 
 def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeState | None = None) -> Plan:
@@ -70,11 +91,7 @@ def plan(snapshot: Snapshot, report: RiskReport, policy: Policy, state: HedgeSta
     hf_trigger = kinds.get("health_factor")
     if hf_trigger is not None and hf_band is not None:
         if hf_trigger.kind == "below_min":
-            # Only the lending positions below min are deleveraged: the band applies to each.
-            outcome = plan_deleverage(book, costs, policy, hf_band.target) if book.health_factor() < hf_band.min \
-                else Outcome((), book)
-            morpho = plan_morpho_deleverage(outcome.book, costs, policy, hf_band.target, hf_band.min)
-            outcome = Outcome(outcome.actions + morpho.actions, morpho.book, outcome.limited_by or morpho.limited_by)
+            outcome = _deleverage_lenders(book, costs, policy, hf_band.target, hf_band.min)
         else:
             outcome = plan_boost(book, costs, policy, hf_band.target, hf_band.min)
         actions += outcome.actions
