@@ -210,10 +210,11 @@ class _Deleverage:
         return usd(amount, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
 
 
-def plan_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: float) -> Outcome:
+def plan_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: float, flash: bool = True) -> Outcome:
     """Return the steps that bring the account's health factor up to `target_hf`: idle debt asset, idle tokens
     swapped, LP liquidity removed and swapped, then collateral: in withdraw → swap → repay rounds, or in one
-    flash-loan recipe when the account runs atomic recipes, whichever reaches the target at the lower full cost."""
+    flash-loan recipe when the account runs atomic recipes (and `flash` allows it), whichever reaches the target
+    at the lower full cost."""
     debt = main_debt_symbol(book, costs.prices_usd)
     if debt is None or book.health_factor() >= target_hf:
         return Outcome((), book)
@@ -228,11 +229,11 @@ def plan_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: flo
     rounds = _Deleverage(run.steps.book, costs, policy, target_hf, debt, start_hf=run.start_hf)
     limited = rounds.from_collateral()
     classic = Outcome(idle + tuple(rounds.steps.actions), rounds.steps.book, limited)
-    flash = flash_deleverage(run.steps.book, costs, policy, debt, run.target_wad, run.reason)
-    if flash is None:
+    recipe = flash_deleverage(run.steps.book, costs, policy, debt, run.target_wad, run.reason) if flash else None
+    if recipe is None:
         return classic
-    recipe = Outcome(idle + flash.actions, flash.book, flash.limited_by)
-    return min((classic, recipe), key=lambda o: _rank(o, costs, policy, run.target_wad))
+    atomic = Outcome(idle + recipe.actions, recipe.book, recipe.limited_by)
+    return min((classic, atomic), key=lambda o: _rank(o, costs, policy, run.target_wad))
 
 
 def _rank(outcome: Outcome, costs: CostModel, policy: Policy, target_wad: int) -> tuple[bool, float, float]:

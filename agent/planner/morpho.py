@@ -12,7 +12,7 @@ collateral path is not planned (`limited_by` "no_funds").
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agent.model import Action, MorphoPosition
 from agent.planner.book import Book, Steps, swap_step
@@ -79,23 +79,41 @@ def apply_morpho(book: Book, action: Action) -> Book:
     return book._with_wallet(changes)._replace_other(old, new)
 
 
-def plan_morpho_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: float, below_hf: float) -> Outcome:
+def plan_morpho_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: float, below_hf: float,
+                           start: Book | None = None, prior: Sequence[Action] = ()) -> Outcome:
     """Return the steps that bring every Morpho position of the book whose health factor is below `below_hf` back
     to `target_hf`: the idle loan token, then (when the account runs atomic recipes: a Safe's keeper module) a
-    flash-loan funded repay, withdrawal and swap of collateral. Positions at or above `below_hf` are left alone."""
-    atomic = atomic_recipes(policy)
+    flash-loan funded repay, withdrawal and swap of collateral. Positions at or above `below_hf` are left alone.
+    `prior` are the plan's actions before these (from `start` to `book`): the idle loan token used is only what they
+    leave for certain (swaps at their minimum out), and no second flash loan is opened after theirs (a recipe
+    carries one)."""
+    atomic = atomic_recipes(policy) and not any(a.kind == "flash_loan" for a in prior)
     steps = Steps(book, costs)
     limited = ""
     for position in morpho_positions(book):
         if morpho.health_factor_wad(position) >= int(below_hf * WAD):
             continue
         run = _Deleverage(steps, policy, target_hf, position.market_id)
-        run.from_idle_loan_token()
+        run.from_idle_loan_token(sure_balance(start or book, prior, run.loan))
         if run.need() and atomic:
             run.from_collateral()
         if run.need():
             limited = limited or "no_funds"
     return Outcome(tuple(steps.actions), steps.book, limited)
+
+
+def sure_balance(start: Book, prior: Sequence[Action], symbol: str) -> int:
+    """Return the base units of `symbol` the wallet holds for certain after `prior` from `start`: a swap's output
+    counts at its on-chain minimum (the book credits the expected output, which the pool need not deliver)."""
+    held = start.balance(symbol)
+    for action in prior:
+        if action.kind == "swap" and action.asset_out == symbol:
+            held += action.min_amount_out_base_units
+        elif action.asset == symbol and action.kind in ("swap", "repay", "supply", "flash_repay"):
+            held -= action.amount_base_units
+        elif action.asset == symbol and action.kind in ("withdraw", "borrow", "flash_loan"):
+            held += action.amount_base_units
+    return max(held, 0)
 
 
 class _Deleverage:
@@ -130,8 +148,9 @@ class _Deleverage:
                                max_amount_in_base_units=cap)
         return morpho_step(book, self.costs, "repay", position, assets, why)
 
-    def from_idle_loan_token(self) -> None:
-        use = min(self.steps.book.balance(self.loan), self.need())
+    def from_idle_loan_token(self, sure: int) -> None:
+        """Repay from the idle loan token, at most `sure` base units of it (what earlier steps leave for certain)."""
+        use = min(self.steps.book.balance(self.loan), sure, self.need())
         if use and usd(use, self.steps.book.token(self.loan), self.costs.prices_usd[self.loan]) >= DUST_USD:
             self.add(self.repay(self.steps.book, use, f"{self.reason}: from the idle balance"))
 

@@ -19,7 +19,7 @@ from agent.planner.costs import CostModel
 from agent.planner.deleverage import plan_boost, plan_deleverage
 from agent.planner.hedge import actions_text, plan_hedge
 from agent.planner.margin import perp_at_risk, plan_perp_margin
-from agent.planner.morpho import plan_morpho_deleverage
+from agent.planner.morpho import market_number, morpho_positions, plan_morpho_deleverage
 from agent.planner.options import OPTION_BANDS, plan_options
 from agent.planner.outcome import Outcome
 from agent.planner.stress import betas_for, plan_stress_deleverage, scenarios_for, volatility_floors
@@ -142,11 +142,14 @@ class _Planning:
                 at_least = hf.target if aave_below and hf is not None else 0.0
                 self.add(plan_stress_deleverage(book, costs, self.policy, self.scenarios, at_least))
             elif aave_below and hf is not None:
-                self.add(plan_deleverage(book, costs, self.policy, hf.target))
+                self.add(_deleverage_lenders(book, costs, self.policy, hf.target, hf.edge))
+                continue
             elif hf is not None and hf_band is not None and not below:
                 self.add(plan_boost(book, costs, self.policy, hf.target, hf_band.min))
             if below and hf is not None:
-                self.add(plan_morpho_deleverage(self.books[chain], costs, self.policy, hf.target, hf.edge))
+                prior = tuple(a for a in self.actions if a.chain == chain)
+                self.add(plan_morpho_deleverage(self.books[chain], costs, self.policy, hf.target, hf.edge, book,
+                                                prior))
 
     def options(self, decision: Decision) -> None:
         """Gamma and vega, which only options can hedge; their delta is then hedged with the rest of the book's."""
@@ -223,3 +226,24 @@ def _ordered(start: Book, costs: CostModel, actions: list[Action]) -> tuple[tupl
     for action in [*removals, *rest]:
         steps.add(action)
     return tuple(steps.actions), steps.book
+
+
+def _deleverage_lenders(book: Book, costs: CostModel, policy: Policy, target_hf: float, min_hf: float) -> Outcome:
+    """Return the steps that deleverage each lending position below `min_hf` (Aave, then Morpho) to `target_hf`.
+    A recipe carries one flash loan: when Aave's plan takes it and leaves Morpho short, Aave in rounds with the
+    flash loan for Morpho is tried too, and the outcome whose lowest health factor is highest is kept."""
+    outcomes = []
+    for flash in (True, False):
+        aave = plan_deleverage(book, costs, policy, target_hf, flash) if book.health_factor() < min_hf \
+            else Outcome((), book)
+        morpho = plan_morpho_deleverage(aave.book, costs, policy, target_hf, min_hf, book, aave.actions)
+        outcomes.append(Outcome(aave.actions + morpho.actions, morpho.book, aave.limited_by or morpho.limited_by))
+        if not morpho.limited_by or not any(a.kind == "flash_loan" for a in aave.actions):
+            break
+    return max(outcomes, key=lambda o: _lowest_health_factor(o.book))
+
+
+def _lowest_health_factor(book: Book) -> float:
+    """The lowest health factor of the book's Aave account and Morpho positions."""
+    morpho = [book.morpho_health_factor(market_number(p.market_id)) for p in morpho_positions(book)]
+    return min([book.health_factor(), *morpho])
