@@ -69,7 +69,10 @@ def test_flash_recipe_never_lowers_the_health_factor_and_repays_loan_and_premium
 
     assert chosen.predicted is not None
     final = min(a.health_factor for a in chosen.predicted.accounts)
-    assert final >= 1.8 * (1 - 1e-9) or chosen.limited_by, chosen.reason
+    # The deleverage reaches the target; a delta breach on the same book may then spend the surplus down to the
+    # band's min (a large book at a high price is also over its delta band).
+    floor = 1.5 if "delta_usd" in chosen.reason.split("→")[0] else 1.8
+    assert final >= floor * (1 - 1e-9) or chosen.limited_by, chosen.reason
     if "flash_loan" not in [a.kind for a in chosen.actions]:
         return
     loan, funded, repay = bracket(chosen)
