@@ -17,20 +17,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from agent.model import AaveAccount, AaveReserve
+from agent.risk.crossing import LIQUIDATION_THRESHOLD_WAD, bisect
 
 WAD = 10**18
 PERCENTAGE_FACTOR = 10**4
 NO_DEBT_HEALTH_FACTOR = 2**256 - 1
-LIQUIDATION_THRESHOLD_WAD = WAD  # liquidation is allowed strictly below HF 1
 CLOSE_FACTOR_HF_THRESHOLD_WAD = 95 * 10**16
 DEFAULT_CLOSE_FACTOR_BPS = 5_000
 MAX_CLOSE_FACTOR_BPS = 10_000
 
-# How far the root finder looks for a crossing: down to 1% of spot, up to 100× spot.
-_MIN_FACTOR = 0.01
-_MAX_FACTOR = 100.0
-_SCAN_STEPS = 96
-_BISECTIONS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,21 +242,6 @@ def liquidation_price_1e8(account: AaveAccount, symbol: str) -> int | None:
     return price if price >= 1 else None
 
 
-def liquidation_shocks(
-    health_at: Callable[[float], int],
-) -> tuple[float | None, float | None]:
-    """Return the factors on the underlying (1 = no move), down and up, nearest to 1 at which `health_at(factor)`
-    (a health factor in wad) first falls below 1; None on a side where no move within 1%..100× of spot does.
-
-    A factor of exactly 1 on both sides means the account is liquidatable now. The search scans a geometric grid
-    outward from 1 and bisects the first interval where the health factor crosses 1, so it also finds crossings of
-    health factors that are not monotone in the price (an LP whose composition changes with the price).
-    """
-    if health_at(1.0) < LIQUIDATION_THRESHOLD_WAD:
-        return 1.0, 1.0
-    return _first_crossing(health_at, _MIN_FACTOR), _first_crossing(health_at, _MAX_FACTOR)
-
-
 def account_liquidation_shocks(account: AaveAccount, symbols: Iterable[str]) -> tuple[float | None, float | None]:
     """Return the factors on the prices of `symbols` (down, up) at which the account's exact HF crosses 1, all
     other prices fixed; (1.0, 1.0) if it is liquidatable now, None on a side where no move liquidates it.
@@ -301,29 +281,6 @@ def scenario_health_factor(
     with np.errstate(divide="ignore", invalid="ignore"):
         avg_lt = np.floor(np.where(collateral > 0, weighted / collateral, 0.0))
         return np.where(debt > 0, collateral * avg_lt / PERCENTAGE_FACTOR / debt, np.inf)
-
-
-def _first_crossing(health_at: Callable[[float], int], bound: float) -> float | None:
-    grid = np.geomspace(1.0, bound, _SCAN_STEPS + 1)
-    healthy = 1.0
-    for factor in grid[1:]:
-        if health_at(float(factor)) < LIQUIDATION_THRESHOLD_WAD:
-            return _bisect(health_at, healthy, float(factor))
-        healthy = float(factor)
-    return None
-
-
-def _bisect(health_at: Callable[[float], int], healthy: float, liquidatable: float) -> float:
-    """Return the liquidatable end of a bracket narrowed to 1e-12 relative (or _BISECTIONS halvings)."""
-    for _ in range(_BISECTIONS):
-        if abs(liquidatable - healthy) <= 1e-12 * abs(healthy):
-            break
-        mid = 0.5 * (healthy + liquidatable)
-        if health_at(mid) < LIQUIDATION_THRESHOLD_WAD:
-            liquidatable = mid
-        else:
-            healthy = mid
-    return liquidatable
 
 
 def _factor_parts(account: AaveAccount, moved: frozenset[str]) -> tuple[float, float, float, float]:
@@ -380,7 +337,7 @@ def _exact_crossing(account: AaveAccount, moved: frozenset[str]) -> tuple[float,
             if step > 1e6:
                 return None
             healthy, doomed = doomed, guess * max(1 - healthy_side * step, 0.5**40)
-    return _bisect(health_at, healthy, doomed), healthy_side
+    return bisect(health_at, healthy, doomed), healthy_side
 
 
 def price_follows(account: AaveAccount, reserve: AaveReserve) -> str:

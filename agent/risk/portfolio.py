@@ -31,7 +31,7 @@ from agent.model import (
     RiskReport,
     Scenario,
 )
-from agent.risk import lending, lp, morpho, perps
+from agent.risk import crossing, lending, lp, morpho, perps
 from agent.risk.factors import SECONDS_PER_YEAR as SECONDS_PER_YEAR
 from agent.risk.factors import factor_risks, value_at
 from agent.risk.factors import years_to_expiry as years_to_expiry
@@ -148,7 +148,7 @@ def account_health(
     # Alone, an account's health factor crosses 1 at most once and has a closed form; with an LP's changing
     # composition it need not, and the general search scans for the nearest crossing.
     if held:
-        down, up = lending.liquidation_shocks(health_at)
+        down, up = crossing.liquidation_shocks(health_at)
     else:
         down, up = lending.account_liquidation_shocks(account, moved)
     return _health(account, health_wad, down, up, spot_usd)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.model import AaveAccount, AaveReserve, EModeCategory, Token
-from agent.risk import lending
+from agent.risk import crossing, lending
 
 WETH = Token("WETH", "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", 18)
 USDC = Token("USDC", "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", 6)
@@ -160,7 +160,7 @@ def test_emode_category_threshold_and_price_source_apply_to_its_assets_only():
 @given(accounts)
 def test_closed_form_search_and_general_scan_find_the_same_crossing(account):
     fast = lending.account_liquidation_shocks(account, ("WETH",))
-    scanned = lending.liquidation_shocks(
+    scanned = crossing.liquidation_shocks(
         lambda f: lending.health_factor_wad(lending.shocked_account(account, ("WETH",), f))
     )
     for a, b in zip(fast, scanned, strict=True):
