@@ -125,3 +125,14 @@ def plain_leveraged_long(localnet: Localnet, chain: LocalChain, idle_usdc: int =
     policy = parse_policy(render_policy("leveraged-long", account, localnet), "plain.yaml")
     assert policy.portfolio.executor.kind == "direct"
     return live(policy)
+
+
+def started_demo_executor(localnet: Localnet, name: str, tmp_path: Path) -> tuple[Policy, str, Executor]:
+    """Returns demo portfolio `name`'s live policy, its account (checksummed) and a started executor for it."""
+    from agent.localnet.policies import render_policy
+    from agent.policy import parse_policy
+
+    policy = live(parse_policy(render_policy(name, localnet.demo_accounts[name], localnet), f"{name}.yaml"))
+    executor = make_executor(localnet, policy, tmp_path)
+    executor.start()
+    return policy, Web3.to_checksum_address(policy.portfolio.account), executor

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from web3 import Web3
-
 from agent.cycle import decide
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_weth_price
 from agent.localnet.morpho import market_params
-from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
 from agent.model import MorphoPosition
-from agent.policy import parse_policy
 from agent.risk import morpho
-from tests.chain.execution_support import live, make_executor, read
+from tests.chain.execution_support import read, started_demo_executor
 
 NAME = "cross-protocol"
 PRICES = [2_000 * 0.95**step for step in range(1, 8)]  # −5% a step, to ≈ $1,397
@@ -42,10 +38,7 @@ def morpho_liquidation_reverts(chain: LocalChain, localnet: Localnet, borrower: 
 def test_a_crash_deleverages_the_morpho_position_and_nothing_becomes_liquidatable(
     localnet: Localnet, chain: LocalChain, tmp_path: Path
 ) -> None:
-    policy = live(parse_policy(render_policy(NAME, localnet.demo_accounts[NAME], localnet), f"{NAME}.yaml"))
-    owner = Web3.to_checksum_address(policy.portfolio.account)
-    executor = make_executor(localnet, policy, tmp_path)
-    executor.start()
+    policy, owner, executor = started_demo_executor(localnet, NAME, tmp_path)
     pool = localnet.world.contracts["Pool"]
     aave_start = aave_account(chain, pool, owner).health_factor_wad
     acted: list[tuple[float, list[tuple[str, str]], float]] = []

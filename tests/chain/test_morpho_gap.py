@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from web3 import Web3
-
 from agent.cycle import decide
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_weth_price
-from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
 from agent.model import MorphoPosition
-from agent.policy import parse_policy
 from agent.risk import morpho
-from tests.chain.execution_support import live, make_executor, read
+from tests.chain.execution_support import read, started_demo_executor
 
 NAME = "cross-protocol"
 CRASH = [2_000 * 0.95**step for step in range(1, 6)]  # to ≈ $1,547
@@ -29,10 +25,7 @@ PRICES = CRASH + [CRASH[-1] * 0.625 * 0.95**step for step in range(4)]  # the ga
 def test_a_gap_that_breaches_aave_and_morpho_at_once_is_deleveraged_in_plans_that_land(
     localnet: Localnet, chain: LocalChain, tmp_path: Path
 ) -> None:
-    policy = live(parse_policy(render_policy(NAME, localnet.demo_accounts[NAME], localnet), f"{NAME}.yaml"))
-    owner = Web3.to_checksum_address(policy.portfolio.account)
-    executor = make_executor(localnet, policy, tmp_path)
-    executor.start()
+    policy, owner, executor = started_demo_executor(localnet, NAME, tmp_path)
     pool = localnet.world.contracts["Pool"]
     after_plans: list[tuple[float, float, float]] = []
 
