@@ -41,7 +41,7 @@ from agent.execution.journal import Intent, Journal, plan_id
 from agent.execution.metrics import execution_metrics
 from agent.execution.readback import PredictionCheck, check_prediction
 from agent.execution.reverts import revert_reason
-from agent.execution.transactions import ChainContext, Checkpoint, Recheck, Transactions
+from agent.execution.transactions import ChainContext, Checkpoint, Transactions
 from agent.model import Plan, Snapshot
 from agent.policy import Policy
 from agent.settings import Settings
@@ -51,7 +51,7 @@ log = structlog.get_logger(__name__)
 
 GAS_MARGIN = 1.25  # interest accrues between simulation and inclusion: Aave's gas use drifts a little
 
-__all__ = ["Checkpoint", "ExecutionReport", "Executor", "PredictionCheck", "Recheck", "execute_plan",
+__all__ = ["Checkpoint", "ExecutionReport", "Executor", "PredictionCheck", "execute_plan",
            "open_executor", "revert_reason"]
 
 
@@ -100,7 +100,6 @@ class Executor:
         clock: Callable[[], float] = time.time,
         registry: CollectorRegistry = REGISTRY,
         checkpoint: Checkpoint | None = None,
-        recheck: Recheck | None = None,
         poll_s: float = 0.2,
     ) -> None:
         self.policy = policy
@@ -120,8 +119,7 @@ class Executor:
         self.guard = Guard(policy, journal, kill_switch, {n: c.venues for n, c in self.chains.items()}, self.metrics,
                            clock)
         self.sender = self._sender()
-        self.tx = Transactions(policy, journal, signer, self.sender, self.guard, self.metrics, clock, checkpoint,
-                               recheck)
+        self.tx = Transactions(policy, journal, signer, self.sender, self.guard, self.metrics, clock, checkpoint)
         self.intents = PlanIntents(policy, journal, self.guard, self.chains, self.account, self.module, self.sender)
         self._started = False
 

@@ -49,8 +49,6 @@ HOPELESS = ("insufficient funds", "intrinsic gas too low", "exceeds block gas li
 
 Checkpoint = Callable[[str], None]
 """Called at named points of a transaction's life ("signed", "broadcast"): tests stop the process there."""
-Recheck = Callable[[Intent], str | None]
-"""Asked before each fee bump: a reason to stop pursuing the intent (it is cancelled instead), or None."""
 
 
 @dataclass
@@ -66,8 +64,7 @@ class Transactions:
     """Signs, broadcasts, follows and settles the transactions of one portfolio's intents, from one sender."""
 
     def __init__(self, policy: Policy, journal: Journal, signer: Signer | None, sender: str, guard: Guard,
-                 metrics: ExecutionMetrics, clock: Callable[[], float], checkpoint: Checkpoint | None,
-                 recheck: Recheck | None) -> None:
+                 metrics: ExecutionMetrics, clock: Callable[[], float], checkpoint: Checkpoint | None) -> None:
         self.policy = policy
         self.portfolio = policy.portfolio.name
         self.journal = journal
@@ -77,7 +74,6 @@ class Transactions:
         self.metrics = metrics
         self.clock = clock
         self.checkpoint = checkpoint or (lambda _name: None)
-        self.recheck = recheck
         self.nonces = NonceAllocator(journal)
         self.health_factor: float | None = None  # the lowest of the last snapshot: it lifts the gas cap near 1
 
@@ -182,7 +178,7 @@ class Transactions:
 
     def follow(self, intent: Intent, context: ChainContext) -> None:
         """Settles a sent intent, or re-broadcasts it, replaces it with bumped fees when stuck, cancels it past its
-        deadline or when the recheck no longer wants it."""
+        deadline."""
         if self.settle(intent, context):
             return
         intent = self.journal.intent(intent.id) or intent
@@ -202,11 +198,6 @@ class Transactions:
             return
         if now - (intent.last_sent_at or started) < execution.replace_after_s:
             return
-        if not cancelling and self.recheck is not None:
-            stop = self.recheck(intent)
-            if stop:
-                self.cancel(intent, context, newest, f"no longer wanted: {stop}")
-                return
         previous = Fees(newest.record.max_fee_per_gas_wei, newest.record.max_priority_fee_per_gas_wei)
         current = self.fees(context, capped=not cancelling)
         if cancelling:  # its own budget: a stuck nonce blocks everything after it (the daemon escalates past it)
