@@ -184,17 +184,19 @@ class Transactions:
         intent = self.journal.intent(intent.id) or intent
         txs = self.journal.txs(intent.id)
         newest = txs[-1]
-        if newest.record.state == "signed" or not _node_has(context, newest.record.tx_hash):
-            self.broadcast(intent.id, context, newest)  # the same bytes, never a new signature
-            intent = self.journal.intent(intent.id) or intent
-        if intent.state == "mined":
-            return
         now = self.clock()
         started = intent.signed_at or intent.created_at
         cancelling = newest.record.kind == "cancel"
         execution = self.policy.execution
+        # The deadline comes before any re-broadcast: bytes signed before a crash or a kill switch would otherwise
+        # go out hours late. Past it, a same-nonce no-op takes the nonce instead (nothing while the switch is on).
         if not cancelling and now - started >= execution.deadline_s:
             self.cancel(intent, context, newest, "past its deadline")
+            return
+        if newest.record.state == "signed" or not _node_has(context, newest.record.tx_hash):
+            self.broadcast(intent.id, context, newest)  # the same bytes, never a new signature
+            intent = self.journal.intent(intent.id) or intent
+        if intent.state == "mined":
             return
         if now - (intent.last_sent_at or started) < execution.replace_after_s:
             return
