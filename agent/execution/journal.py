@@ -283,9 +283,10 @@ class Journal:
                 intents.c.kind != "approve")).scalar()
         return float(value or 0.0)
 
-    def record_event(self, portfolio: str, kind: str, detail: str, intent_id: str | None = None) -> None:
+    def record_event(self, portfolio: str, kind: str, detail: str, intent_id: str | None = None,
+                     connection: Connection | None = None) -> None:
         """Appends an event (a refusal, a deferral, a pause, a reconciliation finding)."""
-        with self.engine.begin() as conn:
+        with self._connection(connection) as conn:
             conn.execute(events.insert().values(at=self.clock(), portfolio=portfolio, intent_id=intent_id, kind=kind,
                                                 detail=detail))
 
@@ -297,10 +298,11 @@ class Journal:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def pause(self, portfolio: str, reason: str) -> None:
+    def pause(self, portfolio: str, reason: str, connection: Connection | None = None) -> None:
         """Pauses a portfolio: the guard refuses its plans until `resume`."""
-        self._set_paused(portfolio, True, reason)
-        self.record_event(portfolio, "paused", reason)
+        with self._connection(connection) as conn:
+            self._set_paused(portfolio, True, reason, conn)
+            self.record_event(portfolio, "paused", reason, connection=conn)
 
     def resume(self, portfolio: str) -> None:
         """Lifts a pause."""
@@ -313,8 +315,13 @@ class Journal:
             row = conn.execute(sa.select(portfolios).where(portfolios.c.name == portfolio)).first()
         return row.reason if row is not None and row.paused else None
 
-    def _set_paused(self, portfolio: str, paused: bool, reason: str) -> None:
-        with self.engine.begin() as conn:
+    def paused_portfolios(self) -> dict[str, str]:
+        """Returns every paused portfolio with why."""
+        with self.engine.connect() as conn:
+            return {row.name: row.reason for row in conn.execute(sa.select(portfolios).where(portfolios.c.paused))}
+
+    def _set_paused(self, portfolio: str, paused: bool, reason: str, connection: Connection | None = None) -> None:
+        with self._connection(connection) as conn:
             values = {"paused": paused, "reason": reason, "updated_at": self.clock()}
             if not conn.execute(portfolios.update().where(portfolios.c.name == portfolio).values(**values)).rowcount:
                 conn.execute(portfolios.insert().values(name=portfolio, **values))

@@ -39,11 +39,19 @@ def journal_json(journal: Journal, portfolio: str | None = None, limit: int = 20
             ],
         })
     events = [{**event, "at": _iso(event["at"])} for event in journal.events(portfolio, limit=limit)]
-    return {"intents": intents, "events": events}
+    paused = journal.paused_portfolios()
+    if portfolio is not None:
+        paused = {name: why for name, why in paused.items() if name == portfolio}
+    return {"paused": paused, "intents": intents, "events": events}
 
 
 def journal_tables(data: dict[str, Any]) -> Group:
-    """Returns Rich tables of `journal_json`'s intents and events."""
+    """Returns Rich tables of `journal_json`'s paused portfolios, intents and events."""
+    paused = Table(title="Paused (resume: ballast journal --resume PORTFOLIO)")
+    for column in ("portfolio", "why"):
+        paused.add_column(column)
+    for name, why in data["paused"].items():
+        paused.add_row(name, why)
     intents = Table(title="Intents (newest first)")
     for column in ("created", "portfolio", "step", "kind", "mode", "state", "nonce", "txs", "what", "error"):
         intents.add_column(column)
@@ -56,4 +64,4 @@ def journal_tables(data: dict[str, Any]) -> Group:
         events.add_column(column)
     for e in data["events"]:
         events.add_row(e["at"], e["portfolio"], e["kind"], e["detail"])
-    return Group(intents, events)
+    return Group(*([paused] if data["paused"] else []), intents, events)

@@ -28,7 +28,9 @@ class ExecutionMetrics:
                            registry=registry)
         self.lease = Gauge("ballast_lease_held", "1 while this process holds the lease of the portfolio's account "
                            "(it alone signs for it); 0 on a standby replica.", ["portfolio"], registry=registry)
-        self.paused = Gauge("ballast_portfolio_paused", "1 while a portfolio is paused (a prediction miss).",
+        self.paused = Gauge("ballast_portfolio_paused", "1 while a portfolio is paused (a prediction miss, or an "
+                            "intent's nonce used by a transaction the journal does not know): nothing is sent for it "
+                            "until an operator resumes it.",
                             ["portfolio"], registry=registry)
         self.prediction_miss = Counter("ballast_prediction_miss", "Executed plans whose read-back state missed the "
                                        "plan's prediction beyond tolerance (alert).", ["portfolio"], registry=registry)

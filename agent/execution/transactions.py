@@ -241,10 +241,7 @@ class Transactions:
         if receipt is None and intent.nonce is not None and mined_count > intent.nonce:
             receipt, winner = _receipt(w3, txs)  # it may have been mined between the two reads
             if receipt is None:
-                reason = f"nonce {intent.nonce} was used by a transaction not in the journal"
-                self.journal.transition(intent.id, "unknown", error=reason)
-                self.finished(intent.id, "unknown")
-                log.error("intent outcome unknown", portfolio=self.portfolio, intent=intent.id[:12], reason=reason)
+                self._unknown(intent)
                 return True
         if receipt is None or winner is None:
             if intent.state == "mined":  # its block was reorganised away: back to waiting, same bytes
@@ -253,6 +250,20 @@ class Transactions:
             return False
         self._settled(intent, context, txs, winner, receipt)
         return True
+
+    def _unknown(self, intent: Intent) -> None:
+        """The intent's nonce went to a transaction the journal does not know: the mark of a second signer, whose
+        effect no snapshot can be trusted to explain yet. The portfolio pauses (with the outcome, in one database
+        transaction) until an operator has looked and resumes it."""
+        reason = f"nonce {intent.nonce} was used by a transaction not in the journal"
+        with self.journal.begin() as connection:
+            self.journal.transition(intent.id, "unknown", connection, error=reason)
+            self.journal.pause(self.portfolio, f"intent {intent.id[:12]}: {reason} (another signer uses "
+                               f"{self.sender}?)", connection)
+        self.finished(intent.id, "unknown")
+        self.metrics.paused.labels(self.portfolio).set(1)
+        log.error("intent outcome unknown: portfolio paused", portfolio=self.portfolio, intent=intent.id[:12],
+                  reason=reason)
 
     def _settled(self, intent: Intent, context: ChainContext, txs: Sequence[StoredTx], winner: StoredTx,
                  receipt: Any) -> None:

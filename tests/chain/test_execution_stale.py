@@ -1,5 +1,6 @@
 """Stale work never reaches the chain: bytes signed before a crash or a kill-switch engagement are cancelled by a
-same-nonce no-op once past their deadline, never broadcast late."""
+same-nonce no-op once past their deadline, never broadcast late; a nonce taken by a transaction the journal does not
+know (a second signer) pauses the portfolio until the operator resumes it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from prometheus_client import CollectorRegistry
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
+from agent.execution.listing import journal_json
 from agent.localnet import Localnet
 from agent.policy import Policy
-from tests.chain.execution_support import Clock, borrow_usdc, debt_usdc, keeper_account, live, make_executor, plan, read
+from tests.chain.execution_support import (
+    Clock,
+    borrow_usdc,
+    debt_usdc,
+    keeper_account,
+    live,
+    make_executor,
+    plan,
+    read,
+    rpc,
+)
 
 
 class Crash(Exception):
@@ -58,3 +72,41 @@ def test_bytes_signed_before_a_stop_are_cancelled_not_broadcast_past_their_deadl
     assert (cancel.record.kind, cancel.record.nonce) == ("cancel", nonce)
     assert w3.eth.get_transaction_count(account) == nonce + 1
     assert debt_usdc(read(policy)) - debt_usdc(before) < 1_000  # the borrow never happened (interest only)
+
+
+def test_a_nonce_taken_by_an_unknown_transaction_pauses_the_portfolio_until_the_operator_resumes_it(
+    localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path, automine_off: None
+) -> None:
+    policy = live(demo_policy("leveraged-long"))
+    name, keeper = policy.portfolio.name, keeper_account(localnet, "leveraged-long")
+    registry = CollectorRegistry()
+    executor = make_executor(localnet, policy, tmp_path, registry=registry)
+    before = read(policy)
+    (intent,) = executor.execute_plan(plan(before, borrow_usdc(1_000)), before).intents
+    (ours,) = executor.journal.txs(intent.id)
+
+    # A second signer with the same key takes the nonce with a better offer: the journal never saw its transaction.
+    outside = Account.sign_transaction({
+        "type": 2, "chainId": w3.eth.chain_id, "nonce": intent.nonce, "to": keeper.address, "value": 0, "gas": 21_000,
+        "maxFeePerGas": ours.record.max_fee_per_gas_wei * 2,
+        "maxPriorityFeePerGas": ours.record.max_priority_fee_per_gas_wei * 2}, keeper.private_key)
+    w3.eth.send_raw_transaction(outside.raw_transaction)
+    rpc(w3, "anvil_mine", "0x1")
+    executor.advance()
+
+    done = executor.journal.intent(intent.id)
+    assert done is not None and done.state == "unknown"
+    reason = executor.journal.paused(name)
+    assert reason is not None and intent.id[:12] in reason and "not in the journal" in reason
+    assert registry.get_sample_value("ballast_portfolio_paused", {"portfolio": name}) == 1
+    assert journal_json(executor.journal)["paused"] == {name: reason}  # what `ballast journal` shows
+    nonce = w3.eth.get_transaction_count(keeper.address, "pending")
+    again = read(policy)
+    refused = executor.execute_plan(plan(again, borrow_usdc(900)), again)
+    assert [r.rule for r in refused.refusals] == ["paused"]
+    assert w3.eth.get_transaction_count(keeper.address, "pending") == nonce  # nothing sent while paused
+
+    executor.journal.resume(name)  # `ballast journal --resume leveraged-long`
+    resumed = executor.execute_plan(plan(again, borrow_usdc(800)), again)
+    assert resumed.refusals == () and resumed.states == ("sent",)
+    assert registry.get_sample_value("ballast_portfolio_paused", {"portfolio": name}) == 0
