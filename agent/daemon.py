@@ -33,9 +33,10 @@ from agent.chain.reader import PortfolioReader
 from agent.cycle import CycleResult, decide, needs_assessment, urgency
 from agent.endpoints import serve_endpoints
 from agent.errors import BallastError
-from agent.execution.executor import ExecutionReport, open_executor
+from agent.execution.executor import open_executor
 from agent.execution.journal import Journal, plan_id
 from agent.execution.lease import LeaseLost
+from agent.execution.report import ExecutionReport
 from agent.execution.watch import mark_stuck, take_lease
 from agent.model import ChainSnapshot, Snapshot
 from agent.policy import Policy

@@ -9,7 +9,7 @@ import structlog
 
 from agent import telemetry
 from agent.cycle import CycleResult
-from agent.execution.executor import ExecutionReport
+from agent.execution.report import ExecutionReport
 from agent.planner.bands import band_readings
 from agent.policy import Policy
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from agent.execution.intents import RECIPE, PlanIntents, discover_venues
 from agent.execution.journal import Intent, Journal, plan_id
 from agent.execution.metrics import execution_metrics
 from agent.execution.readback import PredictionCheck, check_prediction
+from agent.execution.report import ExecutionReport
 from agent.execution.reverts import revert_reason
 from agent.execution.transactions import ChainContext, Checkpoint, Transactions
 from agent.model import Plan, Snapshot
@@ -51,36 +51,8 @@ log = structlog.get_logger(__name__)
 
 GAS_MARGIN = 1.25  # interest accrues between simulation and inclusion: Aave's gas use drifts a little
 
-__all__ = ["Checkpoint", "ExecutionReport", "Executor", "PredictionCheck", "execute_plan",
+__all__ = ["Checkpoint", "Executor", "PredictionCheck", "execute_plan",
            "open_executor", "revert_reason"]
-
-
-@dataclass(frozen=True)
-class ExecutionReport:
-    """What `execute_plan` did: the plan's intents as journaled now, the guard's refusals, and `deferred` (why
-    nothing was done: an unresolved intent of the portfolio), empty when the plan went ahead."""
-
-    portfolio: str
-    plan_id: str
-    mode: str
-    intents: tuple[Intent, ...] = ()
-    refusals: tuple[Refusal, ...] = ()
-    deferred: str = ""
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        return tuple(i.state for i in self.intents)
-
-    def to_json(self) -> dict[str, Any]:
-        """Returns the report as a JSON-ready mapping."""
-        return {
-            "portfolio": self.portfolio, "plan_id": self.plan_id, "mode": self.mode, "deferred": self.deferred,
-            "refusals": [str(r) for r in self.refusals],
-            "intents": [{"id": i.id, "step": f"{i.action_index}.{i.step}", "kind": i.kind, "state": i.state,
-                         "description": i.description, "error": i.error, "nonce": i.nonce, "tx_hash": i.tx_hash,
-                         "block": i.block_number, "calls": i.recipe_calls()}
-                        for i in self.intents],
-        }
 
 
 class Executor:
@@ -181,13 +153,9 @@ class Executor:
             self.advance()
             return self._report(pid, mode)
         self.advance()
-        blocking = self.journal.unresolved(self.portfolio)
-        if blocking:
-            first = blocking[0]
-            reason = (f"intent {first.id[:12]} ({first.kind}, {first.state}"
-                      f"{'' if first.nonce is None else f', nonce {first.nonce}'}) is unresolved: the snapshot does "
-                      "not show its effect yet, so acting again could double it")
-            self.journal.record_event(self.portfolio, "deferred", reason, first.id)
+        reason = self._deferral(snapshot)
+        if reason:
+            self.journal.record_event(self.portfolio, "deferred", reason)
             log.info("plan deferred", portfolio=self.portfolio, plan_id=pid, reason=reason)
             return ExecutionReport(self.portfolio, pid, mode, deferred=reason)
         recipes, refusals = self.intents.compile(plan, snapshot)
@@ -206,6 +174,24 @@ class Executor:
         if wait_s > 0:
             self.wait(wait_s, plan=pid)
         return self._report(pid, mode)
+
+    def _deferral(self, snapshot: Snapshot) -> str:
+        """Why a plan made from `snapshot` may not go ahead ("" when it may): an unresolved intent, whose effect the
+        snapshot cannot show yet, or one mined after the snapshot's block (the plan was made without its effect: the
+        next cycle re-reads and re-plans). Either way acting now could do the same thing twice."""
+        blocking = self.journal.unresolved(self.portfolio)
+        if blocking:
+            first = blocking[0]
+            return (f"intent {first.id[:12]} ({first.kind}, {first.state}"
+                    f"{'' if first.nonce is None else f', nonce {first.nonce}'}) is unresolved: the snapshot does "
+                    "not show its effect yet, so acting again could double it")
+        for chain in snapshot.chains:
+            settled = self.journal.last_settled(self.portfolio, chain.chain)
+            if settled is not None and settled.block_number is not None and settled.block_number > chain.block_number:
+                return (f"intent {settled.id[:12]} settled in block {settled.block_number} of {chain.chain}, after "
+                        f"the snapshot's block {chain.block_number}: the plan was made without its effect; the next "
+                        "cycle re-reads and re-plans")
+        return ""
 
     def wait(self, timeout_s: float, plan: str | None = None) -> bool:
         """Drives unfinished intents (of `plan`, or all) until none is left or `timeout_s` of real time passed;

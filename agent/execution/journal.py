@@ -161,6 +161,15 @@ class Journal:
         or mined transactions still to confirm."""
         return self.intents(portfolio, states=("planned", "simulated", *OPEN_INTENT_STATES), mode="live")
 
+    def last_settled(self, portfolio: str, chain: str) -> Intent | None:
+        """Returns the portfolio's live intent mined in the newest block of `chain`, or None."""
+        query = (sa.select(intents).where(intents.c.portfolio == portfolio, intents.c.chain == chain,
+                                          intents.c.mode == "live", intents.c.block_number.is_not(None))
+                 .order_by(intents.c.block_number.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return intent_row(row) if row else None
+
     def transition(self, id: str, state: str, connection: Connection | None = None,
                    expect: str | Iterable[str] | None = None, **values: Any) -> None:
         """Moves an intent from `expect` (a state or several; None: the state read just before) to `state`, setting

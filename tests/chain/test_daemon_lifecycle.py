@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from agent.chain.reader import PortfolioReader
 from agent.cycle import decide, urgency
 from agent.daemon import Daemon
-from agent.execution.executor import ExecutionReport
+from agent.execution.report import ExecutionReport
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_weth_price

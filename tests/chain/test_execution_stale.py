@@ -110,3 +110,26 @@ def test_a_nonce_taken_by_an_unknown_transaction_pauses_the_portfolio_until_the_
     resumed = executor.execute_plan(plan(again, borrow_usdc(800)), again)
     assert resumed.refusals == () and resumed.states == ("sent",)
     assert registry.get_sample_value("ballast_portfolio_paused", {"portfolio": name}) == 0
+
+
+def test_a_plan_from_a_snapshot_older_than_an_intent_that_settled_is_dropped_not_executed(
+    localnet: Localnet, w3: Web3, demo_policy: Callable[[str], Policy], tmp_path: Path, automine_off: None
+) -> None:
+    policy = live(demo_policy("leveraged-long"))
+    account = keeper_account(localnet, "leveraged-long").address
+    executor = make_executor(localnet, policy, tmp_path)
+    first = read(policy)
+    (sent,) = executor.execute_plan(plan(first, borrow_usdc(1_000)), first).intents
+    stale = read(policy)  # read while the borrow waits in the mempool: it does not show it
+    rpc(w3, "anvil_mine", "0x1")
+    nonce = w3.eth.get_transaction_count(account)
+
+    # The cycle settles the borrow first, then must not act on a plan that was made without it.
+    report = executor.execute_plan(plan(stale, borrow_usdc(900)), stale)
+
+    settled = executor.journal.intent(sent.id)
+    assert settled is not None and settled.state == "confirmed"
+    assert report.intents == () and f"intent {sent.id[:12]} settled in block {settled.block_number}" in report.deferred
+    assert w3.eth.get_transaction_count(account, "pending") == nonce
+    fresh = read(policy)  # the next cycle re-reads and re-plans
+    assert executor.execute_plan(plan(fresh, borrow_usdc(900)), fresh).states == ("sent",)

@@ -204,7 +204,7 @@ def test_a_volatility_floor_raises_the_health_factor_band_and_its_target():
 
 def test_a_cycle_with_a_favourable_fill_is_recorded_with_its_risk_metrics():
     from agent.cycle import decide
-    from agent.execution.executor import ExecutionReport
+    from agent.execution.report import ExecutionReport
     from agent.model import Action, ChainSnapshot, PriceReading, Snapshot
     from agent.record import record
     from agent.telemetry import REGISTRY
