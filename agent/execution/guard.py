@@ -2,7 +2,8 @@
 act on; the executor journals it.
 
 Rules: the kill switch (a file; nothing is sent while it exists), a paused portfolio, a snapshot with stale or
-untrusted data, per-transaction notional, rolling 24-hour turnover, swap slippage against the oracle price, the
+untrusted data, per-transaction notional, rolling 24-hour turnover, swap slippage against the oracle price (a
+bounded emergency cap near liquidation), the
 price bounds of perp and option trades against the venue's index price and mark, and every call of a recipe
 against the rules the keeper module enforces (`agent.adapters.safe.refusal`): a (target, selector) the policy's
 protocols allow, every beneficiary argument the account itself, every approval spender a protocol contract. For
@@ -139,9 +140,7 @@ class Guard:
             if action.notional_usd > limits.max_notional_per_tx_usd * (1 + NOTIONAL_ROUNDING):
                 refusals.append(Refusal("notional", f"{action.kind} of {action.notional_usd:,.0f} USD exceeds "
                                         f"max_notional_per_tx_usd {limits.max_notional_per_tx_usd:,.0f}", index))
-            # Near liquidation the slippage cap is lifted, like the gas cap: better an expensive repay than a
-            # liquidation (the swap still carries its minimum output).
-            if action.kind == "swap" and not self._emergency(snapshot):
+            if action.kind == "swap":
                 refusal = self._slippage(action, snapshot, index)
                 if refusal is not None:
                     refusals.append(refusal)
@@ -205,11 +204,6 @@ class Guard:
         # The module's own configuration is asked about what the policy allows (its refusals are the module's).
         return refusals + ([] if module is None else _module_refusals(recipe, passed, module))
 
-    def _emergency(self, snapshot: Snapshot) -> bool:
-        """Whether an account of the snapshot is within `limits.gas_cap_lift_hf` of liquidation."""
-        lowest = snapshot.lowest_health_factor
-        return lowest is not None and lowest < 1 + self.policy.limits.gas_cap_lift_hf
-
     def _venue_slippage(self, action: Action, snapshot: Snapshot, index: int) -> Refusal | None:
         """A perp trade's acceptable price against the index price, an option trade's cost bound against the
         venue's mark with its fee: neither may concede more than `max_slippage_bps`."""
@@ -254,10 +248,12 @@ class Guard:
         fair_out = (action.amount_base_units / 10**token_in.decimals * price_in / price_out
                     * 10**token_out.decimals)
         slippage_bps = (1 - action.min_amount_out_base_units / fair_out) * 10_000 if fair_out > 0 else 10_000.0
-        limit = self.policy.hedging.max_slippage_bps
+        # Near liquidation the cap rises to a bounded emergency one: a dearer repay beats a liquidation.
+        limit = self.policy.swap_slippage_limit_bps(snapshot.lowest_health_factor)
         if slippage_bps > limit + 1e-6:  # the minimum output is a whole base unit: allow its rounding
+            name = "max_slippage_bps" if limit == self.policy.hedging.max_slippage_bps else "emergency_max_slippage_bps"
             return Refusal("slippage", f"swap accepts {slippage_bps:,.1f} bps below the oracle price, more than "
-                                       f"max_slippage_bps {limit:g}", index)
+                                       f"{name} {limit:g}", index)
         return None
 
 

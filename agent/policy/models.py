@@ -216,6 +216,9 @@ class Limits(_Model):
     gas_cap_lift_hf: NonNegativeFloat = 0.1
     """The gas cap is ignored while the health factor is below 1 + this: better an expensive repay than a
     liquidation."""
+    emergency_max_slippage_bps: PositiveFloat = Field(default=300.0, le=10_000)
+    """While the health factor is below 1 + gas_cap_lift_hf a swap may accept this much below the oracle price
+    (never less than hedging.max_slippage_bps): dearer than usual, still well under a liquidation's bonus."""
 
     @model_validator(mode="after")
     def _turnover_covers_one_tx(self) -> Limits:
@@ -256,6 +259,14 @@ class Policy(_Model):
     limits: Limits = Field(default_factory=Limits)
     execution: Execution = Field(default_factory=Execution)
     risk: Risk = Field(default_factory=Risk)
+
+    def swap_slippage_limit_bps(self, health_factor: float | None) -> float:
+        """Returns how far below the oracle price a swap may accept to go at `health_factor` (the lowest): the
+        hedging cap, raised near liquidation to the bounded emergency cap (the guard's rule, and the backtest's)."""
+        near_liquidation = health_factor is not None and health_factor < 1 + self.limits.gas_cap_lift_hf
+        if near_liquidation:
+            return max(self.hedging.max_slippage_bps, self.limits.emergency_max_slippage_bps)
+        return self.hedging.max_slippage_bps
 
 
 def policy_json_schema() -> dict[str, Any]:

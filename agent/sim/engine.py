@@ -11,8 +11,8 @@ deliver fails too. The keeper acts once per bar, at its close: a wick can liquid
 a keeper on an hourly schedule.
 
 The plan is refused, as the daemon's guard would refuse it, past `max_daily_turnover_usd` over 24 hours, when a
-swap's minimum output is further below the oracle than `max_slippage_bps`, or when gas is above
-`max_gas_price_gwei` (both lifted near liquidation).
+swap's minimum output is further below the oracle than `max_slippage_bps` (near liquidation,
+`emergency_max_slippage_bps`), or when gas is above `max_gas_price_gwei` (lifted near liquidation).
 """
 
 from __future__ import annotations
@@ -324,10 +324,9 @@ class Simulation:
             return (f"turnover: {spent:,.0f} USD in 24 h plus {total:,.0f} USD exceeds max_daily_turnover_usd "
                     f"{limits.max_daily_turnover_usd:,.0f}")
         hf = lending.health_factor_float(lending.health_factor_wad(book.account)) if book.account else math.inf
-        if hf < 1 + limits.gas_cap_lift_hf:
-            return ""
-        if gas_gwei > limits.max_gas_price_gwei:
+        if hf >= 1 + limits.gas_cap_lift_hf and gas_gwei > limits.max_gas_price_gwei:
             return f"gas: {gas_gwei:,.0f} gwei above max_gas_price_gwei {limits.max_gas_price_gwei:g}"
+        limit = policy.swap_slippage_limit_bps(hf)  # the guard's rule: bounded near liquidation too
         prices = {self.u: price, self.q: 1.0}
         for action in plan.actions:
             if action.kind != "swap":
@@ -336,7 +335,6 @@ class Simulation:
             fair = action.amount_base_units / 10**t_in.decimals * prices[t_in.symbol] / prices[t_out.symbol] \
                 * 10**t_out.decimals
             slippage_bps = (1 - action.min_amount_out_base_units / fair) * 10_000 if fair > 0 else 10_000.0
-            limit = policy.hedging.max_slippage_bps
             if slippage_bps > limit + 1e-6:  # as the guard: the minimum output is a whole base unit
                 return f"slippage: a swap accepts {slippage_bps:,.1f} bps below the oracle price, more than {limit:g}"
         return ""

@@ -4,6 +4,7 @@ sent (the account's nonce on chain is unchanged) and every refusal is journaled.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from web3 import Web3
 from agent.execution.executor import Executor
 from agent.localnet import Localnet
 from agent.localnet.chain import LocalChain
+from agent.localnet.market import set_weth_price
 from agent.model import Action, Snapshot
 from agent.policy import Policy
 from tests.chain.execution_support import borrow_usdc, keeper_account, live, make_executor, plan, read
@@ -108,3 +110,25 @@ def test_daily_turnover_counts_what_was_sent_before(
 
     assert [r.rule for r in report.refusals] == ["turnover"]
     assert "1,200 USD traded in 24 h plus this plan's 1,400 USD exceeds" in report.refusals[0].reason
+
+
+def test_near_liquidation_a_swap_may_concede_up_to_the_emergency_slippage_and_no_further(
+    localnet: Localnet, chain: LocalChain, demo_policy: Callable[[str], Policy], tmp_path: Path
+) -> None:
+    policy = live(demo_policy("leveraged-long"))
+    set_weth_price(chain, localnet, 2_000.0 * 1.04 / 1.70)  # health factor ~1.04: within gas_cap_lift_hf of 1
+    snapshot = read(policy)
+    assert snapshot.lowest_health_factor is not None and snapshot.lowest_health_factor < 1.1
+    guard = make_executor(localnet, policy, tmp_path).guard
+    price = snapshot.price_usd("WETH")
+    assert price is not None
+    fair_weth = 1_000 / price * 10**18
+
+    def refusals(conceded_bps: int) -> list[str]:
+        swap = _swap(math.ceil(fair_weth * (1 - conceded_bps / 10_000)))
+        return [str(r) for r in guard.check_plan(plan(snapshot, swap), snapshot)]
+
+    assert policy.limits.emergency_max_slippage_bps == 300  # the stated default
+    assert refusals(250) == []  # above max_slippage_bps 30: an expensive swap beats a liquidation
+    (refusal,) = refusals(900)
+    assert "900.0 bps below the oracle price, more than emergency_max_slippage_bps 300" in refusal
