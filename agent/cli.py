@@ -255,7 +255,7 @@ def once(
                 executor = open_executor(policy, settings)
                 execution = executor.execute_plan(result.plan, result.snapshot, wait_s=60.0)
                 if execution.intents and all(i.state == "confirmed" for i in execution.intents):
-                    executor.verify(result.plan, reader.read())  # a miss pauses the portfolio
+                    executor.read_back(reader.read())  # a miss pauses the portfolio
         finally:
             reader.close()
         if as_json:

@@ -187,6 +187,7 @@ class Daemon:
         try:
             result = decide(snapshot, portfolio.policy, portfolio.hedge_state, log_decision=False)
             if portfolio.standby is None or self._lease(portfolio):
+                portfolio.executor.read_back(snapshot)  # plans confirmed since: a miss pauses before acting again
                 report = portfolio.executor.execute_plan(result.plan, result.snapshot)
                 if portfolio.open_intents or not result.plan.empty:  # nothing to drive otherwise: skip the journal
                     self._advance(portfolio)

@@ -38,7 +38,7 @@ from agent.execution.guard import Guard, Refusal
 from agent.execution.intents import RECIPE, PlanIntents, discover_venues
 from agent.execution.journal import Intent, Journal, plan_id
 from agent.execution.metrics import execution_metrics
-from agent.execution.readback import PredictionCheck, check_prediction
+from agent.execution.readback import PredictionCheck, ReadBack
 from agent.execution.report import ExecutionReport
 from agent.execution.reverts import revert_reason
 from agent.execution.transactions import ChainContext, Checkpoint, Transactions
@@ -93,6 +93,7 @@ class Executor:
         self.sender = self._sender()
         self.tx = Transactions(policy, journal, signer, self.sender, self.guard, self.metrics, clock, checkpoint)
         self.intents = PlanIntents(policy, journal, self.guard, self.chains, self.account, self.module, self.sender)
+        self.readback = ReadBack(policy, journal, self.metrics)
         self._started = False
 
     def _sender(self) -> str:
@@ -170,6 +171,7 @@ class Executor:
         if mode == "dry-run":
             self._dry_run(pid)
             return self._report(pid, mode)
+        self.readback.expect(plan, snapshot)
         self.advance()
         if wait_s > 0:
             self.wait(wait_s, plan=pid)
@@ -229,18 +231,10 @@ class Executor:
 
     # --- prediction read-back -------------------------------------------------------------------------------------
 
-    def verify(self, plan: Plan, after: Snapshot, health_factor_tolerance: float = 0.05,
-               delta_tolerance_usd: float | None = None) -> PredictionCheck:
-        """Compares the state read back after `plan` with its prediction (`readback.check_prediction`); a miss
-        pauses the portfolio (journaled) and raises the `ballast_prediction_miss` alert metric."""
-        check = check_prediction(self.policy, plan, after, health_factor_tolerance, delta_tolerance_usd)
-        if check.misses:
-            reason = f"plan {plan_id(plan)[:12]} missed its prediction: {'; '.join(check.misses)}"
-            self.journal.pause(self.portfolio, reason)
-            self.metrics.prediction_miss.labels(self.portfolio).inc()
-            self.metrics.paused.labels(self.portfolio).set(1)
-            log.error("prediction missed: portfolio paused", portfolio=self.portfolio, misses=list(check.misses))
-        return check
+    def read_back(self, after: Snapshot) -> list[PredictionCheck]:
+        """Compares `after` with the prediction of each plan this executor sent whose intents have all confirmed by
+        the blocks `after` was read at (`readback.ReadBack`); a miss pauses the portfolio. Returns the checks."""
+        return self.readback.due(after)
 
     def _dry_run(self, pid: str) -> None:
         for position, intent in enumerate(self.journal.intents(self.portfolio, plan=pid)):

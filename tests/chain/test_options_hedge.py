@@ -45,7 +45,8 @@ def test_gamma_band_breach_is_restored_with_options_executed_on_the_local_chain(
     assert report.refusals == () and set(report.states) == {"confirmed"}, report.to_json()
 
     after = read(policy)
-    assert executor.verify(chosen, after).ok  # the read-back meets the plan's prediction
+    (check,) = executor.read_back(after)
+    assert check.ok, check  # the read-back meets the plan's prediction
     risk = assess(after)
     assert -2_000 <= risk.total.gamma_usd_1pct <= 2_000
     assert -5_000 <= risk.total.delta_usd <= 5_000
