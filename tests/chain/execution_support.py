@@ -100,6 +100,12 @@ def debt_usdc(snapshot: Snapshot) -> int:
     return sum(r.variable_debt_base_units for r in account.reserves if r.token.symbol == "USDC")
 
 
+def borrowed_once(before: Snapshot, after: Snapshot, amount_usdc: int) -> bool:
+    """Whether the USDC debt grew by one borrow of `amount_usdc` between two snapshots: Aave books debt in scaled
+    units (ray division), so a borrow may show up one base unit short, and a little interest accrues on top."""
+    return debt_usdc(after) - debt_usdc(before) in range(amount_usdc * USDC - 1, amount_usdc * USDC + 1_000)
+
+
 def rpc(w3: Web3, method: str, *params: Any) -> Any:
     response = w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
     assert "error" not in response, response

@@ -15,7 +15,7 @@ from web3 import Web3
 from agent.localnet import Localnet
 from agent.localnet.policies import render_policy
 from agent.policy import Policy
-from tests.chain.execution_support import Clock, debt_usdc, keeper_account, live, make_executor, read, rpc
+from tests.chain.execution_support import Clock, borrowed_once, keeper_account, live, make_executor, read, rpc
 
 SCRIPT = Path(__file__).with_name("crash_executor.py")
 ROOT = SCRIPT.parents[2]
@@ -68,7 +68,7 @@ def test_killed_after_signing_before_broadcast_the_restart_sends_the_stored_byte
     assert len(executor.journal.txs(intent.id)) == 1  # re-broadcast, never re-signed
     assert w3.eth.get_transaction(stored.record.tx_hash)["nonce"] == nonce  # type: ignore[arg-type]
     assert w3.eth.get_transaction_count(account) == nonce + 1
-    assert debt_usdc(read(policy)) - debt_usdc(before) in range(1_000 * 10**6, 1_000 * 10**6 + 1_000)
+    assert borrowed_once(before, read(policy), 1_000)
 
 
 def test_killed_after_broadcast_before_the_receipt_the_restart_confirms_it_once(
@@ -99,4 +99,4 @@ def test_killed_after_broadcast_before_the_receipt_the_restart_confirms_it_once(
     assert (intent.state, intent.tx_hash) == ("confirmed", stored.record.tx_hash)
     assert len(executor.journal.txs(intent.id)) == 1
     assert w3.eth.get_transaction_count(account) == nonce + 1
-    assert debt_usdc(read(policy)) - debt_usdc(before) in range(1_000 * 10**6, 1_000 * 10**6 + 1_000)
+    assert borrowed_once(before, read(policy), 1_000)

@@ -17,6 +17,7 @@ from agent.policy import Policy
 from tests.chain.execution_support import (
     Clock,
     borrow_usdc,
+    borrowed_once,
     debt_usdc,
     keeper_account,
     live,
@@ -44,7 +45,7 @@ def test_borrow_is_simulated_signed_sent_and_confirmed_once(
     (tx,) = executor.journal.txs(intent.id)
     assert (intent.nonce, tx.record.tx_hash, tx.record.state) == (nonce, intent.tx_hash, "mined")
     assert w3.eth.get_transaction_count(account) == nonce + 1
-    assert debt_usdc(read(policy)) - debt_usdc(before) in range(1_000 * 10**6, 1_000 * 10**6 + 1_000)
+    assert borrowed_once(before, read(policy), 1_000)
     # The same plan again is the same intent: nothing more is sent.
     again = executor.execute_plan(plan(before, borrow_usdc(1_000)), before, wait_s=1)
     assert [i.id for i in again.intents] == [intent.id] and w3.eth.get_transaction_count(account) == nonce + 1
