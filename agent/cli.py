@@ -176,13 +176,16 @@ def status(
     policy_file: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The policy YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Read the portfolio's snapshot from its chains and print positions, prices and their age, health factors."""
+    """Read the portfolio's snapshot from its chains and print positions, prices and their age, health factors, and
+    whether the journal at BALLAST_DB holds it paused."""
     from agent.chain.reader import PortfolioReader
     from agent.cycle import assess, jsonable
+    from agent.execution.listing import journal_pause
     from agent.status import risk_tables, snapshot_json, snapshot_tables
 
     with user_errors(as_json):
         policy = load_policy(policy_file, env=policy_variables())
+        paused = journal_pause(load_settings().db, policy.portfolio.name)
         reader = PortfolioReader(policy)
         try:
             snapshot = reader.read()
@@ -190,9 +193,12 @@ def status(
             reader.close()
         report = assess(snapshot, policy)
         if as_json:
-            typer.echo(json.dumps({**snapshot_json(snapshot), "risk": jsonable(dataclasses.asdict(report))}))
-        else:
-            make_console().print(snapshot_tables(snapshot), risk_tables(report))
+            typer.echo(json.dumps({**snapshot_json(snapshot), "risk": jsonable(dataclasses.asdict(report)),
+                                   "paused": paused}))
+            return
+        make_console().print(snapshot_tables(snapshot), risk_tables(report))
+        if paused is not None:
+            make_console().print(f"paused: {paused} (resume: ballast journal --resume {policy.portfolio.name})")
 
 
 @app.command("journal")

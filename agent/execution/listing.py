@@ -1,8 +1,10 @@
-"""What `ballast journal` shows: recent intents with their transactions, and recent events."""
+"""What `ballast journal` shows: the paused portfolios, recent intents with their transactions, and recent events;
+and whether a portfolio is paused, for `ballast status`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -13,6 +15,17 @@ from agent.execution.journal import Journal
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def journal_pause(db: str, portfolio: str) -> str | None:
+    """Returns why the journal at `db` holds `portfolio` paused, or None (also when no journal exists there yet)."""
+    if "://" not in db and not Path(db).exists():
+        return None
+    journal = Journal(db)
+    try:
+        return journal.paused(portfolio)
+    finally:
+        journal.close()
 
 
 def journal_json(journal: Journal, portfolio: str | None = None, limit: int = 20) -> dict[str, Any]:

@@ -5,17 +5,21 @@ know (a second signer) pauses the portfolio until the operator resumes it."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
+from agent.cli import app
 from agent.execution.listing import journal_json
 from agent.localnet import Localnet
+from agent.localnet.policies import render_policy
 from agent.policy import Policy
 from tests.chain.execution_support import (
     Clock,
@@ -100,6 +104,11 @@ def test_a_nonce_taken_by_an_unknown_transaction_pauses_the_portfolio_until_the_
     assert reason is not None and intent.id[:12] in reason and "not in the journal" in reason
     assert registry.get_sample_value("ballast_portfolio_paused", {"portfolio": name}) == 1
     assert journal_json(executor.journal)["paused"] == {name: reason}  # what `ballast journal` shows
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(render_policy(name, localnet.demo_accounts[name], localnet))
+    shown = CliRunner().invoke(app, ["status", "--policy", str(policy_file), "--json"],
+                               env={"BALLAST_DB": str(tmp_path / "journal.sqlite")})
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["paused"] == reason, shown.output
     nonce = w3.eth.get_transaction_count(keeper.address, "pending")
     again = read(policy)
     refused = executor.execute_plan(plan(again, borrow_usdc(900)), again)
