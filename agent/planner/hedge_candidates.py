@@ -16,20 +16,21 @@ from agent.risk import lp as lp_math
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One trade the optimiser may size: per USD of notional, its effect on delta (USD), on the health-factor
-    surplus h (USD), on the quote-asset balance (USD, + produces), and its cost; `fixed_usd` is its gas."""
+    """One trade the optimiser may size between `min_usd` and `max_usd` of notional, with its effects per USD of
+    notional: on delta, on the health-factor surplus h, on the quote-asset balance (+ produces, − spends), all in
+    USD, and its cost; `gas_usd` is paid once when it is used."""
 
     name: str
     instrument: str
-    delta: float
-    hf: float
-    quote: float
+    delta_per_usd: float
+    surplus_per_usd: float
+    quote_per_usd: float
     cost_per_usd: float
-    fixed_usd: float
-    upper_usd: float
+    gas_usd: float
+    max_usd: float
     min_usd: float
-    lowers_hf: bool = False
-    position_id: int = 0
+    lowers_surplus: bool = False  # counted alone too: the surplus must hold after these, whatever else runs
+    lp_token_id: int = 0  # the LP position a liquidity removal takes from
 
 
 def candidates(book: Book, costs: CostModel, policy: Policy, gap_usd: float, hf_min: float) -> list[Candidate]:
@@ -67,8 +68,9 @@ def perp_candidate(book: Book, costs: CostModel, policy: Policy, gap_usd: float)
     carry = side * market.max_funding_rate_per_hour * skew_after / market.skew_scale_underlying * hours
     cost = max(market.fee_fraction + impact + carry, 0.0)
     cap = policy.limits.max_notional_per_tx_usd
-    return Candidate("perp", "perp", side, 0.0, 0.0, cost, costs.gas_usd("perp", book.chain), min(capacity, cap),
-                     policy.hedging.min_trade_usd)
+    return Candidate("perp", "perp", delta_per_usd=side, surplus_per_usd=0.0, quote_per_usd=0.0, cost_per_usd=cost,
+                     gas_usd=costs.gas_usd("perp", book.chain), max_usd=min(capacity, cap),
+                     min_usd=policy.hedging.min_trade_usd)
 
 
 def spot_candidates(book: Book, costs: CostModel, policy: Policy, gap_usd: float,
@@ -99,20 +101,24 @@ def spot_candidates(book: Book, costs: CostModel, policy: Policy, gap_usd: float
         c_buy = costs.swap_cost_rate(book.chain, q, u, gap_usd)
         debt_u = usd(res_u.variable_debt_base_units, res_u.token, price[u]) if res_u else 0.0
         if "aave_borrow" in allowed and debt_u > 0:
-            out.append(Candidate("repay_debt", "aave_borrow", 1.0, hf_min, -(1 + c_buy),
-                                 c_buy - apr(costs.borrow_apr, u), gas("swap", "repay"), min(debt_u, cap), min_trade))
+            out.append(Candidate("repay_debt", "aave_borrow", delta_per_usd=1.0, surplus_per_usd=hf_min,
+                                 quote_per_usd=-(1 + c_buy), cost_per_usd=c_buy - apr(costs.borrow_apr, u),
+                                 gas_usd=gas("swap", "repay"), max_usd=min(debt_u, cap), min_usd=min_trade))
         if "spot_swap" in allowed and res_u is not None and res_u.liquidation_threshold_bps:
-            out.append(Candidate("buy_and_supply", "spot_swap", 1.0, lt_u, -(1 + c_buy),
-                                 c_buy - apr(costs.supply_apr, u), gas("swap", "supply"), cap, min_trade))
+            out.append(Candidate("buy_and_supply", "spot_swap", delta_per_usd=1.0, surplus_per_usd=lt_u,
+                                 quote_per_usd=-(1 + c_buy), cost_per_usd=c_buy - apr(costs.supply_apr, u),
+                                 gas_usd=gas("swap", "supply"), max_usd=cap, min_usd=min_trade))
         if not out:
             return []
         idle_q = usd(book.balance(q), book.token(q), price[q])
         if idle_q > 0:
-            out.append(Candidate("idle_quote", "funding", 0.0, 0.0, 1.0, 0.0, 0.0, idle_q, 0.0))
+            out.append(Candidate("idle_quote", "funding", delta_per_usd=0.0, surplus_per_usd=0.0, quote_per_usd=1.0,
+                                 cost_per_usd=0.0, gas_usd=0.0, max_usd=idle_q, min_usd=0.0))
         if res_q is not None and res_q.collateral_base_units:
             coll_q = usd(res_q.collateral_base_units, res_q.token, price[q])
-            out.append(Candidate("withdraw_quote", "funding", 0.0, -lt_q, 1.0, apr(costs.supply_apr, q),
-                                 gas("withdraw"), min(coll_q, cap), 0.0, lowers_hf=True))
+            out.append(Candidate("withdraw_quote", "funding", delta_per_usd=0.0, surplus_per_usd=-lt_q,
+                                 quote_per_usd=1.0, cost_per_usd=apr(costs.supply_apr, q), gas_usd=gas("withdraw"),
+                                 max_usd=min(coll_q, cap), min_usd=0.0, lowers_surplus=True))
         for position in book.lps:
             symbols = (position.token0.symbol, position.token1.symbol)
             if set(symbols) != {u, q} or position.liquidity == 0:
@@ -126,32 +132,37 @@ def spot_candidates(book: Book, costs: CostModel, policy: Policy, gap_usd: float
             # Its underlying goes into Aave too (repaid or supplied), adding at least LT_u of surplus; delta moves
             # by that underlying less the LP delta removed, which the risk engine takes at the oracle price.
             lp_delta = float(lp_math.valuation(position, u, price[u], price[q]).delta_underlying) * price[u]
-            out.append(Candidate(f"lp_{position.token_id}", "funding", (lp_u - lp_delta) / lp_q,
-                                 min(lt_u, hf_min) * lp_u / lp_q, 1.0,
-                                 0.0, gas("remove_liquidity"), min(lp_q, cap), 0.0,
-                                 position_id=position.token_id))
+            out.append(Candidate(f"lp_{position.token_id}", "funding", delta_per_usd=(lp_u - lp_delta) / lp_q,
+                                 surplus_per_usd=min(lt_u, hf_min) * lp_u / lp_q, quote_per_usd=1.0,
+                                 cost_per_usd=0.0, gas_usd=gas("remove_liquidity"), max_usd=min(lp_q, cap),
+                                 min_usd=0.0, lp_token_id=position.token_id))
     else:
         c_sell = costs.swap_cost_rate(book.chain, u, q, -gap_usd)
         if "aave_borrow" in allowed and res_u is not None:
             borrowable = _available_borrows_usd(book)
             if borrowable > 0:
-                out.append(Candidate("borrow_and_sell", "aave_borrow", -1.0, -hf_min, 1 - c_sell,
-                                     c_sell + apr(costs.borrow_apr, u), gas("borrow", "swap"), min(borrowable, cap),
-                                     min_trade, lowers_hf=True))
+                out.append(Candidate("borrow_and_sell", "aave_borrow", delta_per_usd=-1.0, surplus_per_usd=-hf_min,
+                                     quote_per_usd=1 - c_sell, cost_per_usd=c_sell + apr(costs.borrow_apr, u),
+                                     gas_usd=gas("borrow", "swap"), max_usd=min(borrowable, cap),
+                                     min_usd=min_trade, lowers_surplus=True))
         if "spot_swap" in allowed and res_u is not None and res_u.collateral_base_units:
             coll_u = usd(res_u.collateral_base_units, res_u.token, price[u])
-            out.append(Candidate("withdraw_and_sell", "spot_swap", -1.0, -lt_u if res_u.usage_as_collateral else 0.0,
-                                 1 - c_sell, c_sell + apr(costs.supply_apr, u), gas("withdraw", "swap"),
-                                 min(coll_u, cap), min_trade, lowers_hf=True))
+            out.append(Candidate("withdraw_and_sell", "spot_swap", delta_per_usd=-1.0,
+                                 surplus_per_usd=-lt_u if res_u.usage_as_collateral else 0.0,
+                                 quote_per_usd=1 - c_sell, cost_per_usd=c_sell + apr(costs.supply_apr, u),
+                                 gas_usd=gas("withdraw", "swap"), max_usd=min(coll_u, cap), min_usd=min_trade,
+                                 lowers_surplus=True))
         if not out:
             return []
         if res_q is not None and res_q.variable_debt_base_units:
             debt_q = usd(res_q.variable_debt_base_units, res_q.token, price[q])
-            out.append(Candidate("repay_quote_debt", "sink", 0.0, hf_min, -1.0, -apr(costs.borrow_apr, q),
-                                 gas("repay"), min(debt_q, cap), 0.0))
+            out.append(Candidate("repay_quote_debt", "sink", delta_per_usd=0.0, surplus_per_usd=hf_min,
+                                 quote_per_usd=-1.0, cost_per_usd=-apr(costs.borrow_apr, q), gas_usd=gas("repay"),
+                                 max_usd=min(debt_q, cap), min_usd=0.0))
         if res_q is not None:
-            out.append(Candidate("supply_quote", "sink", 0.0, lt_q_new, -1.0, -apr(costs.supply_apr, q),
-                                 gas("supply"), cap, 0.0))
+            out.append(Candidate("supply_quote", "sink", delta_per_usd=0.0, surplus_per_usd=lt_q_new,
+                                 quote_per_usd=-1.0, cost_per_usd=-apr(costs.supply_apr, q), gas_usd=gas("supply"),
+                                 max_usd=cap, min_usd=0.0))
     return out
 
 
