@@ -336,6 +336,21 @@ class Steps:
         self.actions.append(stamped)
         return stamped
 
+    def add_aave(self, kind: str, symbol: str, amount: int, max_units: int, reason: str) -> None:
+        """Add an Aave `kind` of `amount` base units of `symbol`, split into parts of at most `max_units`."""
+        for part in chunks(amount, max_units):
+            self.add(aave_step(self.book, self.costs, kind, symbol, part, reason))
+
+    def add_swaps(self, symbol_in: str, symbol_out: str, amount: int, max_units: int, max_slippage_bps: float,
+                  reason: str) -> int:
+        """Add a swap of `amount` base units split into parts of at most `max_units`; return the sum of the parts'
+        minimum outputs."""
+        received = 0
+        for part in chunks(amount, max_units):
+            received += self.add(swap_step(self.book, self.costs, symbol_in, symbol_out, part, max_slippage_bps,
+                                           reason)).min_amount_out_base_units
+        return received
+
 
 def chunks(amount: int, max_units: int) -> list[int]:
     """Return `amount` split into near-equal parts of at most `max_units` each (no parts for 0)."""

@@ -16,7 +16,7 @@ leaves the health factor at or above the band's min), swap it for the collateral
 from __future__ import annotations
 
 from agent.model import LpPosition
-from agent.planner.book import Book, Steps, aave_step, add_removal, chunks, remove_liquidity_step, swap_step
+from agent.planner.book import Book, Steps, aave_step, add_removal, remove_liquidity_step, swap_step
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.flash import flash_deleverage, full_cost_usd
 from agent.planner.outcome import DUST_USD, WAD, Outcome, cap_base_units
@@ -80,27 +80,18 @@ class _Deleverage:
         reserve = self.steps.book.reserve(self.debt)
         assert reserve is not None
         amount = min(amount, reserve.variable_debt_base_units, self.steps.book.balance(self.debt))
-        for part in chunks(amount, self.cap_units(self.debt)):
-            self.steps.add(aave_step(self.steps.book, self.costs, "repay", self.debt, part, f"{self.reason}: {why}"))
+        self.steps.add_aave("repay", self.debt, amount, self.cap_units(self.debt), f"{self.reason}: {why}")
 
     def swap_to_debt(self, symbol: str, amount: int, why: str) -> int:
         """Swap `amount` of `symbol` for the debt asset in chunks; return the sum of the minimum outputs."""
-        received = 0
-        for part in chunks(amount, self.cap_units(symbol)):
-            action = self.steps.add(swap_step(self.steps.book, self.costs, symbol, self.debt, part,
-                                              self.slippage_bps, f"{self.reason}: {why}"))
-            received += action.min_amount_out_base_units
-        return received
+        return self.steps.add_swaps(symbol, self.debt, amount, self.cap_units(symbol), self.slippage_bps,
+                                    f"{self.reason}: {why}")
 
     def min_out_after(self, book: Book, symbol: str, amount: int) -> int:
         if amount <= 0:
             return 0
-        trial = Steps(book, self.costs)
-        total = 0
-        for part in chunks(amount, self.cap_units(symbol)):
-            total += trial.add(swap_step(trial.book, self.costs, symbol, self.debt, part, self.slippage_bps,
-                                         "")).min_amount_out_base_units
-        return total
+        return Steps(book, self.costs).add_swaps(symbol, self.debt, amount, self.cap_units(symbol),
+                                                 self.slippage_bps, "")
 
     def from_idle_debt_asset(self) -> None:
         idle = self.steps.book.balance(self.debt)

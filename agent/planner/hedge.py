@@ -31,15 +31,13 @@ from agent.model import Action
 from agent.planner.book import (
     Book,
     Steps,
-    aave_step,
     add_removal,
-    chunks,
     removal_proceeds,
     swap_step,
 )
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.hedge_candidates import Candidate, candidates, quote_symbol, surplus_usd
-from agent.planner.outcome import DUST_USD, Outcome
+from agent.planner.outcome import DUST_USD, Outcome, cap_base_units
 from agent.planner.search import least
 from agent.policy import Policy
 
@@ -236,23 +234,18 @@ class _Emitter:
         return base_units(amount_usd, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
 
     def cap_units(self, symbol: str) -> int:
-        return base_units(self.policy.limits.max_notional_per_tx_usd, self.steps.book.token(symbol),
-                          self.costs.prices_usd[symbol])
+        return cap_base_units(self.policy, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
 
     def aave(self, kind: str, symbol: str, amount: int) -> None:
         """Add an Aave action, split into transactions within the per-transaction notional cap (nothing for dust)."""
         if usd(amount, self.steps.book.token(symbol), self.costs.prices_usd[symbol]) < DUST_USD:
             return
-        for part in chunks(amount, self.cap_units(symbol)):
-            self.steps.add(aave_step(self.steps.book, self.costs, kind, symbol, part, self.why))
+        self.steps.add_aave(kind, symbol, amount, self.cap_units(symbol), self.why)
 
     def swap(self, symbol_in: str, symbol_out: str, amount: int) -> int:
         """Add a swap split within the cap; return the sum of the parts' minimum outputs."""
-        received = 0
-        for part in chunks(amount, self.cap_units(symbol_in)):
-            received += self.steps.add(swap_step(self.steps.book, self.costs, symbol_in, symbol_out, part,
-                                                 self.slippage_bps, self.why)).min_amount_out_base_units
-        return received
+        return self.steps.add_swaps(symbol_in, symbol_out, amount, self.cap_units(symbol_in), self.slippage_bps,
+                                    self.why)
 
 
 def perp_step(book: Book, costs: CostModel, delta_usd: float, max_slippage_bps: float, reason: str) -> Action:
