@@ -53,7 +53,7 @@ def repay_needed(book: Book, symbol: str, target_wad: int) -> int:
         return 0
 
     def enough(amount: int) -> bool:
-        return lending.health_factor_wad(book._with_reserve(symbol, debt=-amount).account) >= target_wad  # type: ignore[arg-type]
+        return lending.health_factor_wad(book.with_reserve_changes(symbol, debt=-amount).account) >= target_wad  # type: ignore[arg-type]
 
     return least(enough, owed)
 
@@ -175,13 +175,13 @@ class _Deleverage:
             assert reserve is not None
 
             def after_withdraw(w: int, book: Book = book) -> int:
-                return book._with_reserve(symbol, collateral=-w).health_factor_wad()
+                return book.with_reserve_changes(symbol, collateral=-w).health_factor_wad()
 
             def after_round(w: int, book: Book = book) -> int:
-                withdrawn = book._with_reserve(symbol, collateral=-w)._with_wallet({symbol: w})
+                withdrawn = book.with_reserve_changes(symbol, collateral=-w).with_wallet_changes({symbol: w})
                 out = self.min_out_after(withdrawn, symbol, w)
                 owed = withdrawn.reserve(self.debt).variable_debt_base_units  # type: ignore[union-attr]
-                return withdrawn._with_reserve(self.debt, debt=-min(out, owed)).health_factor_wad()
+                return withdrawn.with_reserve_changes(self.debt, debt=-min(out, owed)).health_factor_wad()
 
             w_floor = most(lambda w: after_withdraw(w) >= floor_wad, reserve.collateral_base_units)
             w_need = least(lambda w: after_round(w) >= self.target_wad, w_floor)
@@ -260,14 +260,14 @@ def plan_boost(book: Book, costs: CostModel, policy: Policy, target_hf: float, m
         borrowable = base_units(data.available_borrows_1e8 / 1e8, current.token(debt), costs.prices_usd[debt])
 
         def after_round(b: int, current: Book = current) -> int:
-            borrowed = current._with_reserve(debt, debt=b)._with_wallet({debt: b})
+            borrowed = current.with_reserve_changes(debt, debt=b).with_wallet_changes({debt: b})
             trial = Steps(borrowed, costs)
             out = trial.add(swap_step(borrowed, costs, debt, symbol, b, policy.hedging.max_slippage_bps,
                                       "")).min_amount_out_base_units
-            return borrowed._with_reserve(symbol, collateral=out).health_factor_wad()
+            return borrowed.with_reserve_changes(symbol, collateral=out).health_factor_wad()
 
         def above_min(b: int, current: Book = current) -> bool:
-            return current._with_reserve(debt, debt=b).health_factor_wad() >= min_wad
+            return current.with_reserve_changes(debt, debt=b).health_factor_wad() >= min_wad
 
         b_min = most(above_min, borrowable)
         b = min(most(lambda b: after_round(b) >= target_wad, b_min), cap)

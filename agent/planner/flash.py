@@ -73,7 +73,7 @@ class _Sizing:
 
     def min_out(self, book: Book, amount: int) -> int:
         """The sum of the minimum outputs of swapping `amount` collateral (once withdrawn) in chunks under the cap."""
-        trial = Steps(book._with_wallet({self.collateral: amount}), self.costs)
+        trial = Steps(book.with_wallet_changes({self.collateral: amount}), self.costs)
         return trial.add_swaps(self.collateral, self.debt, amount, self.cap_collateral, self.slippage_bps, "")
 
     def recipe(self, loan: int) -> Steps | None:

@@ -81,7 +81,7 @@ def plan_perp_margin(book: Book, costs: CostModel, policy: Policy, hf_min: float
         min_wad = int(hf_min * WAD)
 
         def keeps_min(w: int) -> bool:
-            return book._with_reserve(symbol, collateral=-w).health_factor_wad() >= min_wad
+            return book.with_reserve_changes(symbol, collateral=-w).health_factor_wad() >= min_wad
 
         withdrawn = most(keeps_min, min(need - from_wallet, reserve.collateral_base_units))
         if usd(withdrawn, token, price) < DUST_USD:
