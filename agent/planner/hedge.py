@@ -137,8 +137,7 @@ def plan_hedge(book: Book, costs: CostModel, policy: Policy, delta_usd: float, t
     return Outcome(tuple(steps.actions), steps.book, choice.limited_by)
 
 
-# The candidates that raise delta by buying the underlying with the quote asset; the rest of a choice says where
-# that comes from (`funding`) or, lowering delta, where the underlying sold comes from and the proceeds go (`sink`).
+# The candidates that raise delta: they buy the underlying with the quote asset. A choice without them lowers delta.
 _BUYS = ("repay_debt", "buy_and_supply")
 
 
@@ -172,7 +171,7 @@ class _Emitter:
         for name, (c, x) in sizes.items():
             if name == "withdraw_quote":
                 self.aave("withdraw", q, self.units(x, q))
-            elif c.instrument == "funding" and c.lp_token_id:
+            elif c.lp_token_id:
                 self.remove_for_quote(c.lp_token_id, q, x)
         got_u = self.steps.book.balance(self.u) - u_before
         got_u += self.buy(q, self.units(sum(x for name, (_c, x) in sizes.items() if name in _BUYS), self.u))
