@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import structlog
 from prometheus_client import make_wsgi_app
 
 from agent import telemetry
+
+log = structlog.get_logger(__name__)
 
 
 class Watched(Protocol):
@@ -23,6 +27,14 @@ class Watched(Protocol):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds: not worth a log line
         pass
+
+
+class _Server(WSGIServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper that gives up (Prometheus closes the socket at its scrape timeout on a busy host) resets the
+        connection before its request is read: one log line, not a traceback on stderr."""
+        error = sys.exc_info()[1]
+        log.warning("endpoint request dropped", client=client_address[0], error=f"{type(error).__name__}: {error}")
 
 
 def serve_endpoints(addr: str, daemon: Watched) -> WSGIServer:
@@ -39,6 +51,6 @@ def serve_endpoints(addr: str, daemon: Watched) -> WSGIServer:
         return metrics(environ, start_response)
 
     host, port = telemetry.split_host_port(addr)
-    server = make_server(host, port, app, handler_class=_QuietHandler)
+    server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="endpoints", daemon=True).start()
     return server

@@ -35,6 +35,14 @@ class Adapter(Protocol):
     def decode(self, results: Sequence[CallResult], block: Block) -> Reading: ...
 
 
+class VenueAdapter(Adapter, Protocol):
+    """What a derivatives venue's adapter implements besides its trades: the adapter shape, read from one market
+    contract on one chain."""
+
+    chain: str
+    market: str
+
+
 def failed_calls(chain: str, results: Sequence[CallResult]) -> tuple[DataProblem, ...]:
     """Return a data problem for every call of `results` that failed."""
     return tuple(

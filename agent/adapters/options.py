@@ -16,7 +16,7 @@ from typing import Protocol
 
 from web3 import Web3
 
-from agent.adapters import LocalVenue, failed_calls
+from agent.adapters import LocalVenue, VenueAdapter, failed_calls
 from agent.adapters.erc20 import TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
@@ -27,19 +27,10 @@ LOCAL_OPTIONS = load_abi("options", "OptionsMarket")
 WAD = 10**18
 
 
-class OptionsVenue(Protocol):
-    """What an options venue adapter implements: the adapter shape of `agent.adapters` plus the venue's trades."""
+class OptionsVenue(VenueAdapter, Protocol):
+    """What an options venue adapter implements: `VenueAdapter` plus the venue's trades."""
 
-    name: str
-    chain: str
-    market: str
     quote_token: Token | None
-
-    def discover(self, w3: Web3) -> None: ...
-
-    def calls(self) -> list[Call]: ...
-
-    def decode(self, results: Sequence[CallResult], block: Block) -> Reading: ...
 
     def encode_buy(self, series_id: int, amount_base_units: int, max_cost_base_units: int) -> TxRequest:
         """Returns the purchase of `amount_base_units` options (1e18 units of the underlying) of a series, paying

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from web3 import Web3
 
-from agent.adapters import LocalVenue, failed_calls
+from agent.adapters import LocalVenue, VenueAdapter, failed_calls
 from agent.adapters.erc20 import TokenRegistry
 from agent.chain.abi import load_abi
 from agent.chain.multicall import Block, Call, CallResult, read_batch
@@ -25,19 +25,10 @@ WAD = 10**18
 SECONDS_PER_HOUR = 3600
 
 
-class PerpVenue(Protocol):
-    """What a perp venue adapter implements: the adapter shape of `agent.adapters` plus the venue's trades."""
+class PerpVenue(VenueAdapter, Protocol):
+    """What a perp venue adapter implements: `VenueAdapter` plus the venue's trades."""
 
-    name: str
-    chain: str
-    market: str
     margin_token: Token | None
-
-    def discover(self, w3: Web3) -> None: ...
-
-    def calls(self) -> list[Call]: ...
-
-    def decode(self, results: Sequence[CallResult], block: Block) -> Reading: ...
 
     def encode_modify_position(self, size_delta_base_units: int, acceptable_price_1e18: int) -> TxRequest:
         """Returns the trade that changes the position by a signed size (1e18 units of the underlying) at a fill no

@@ -19,7 +19,7 @@ from web3 import Web3
 
 from agent.localnet.anvil import LocalnetError
 from agent.localnet.chain import LocalChain
-from agent.localnet.seed import LP_FEE, _units
+from agent.localnet.seed import LP_FEE, token_units
 from agent.localnet.world import TICK_SPACING, tick_for_weth_price
 from agent.policy import Policy, parse_policy
 
@@ -78,16 +78,16 @@ def seed_fleet(localnet: Localnet, accounts: Sequence[FleetAccount]) -> None:
     _rpc_batch(url, [("evm_setAutomine", [False])])
     try:
         delegations = [_tx(a.address, debt_token.address, debt_token.encode_abi(
-            "approveDelegation", [seeder.address, _units("USDC", a.borrow_usdc)]), 120_000) for a in accounts]
+            "approveDelegation", [seeder.address, token_units("USDC", a.borrow_usdc)]), 120_000) for a in accounts]
         _mine_all(url, _send_all(url, delegations))
         seeds = []
         for lo in range(0, len(accounts), ACCOUNTS_PER_TX):
-            chunk = [(a.address, _units("WETH", a.supply_weth), _units("USDC", a.borrow_usdc))
+            chunk = [(a.address, token_units("WETH", a.supply_weth), token_units("USDC", a.borrow_usdc))
                      for a in accounts[lo:lo + ACCOUNTS_PER_TX]]
             seeds.append(_tx(deployer, seeder.address, seeder.encode_abi("seedAave", [pool.address, weth, usdc, chunk]),
                              TX_GAS))
         usdc_token = chain.at("MintableERC20", usdc)
-        mints = [_tx(deployer, usdc, usdc_token.encode_abi("mint", [a.address, _units("USDC", a.idle_usdc)]),
+        mints = [_tx(deployer, usdc, usdc_token.encode_abi("mint", [a.address, token_units("USDC", a.idle_usdc)]),
                      100_000) for a in accounts if a.idle_usdc]
         # One kind at a time: anvil drops the small transactions queued behind block-sized ones of one sender.
         for sends in (seeds, mints, _lp_sends(localnet, seeder.address, deployer, [a for a in accounts if a.lp])):
@@ -103,7 +103,7 @@ def _lp_sends(localnet: Localnet, seeder: str, deployer: str, owners: Sequence[F
     manager = world.contracts["NonfungiblePositionManager"]
     token0, token1 = sorted((world.tokens["WETH"], world.tokens["USDC"]), key=lambda a: int(a, 16))
     ticks = sorted(tick_for_weth_price(p, world, TICK_SPACING[LP_FEE]) for p in LP_RANGE_USD)
-    amounts = {world.tokens["WETH"]: _units("WETH", 1), world.tokens["USDC"]: _units("USDC", 2_000)}
+    amounts = {world.tokens["WETH"]: token_units("WETH", 1), world.tokens["USDC"]: token_units("USDC", 2_000)}
     seeder_contract = chain.at("FleetSeeder", seeder)
     sends = []
     for lo in range(0, len(owners), LP_PER_TX):

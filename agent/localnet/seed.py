@@ -74,7 +74,8 @@ AccountCall = tuple[Contract, str, list[Any]]
 AccountRunner = Callable[[list[AccountCall]], list[dict[str, Any]]]
 
 
-def _units(symbol: str, amount: float) -> int:
+def token_units(symbol: str, amount: float) -> int:
+    """Return `amount` tokens of the local world's reserve `symbol` in base units."""
     decimals = next(reserve.decimals for reserve in RESERVES if reserve.symbol == symbol)
     return round(amount * 10**decimals)
 
@@ -84,12 +85,12 @@ def seed_liquidity(chain: LocalChain, world: World, deployer: str, liquidator: s
     pool = chain.at("Pool", world.contracts["Pool"])
     for symbol, amount in AAVE_LIQUIDITY.items():
         token = chain.at("MintableERC20", world.tokens[symbol])
-        chain.send(token.functions.mint(deployer, _units(symbol, amount)), deployer)
+        chain.send(token.functions.mint(deployer, token_units(symbol, amount)), deployer)
         chain.send(token.functions.approve(pool.address, MAX_UINT256), deployer)
-        chain.send(pool.functions.supply(token.address, _units(symbol, amount), deployer, 0), deployer)
+        chain.send(pool.functions.supply(token.address, token_units(symbol, amount), deployer, 0), deployer)
     for symbol, amount in LIQUIDATOR_FUNDS.items():
         token = chain.at("MintableERC20", world.tokens[symbol])
-        chain.send(token.functions.mint(liquidator, _units(symbol, amount)), liquidator)
+        chain.send(token.functions.mint(liquidator, token_units(symbol, amount)), liquidator)
         chain.send(token.functions.approve(pool.address, MAX_UINT256), liquidator)
 
 
@@ -113,17 +114,18 @@ def seed_portfolio(chain: LocalChain, world: World, demo: DemoPortfolio, account
     pool = chain.at("Pool", world.contracts["Pool"])
     (supply_symbol, supply_amount), (borrow_symbol, borrow_amount) = demo.supply, demo.borrow
     supply_token = chain.at("MintableERC20", world.tokens[supply_symbol])
-    chain.send(supply_token.functions.mint(account, _units(supply_symbol, supply_amount)), minter)
+    chain.send(supply_token.functions.mint(account, token_units(supply_symbol, supply_amount)), minter)
     rounds = demo.loop_rounds or (borrow_amount,)
     first: list[AccountCall] = [
-        (supply_token, "approve", [pool.address, _units(supply_symbol, supply_amount)]),
-        (pool, "supply", [supply_token.address, _units(supply_symbol, supply_amount), account, 0]),
+        (supply_token, "approve", [pool.address, token_units(supply_symbol, supply_amount)]),
+        (pool, "supply", [supply_token.address, token_units(supply_symbol, supply_amount), account, 0]),
         *([(pool, "setUserEMode", [demo.emode_category])] if demo.emode_category else []),
-        (pool, "borrow", [world.tokens[borrow_symbol], _units(borrow_symbol, rounds[0]), VARIABLE_RATE, 0, account]),
+        (pool, "borrow",
+         [world.tokens[borrow_symbol], token_units(borrow_symbol, rounds[0]), VARIABLE_RATE, 0, account]),
     ]
     if demo.borrowed_spent:
         borrowed = chain.at("MintableERC20", world.tokens[borrow_symbol])
-        first.append((borrowed, "transfer", [SPENT, _units(borrow_symbol, rounds[0])]))
+        first.append((borrowed, "transfer", [SPENT, token_units(borrow_symbol, rounds[0])]))
     run(first + _derivative_calls(chain, world, demo, account, minter))
     for next_round in [*rounds[1:], None] if demo.loop_rounds else []:
         _loop_round(chain, world, demo, account, run, next_round)
@@ -139,7 +141,7 @@ def _loop_round(chain: LocalChain, world: World, demo: DemoPortfolio, account: s
     supply_token, borrow_token = (chain.at("MintableERC20", world.tokens[s]) for s in (supply_symbol, borrow_symbol))
     amount_in = borrow_token.functions.balanceOf(account).call()
     price = {r.symbol: r.price_usd for r in RESERVES}
-    fair_out = _units(supply_symbol, float(price[borrow_symbol] / price[supply_symbol]) * amount_in
+    fair_out = token_units(supply_symbol, float(price[borrow_symbol] / price[supply_symbol]) * amount_in
                       / 10 ** next(r.decimals for r in RESERVES if r.symbol == borrow_symbol))
     deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
     run([(borrow_token, "approve", [router.address, amount_in]),
@@ -149,7 +151,7 @@ def _loop_round(chain: LocalChain, world: World, demo: DemoPortfolio, account: s
     calls: list[AccountCall] = [(supply_token, "approve", [pool.address, bought]),
                                 (pool, "supply", [supply_token.address, bought, account, 0])]
     if next_borrow:
-        calls.append((pool, "borrow", [borrow_token.address, _units(borrow_symbol, next_borrow), VARIABLE_RATE, 0,
+        calls.append((pool, "borrow", [borrow_token.address, token_units(borrow_symbol, next_borrow), VARIABLE_RATE, 0,
                                        account]))
     run(calls)
 
@@ -160,7 +162,7 @@ def _mint_lp(chain: LocalChain, world: World, demo: DemoPortfolio, account: str,
     for symbol, amount in [("WETH", demo.lp_extra_weth), demo.extra_mint or ("USDC", 0)]:
         if amount:
             chain.send(chain.at("MintableERC20", world.tokens[symbol]).functions.mint(
-                account, _units(symbol, amount)), minter)
+                account, token_units(symbol, amount)), minter)
     manager = chain.at("NonfungiblePositionManager", world.contracts["NonfungiblePositionManager"])
     tokens = sorted((chain.at("MintableERC20", world.tokens[s]) for s in ("WETH", "USDC")),
                     key=lambda t: int(t.address, 16))
@@ -188,18 +190,18 @@ def _derivative_calls(chain: LocalChain, world: World, demo: DemoPortfolio, acco
     calls: list[AccountCall] = []
     if demo.perp_margin_usdc:
         perp = chain.at("PerpMarket", world.contracts["PerpMarket"])
-        margin = _units("USDC", demo.perp_margin_usdc)
+        margin = token_units("USDC", demo.perp_margin_usdc)
         chain.send(usdc.functions.mint(account, margin), minter)
         calls += [(usdc, "approve", [perp.address, margin]), (perp, "depositMargin", [margin])]
         if demo.perp_size_weth:
-            size = _units("WETH", demo.perp_size_weth)
+            size = token_units("WETH", demo.perp_size_weth)
             bound = perp.functions.oraclePrice().call() * (100 + (1 if size > 0 else -1)) // 100
             calls.append((perp, "modifyPosition", [size, bound]))
     if demo.protective_put:
         strike, days, amount = demo.protective_put
         options = chain.at("OptionsMarket", world.contracts["OptionsMarket"])
         series_id = option_series_id(chain, world, False, strike, days)
-        units = _units("WETH", amount)
+        units = token_units("WETH", amount)
         # The quote at this block bounds the cost; the fill a block later, nearer expiry, costs a little less.
         cost = options.functions.quoteBuy(series_id, units).call()
         calls += [(usdc, "approve", [options.address, cost]), (options, "buy", [series_id, units, cost]),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from math import isqrt
 
+from web3.contract import Contract
 from web3.types import RPCEndpoint
 
 from agent.chain.multicall import MULTICALL3_ADDRESS
@@ -144,7 +145,27 @@ def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
     acl = chain.deploy("ACLManager", provider.address, sender=deployer)
     chain.send(provider.functions.setACLManager(acl.address), deployer)
     chain.send(acl.functions.addPoolAdmin(deployer), deployer)
+    pool, configurator = _deploy_aave_pool(chain, deployer, provider)
+    symbols = [reserve.symbol for reserve in RESERVES]
+    oracle = chain.deploy(
+        "AaveOracle", provider.address, [world.tokens[s] for s in symbols], [world.feeds[s] for s in symbols],
+        "0x0000000000000000000000000000000000000000", "0x0000000000000000000000000000000000000000",
+        10**FEED_DECIMALS, sender=deployer,
+    )
+    chain.send(provider.functions.setPriceOracle(oracle.address), deployer)
+    data_provider = chain.deploy("AaveProtocolDataProvider", provider.address, sender=deployer)
+    chain.send(provider.functions.setPoolDataProvider(data_provider.address), deployer)
+    _init_reserves(chain, deployer, provider, pool, configurator, world)
+    _configure_reserves(chain, deployer, configurator, world)
+    world.contracts.update({
+        "PoolAddressesProvider": provider.address, "ACLManager": acl.address, "Pool": pool.address,
+        "PoolConfigurator": configurator.address, "AaveOracle": oracle.address,
+        "AaveProtocolDataProvider": data_provider.address,
+    })
 
+
+def _deploy_aave_pool(chain: LocalChain, deployer: str, provider: Contract) -> tuple[Contract, Contract]:
+    """Deploy the Pool and PoolConfigurator implementations with their logic libraries; return their proxies."""
     libraries: dict[str, str] = {}
     for name in ("SupplyLogic", "BorrowLogic", "LiquidationLogic", "EModeLogic", "BridgeLogic", "PoolLogic",
                  "ConfiguratorLogic"):
@@ -157,18 +178,12 @@ def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
     pool = chain.at("Pool", provider.functions.getPool().call())
     configurator_impl = chain.deploy("PoolConfigurator", sender=deployer, libraries=libraries)
     chain.send(provider.functions.setPoolConfiguratorImpl(configurator_impl.address), deployer)
-    configurator = chain.at("PoolConfigurator", provider.functions.getPoolConfigurator().call())
+    return pool, chain.at("PoolConfigurator", provider.functions.getPoolConfigurator().call())
 
-    symbols = [reserve.symbol for reserve in RESERVES]
-    oracle = chain.deploy(
-        "AaveOracle", provider.address, [world.tokens[s] for s in symbols], [world.feeds[s] for s in symbols],
-        "0x0000000000000000000000000000000000000000", "0x0000000000000000000000000000000000000000",
-        10**FEED_DECIMALS, sender=deployer,
-    )
-    chain.send(provider.functions.setPriceOracle(oracle.address), deployer)
-    data_provider = chain.deploy("AaveProtocolDataProvider", provider.address, sender=deployer)
-    chain.send(provider.functions.setPoolDataProvider(data_provider.address), deployer)
 
+def _init_reserves(chain: LocalChain, deployer: str, provider: Contract, pool: Contract, configurator: Contract,
+                   world: World) -> None:
+    """List every reserve with its aToken, debt tokens and interest-rate curve."""
     # Token implementations are bound to the Pool proxy, not to its implementation.
     a_token_impl = chain.deploy("AToken", pool.address, sender=deployer)
     stable_impl = chain.deploy("StableDebtToken", pool.address, sender=deployer)
@@ -193,6 +208,10 @@ def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
         for reserve in RESERVES
     ]
     chain.send(configurator.functions.initReserves(inputs), deployer)
+
+
+def _configure_reserves(chain: LocalChain, deployer: str, configurator: Contract, world: World) -> None:
+    """Make every reserve collateral, borrowable and flash-loanable, charge the flash premium, add the e-mode."""
     for reserve in RESERVES:
         asset = world.tokens[reserve.symbol]
         # A new reserve has LTV 0 and borrowing off until configured.
@@ -211,12 +230,6 @@ def _deploy_aave(chain: LocalChain, deployer: str, world: World) -> None:
         "0x0000000000000000000000000000000000000000", emode.label), deployer)
     for symbol in emode.assets:
         chain.send(configurator.functions.setAssetEModeCategory(world.tokens[symbol], emode.category_id), deployer)
-
-    world.contracts.update({
-        "PoolAddressesProvider": provider.address, "ACLManager": acl.address, "Pool": pool.address,
-        "PoolConfigurator": configurator.address, "AaveOracle": oracle.address,
-        "AaveProtocolDataProvider": data_provider.address,
-    })
 
 
 def _deploy_uniswap(chain: LocalChain, deployer: str, world: World) -> None:

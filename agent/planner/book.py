@@ -137,7 +137,9 @@ class Book:
         betas = dict(self.betas) or None
         return risk_report(self.positions(), self.underlying, prices_usd, now_ts, betas=betas, scenarios=scenarios)
 
-    def _with_wallet(self, changes: Mapping[str, int]) -> Book:
+    def with_wallet_changes(self, changes: Mapping[str, int]) -> Book:
+        """Return the book with each symbol's idle balance moved by its change (base units, signed); ValueError when
+        one would go below zero."""
         wallet = dict(self.wallet)
         for symbol, change in changes.items():
             wallet[symbol] = wallet.get(symbol, 0) + change
@@ -145,7 +147,9 @@ class Book:
                 raise ValueError(f"plan spends {-wallet[symbol]} base units of {symbol} it does not hold")
         return dataclasses.replace(self, wallet=tuple(sorted(wallet.items())))
 
-    def _with_reserve(self, symbol: str, collateral: int = 0, debt: int = 0) -> Book:
+    def with_reserve_changes(self, symbol: str, collateral: int = 0, debt: int = 0) -> Book:
+        """Return the book with the Aave reserve of `symbol` holding `collateral` more supplied and `debt` more owed
+        (base units, signed); ValueError when either would go below zero."""
         assert self.account is not None
         reserves = []
         for r in self.account.reserves:
@@ -169,21 +173,21 @@ class Book:
 
             return apply_morpho(self, action)
         if kind == "repay":
-            return self._with_wallet({asset: -amount})._with_reserve(asset, debt=-amount)
+            return self.with_wallet_changes({asset: -amount}).with_reserve_changes(asset, debt=-amount)
         if kind == "withdraw":
-            return self._with_reserve(asset, collateral=-amount)._with_wallet({asset: amount})
+            return self.with_reserve_changes(asset, collateral=-amount).with_wallet_changes({asset: amount})
         if kind == "supply":
-            return self._with_wallet({asset: -amount})._with_reserve(asset, collateral=amount)
+            return self.with_wallet_changes({asset: -amount}).with_reserve_changes(asset, collateral=amount)
         if kind == "borrow":
-            return self._with_reserve(asset, debt=amount)._with_wallet({asset: amount})
+            return self.with_reserve_changes(asset, debt=amount).with_wallet_changes({asset: amount})
         if kind in ("flash_loan", "flash_repay"):  # the loan is in the wallet only until it is paid back
-            return self._with_wallet({asset: amount if kind == "flash_loan" else -amount})
+            return self.with_wallet_changes({asset: amount if kind == "flash_loan" else -amount})
         if kind == "swap":
             key = (asset, action.asset_out, action.fee_pips)
             out = swap_output(self, costs, asset, action.asset_out, amount, action.fee_pips)
             moved = dict(self.swapped_in)
             moved[key] = moved.get(key, 0) + amount
-            book = self._with_wallet({asset: -amount, action.asset_out: out})
+            book = self.with_wallet_changes({asset: -amount, action.asset_out: out})
             return dataclasses.replace(book, swapped_in=tuple(sorted(moved.items())))
         if kind == "remove_liquidity":
             position = self.lp(action.position_id)
@@ -194,8 +198,8 @@ class Book:
                 raise ValueError(f"plan removes more liquidity than position {position.token_id} has")
             lps = tuple(left if p.token_id == position.token_id else p for p in self.lps)
             book = dataclasses.replace(self, lps=lps)
-            return book._with_wallet({position.token0.symbol: amount0, position.token1.symbol: amount1})
-        if kind in ("perp", "perp_deposit", "perp_withdraw"):
+            return book.with_wallet_changes({position.token0.symbol: amount0, position.token1.symbol: amount1})
+        if kind in ("perp", "perp_deposit"):
             return self._with_perp(action, costs)
         if kind in ("option_buy", "option_sell"):
             return self._with_option(action, costs)
@@ -210,12 +214,13 @@ class Book:
         return next((p for p in self.others if isinstance(p, OptionPosition) and p.venue == venue
                      and p.series_id == series_id), None)
 
-    def _replace_other(self, old: Position | None, new: Position | None) -> Book:
+    def with_other_replaced(self, old: Position | None, new: Position | None) -> Book:
+        """Return the book with position `old` (one it holds unchanged, or None) replaced by `new` (None: removed)."""
         others = tuple(p for p in self.others if p is not old)
         return dataclasses.replace(self, others=others + ((new,) if new is not None else ()))
 
     def _with_perp(self, action: Action, costs: CostModel) -> Book:
-        """The book after a perp trade or margin move, as the reference venue books it: the fee comes out of the
+        """The book after a perp trade or margin deposit, as the reference venue books it: the fee comes out of the
         margin, a reduction realises its P&L at the fill price, a growth averages the entry."""
         market = costs.perp_market(self.chain, self.underlying)
         if market is None:
@@ -223,13 +228,10 @@ class Book:
         old = self.perp()
         position = old or PerpPosition(market.venue, self.underlying, 0.0, 0.0, 0.0,
                                        market.maintenance_margin_fraction, market.funding_rate_per_hour)
-        book = self
-        if action.kind in ("perp_deposit", "perp_withdraw"):
-            token = self.token(action.asset)
-            sign = 1 if action.kind == "perp_deposit" else -1
-            book = self._with_wallet({action.asset: -sign * action.amount_base_units})
-            margin = position.margin_usd + sign * action.amount_base_units / 10**token.decimals
-            return book._replace_other(old, dataclasses.replace(position, margin_usd=margin))
+        if action.kind == "perp_deposit":
+            book = self.with_wallet_changes({action.asset: -action.amount_base_units})
+            margin = position.margin_usd + action.amount_base_units / 10**self.token(action.asset).decimals
+            return book.with_other_replaced(old, dataclasses.replace(position, margin_usd=margin))
         delta = action.amount_base_units / 1e18
         fill = market.fill_price_usd(delta)
         size, entry, margin = position.size_underlying, position.entry_price_usd, position.margin_usd
@@ -242,7 +244,7 @@ class Book:
             margin += closed * (fill - entry) * (1 if size > 0 else -1)
             entry = 0.0 if abs(after) < 1e-12 else (fill if (after > 0) != (size > 0) else entry)
         moved = dataclasses.replace(position, size_underlying=after, entry_price_usd=entry, margin_usd=margin)
-        return book._replace_other(old, moved)
+        return self.with_other_replaced(old, moved)
 
     def _with_option(self, action: Action, costs: CostModel) -> Book:
         """The book after buying (the wallet pays mark plus fee) or selling back (receives mark less fee) options."""
@@ -251,7 +253,7 @@ class Book:
         sign = 1 if action.kind == "option_buy" else -1
         premium = amount * series.mark_price_usd * (1 + sign * series.fee_fraction)
         token = self.token(series.quote_token)
-        book = self._with_wallet({series.quote_token: -sign * math.ceil(premium * 10**token.decimals)
+        book = self.with_wallet_changes({series.quote_token: -sign * math.ceil(premium * 10**token.decimals)
                                   if sign > 0 else int(premium * 10**token.decimals)})
         old = self.option(series.venue, series.series_id)
         quantity = (old.quantity if old else 0.0) + sign * amount
@@ -260,7 +262,7 @@ class Book:
         new = None if abs(quantity) < 1e-12 else OptionPosition(
             series.venue, series.underlying, series.is_call, series.strike_usd, series.expiry_ts, quantity,
             series.vol_annual, series.mark_price_usd, series.series_id)
-        return book._replace_other(old, new)
+        return book.with_other_replaced(old, new)
 
 
 def removal_proceeds(position: LpPosition, liquidity: int) -> tuple[int, int]:
@@ -335,6 +337,21 @@ class Steps:
         stamped = dataclasses.replace(action, predicted_health_factor=hf)
         self.actions.append(stamped)
         return stamped
+
+    def add_aave(self, kind: str, symbol: str, amount: int, max_units: int, reason: str) -> None:
+        """Add an Aave `kind` of `amount` base units of `symbol`, split into parts of at most `max_units`."""
+        for part in chunks(amount, max_units):
+            self.add(aave_step(self.book, self.costs, kind, symbol, part, reason))
+
+    def add_swaps(self, symbol_in: str, symbol_out: str, amount: int, max_units: int, max_slippage_bps: float,
+                  reason: str) -> int:
+        """Add a swap of `amount` base units split into parts of at most `max_units`; return the sum of the parts'
+        minimum outputs."""
+        received = 0
+        for part in chunks(amount, max_units):
+            received += self.add(swap_step(self.book, self.costs, symbol_in, symbol_out, part, max_slippage_bps,
+                                           reason)).min_amount_out_base_units
+        return received
 
 
 def chunks(amount: int, max_units: int) -> list[int]:

@@ -16,7 +16,7 @@ leaves the health factor at or above the band's min), swap it for the collateral
 from __future__ import annotations
 
 from agent.model import LpPosition
-from agent.planner.book import Book, Steps, aave_step, add_removal, chunks, remove_liquidity_step, swap_step
+from agent.planner.book import Book, Steps, aave_step, add_removal, remove_liquidity_step, swap_step
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.flash import flash_deleverage, full_cost_usd
 from agent.planner.outcome import DUST_USD, WAD, Outcome, cap_base_units
@@ -53,7 +53,7 @@ def repay_needed(book: Book, symbol: str, target_wad: int) -> int:
         return 0
 
     def enough(amount: int) -> bool:
-        return lending.health_factor_wad(book._with_reserve(symbol, debt=-amount).account) >= target_wad  # type: ignore[arg-type]
+        return lending.health_factor_wad(book.with_reserve_changes(symbol, debt=-amount).account) >= target_wad  # type: ignore[arg-type]
 
     return least(enough, owed)
 
@@ -80,27 +80,18 @@ class _Deleverage:
         reserve = self.steps.book.reserve(self.debt)
         assert reserve is not None
         amount = min(amount, reserve.variable_debt_base_units, self.steps.book.balance(self.debt))
-        for part in chunks(amount, self.cap_units(self.debt)):
-            self.steps.add(aave_step(self.steps.book, self.costs, "repay", self.debt, part, f"{self.reason}: {why}"))
+        self.steps.add_aave("repay", self.debt, amount, self.cap_units(self.debt), f"{self.reason}: {why}")
 
     def swap_to_debt(self, symbol: str, amount: int, why: str) -> int:
         """Swap `amount` of `symbol` for the debt asset in chunks; return the sum of the minimum outputs."""
-        received = 0
-        for part in chunks(amount, self.cap_units(symbol)):
-            action = self.steps.add(swap_step(self.steps.book, self.costs, symbol, self.debt, part,
-                                              self.slippage_bps, f"{self.reason}: {why}"))
-            received += action.min_amount_out_base_units
-        return received
+        return self.steps.add_swaps(symbol, self.debt, amount, self.cap_units(symbol), self.slippage_bps,
+                                    f"{self.reason}: {why}")
 
     def min_out_after(self, book: Book, symbol: str, amount: int) -> int:
         if amount <= 0:
             return 0
-        trial = Steps(book, self.costs)
-        total = 0
-        for part in chunks(amount, self.cap_units(symbol)):
-            total += trial.add(swap_step(trial.book, self.costs, symbol, self.debt, part, self.slippage_bps,
-                                         "")).min_amount_out_base_units
-        return total
+        return Steps(book, self.costs).add_swaps(symbol, self.debt, amount, self.cap_units(symbol),
+                                                 self.slippage_bps, "")
 
     def from_idle_debt_asset(self) -> None:
         idle = self.steps.book.balance(self.debt)
@@ -184,13 +175,13 @@ class _Deleverage:
             assert reserve is not None
 
             def after_withdraw(w: int, book: Book = book) -> int:
-                return book._with_reserve(symbol, collateral=-w).health_factor_wad()
+                return book.with_reserve_changes(symbol, collateral=-w).health_factor_wad()
 
             def after_round(w: int, book: Book = book) -> int:
-                withdrawn = book._with_reserve(symbol, collateral=-w)._with_wallet({symbol: w})
+                withdrawn = book.with_reserve_changes(symbol, collateral=-w).with_wallet_changes({symbol: w})
                 out = self.min_out_after(withdrawn, symbol, w)
                 owed = withdrawn.reserve(self.debt).variable_debt_base_units  # type: ignore[union-attr]
-                return withdrawn._with_reserve(self.debt, debt=-min(out, owed)).health_factor_wad()
+                return withdrawn.with_reserve_changes(self.debt, debt=-min(out, owed)).health_factor_wad()
 
             w_floor = most(lambda w: after_withdraw(w) >= floor_wad, reserve.collateral_base_units)
             w_need = least(lambda w: after_round(w) >= self.target_wad, w_floor)
@@ -269,14 +260,14 @@ def plan_boost(book: Book, costs: CostModel, policy: Policy, target_hf: float, m
         borrowable = base_units(data.available_borrows_1e8 / 1e8, current.token(debt), costs.prices_usd[debt])
 
         def after_round(b: int, current: Book = current) -> int:
-            borrowed = current._with_reserve(debt, debt=b)._with_wallet({debt: b})
+            borrowed = current.with_reserve_changes(debt, debt=b).with_wallet_changes({debt: b})
             trial = Steps(borrowed, costs)
             out = trial.add(swap_step(borrowed, costs, debt, symbol, b, policy.hedging.max_slippage_bps,
                                       "")).min_amount_out_base_units
-            return borrowed._with_reserve(symbol, collateral=out).health_factor_wad()
+            return borrowed.with_reserve_changes(symbol, collateral=out).health_factor_wad()
 
         def above_min(b: int, current: Book = current) -> bool:
-            return current._with_reserve(debt, debt=b).health_factor_wad() >= min_wad
+            return current.with_reserve_changes(debt, debt=b).health_factor_wad() >= min_wad
 
         b_min = most(above_min, borrowable)
         b = min(most(lambda b: after_round(b) >= target_wad, b_min), cap)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.model import Action
-from agent.planner.book import Book, Steps, aave_step, chunks, swap_step
+from agent.planner.book import Book, Steps
 from agent.planner.costs import TX_BASE_GAS, CostModel, flash_loan_premium, usd
 from agent.planner.outcome import cap_base_units
 from agent.planner.search import least, most
@@ -73,11 +73,8 @@ class _Sizing:
 
     def min_out(self, book: Book, amount: int) -> int:
         """The sum of the minimum outputs of swapping `amount` collateral (once withdrawn) in chunks under the cap."""
-        trial, total = Steps(book._with_wallet({self.collateral: amount}), self.costs), 0
-        for part in chunks(amount, self.cap_collateral):
-            total += trial.add(swap_step(trial.book, self.costs, self.collateral, self.debt, part, self.slippage_bps,
-                                         "")).min_amount_out_base_units
-        return total
+        trial = Steps(book.with_wallet_changes({self.collateral: amount}), self.costs)
+        return trial.add_swaps(self.collateral, self.debt, amount, self.cap_collateral, self.slippage_bps, "")
 
     def recipe(self, loan: int) -> Steps | None:
         """The recipe that borrows `loan` (None when the collateral cannot pay it back with its premium)."""
@@ -98,12 +95,9 @@ class _Sizing:
         try:
             steps.add(Action("flash_loan", chain, lender, self.debt, loan, loan_usd, why,
                              cost_usd=premium_usd + costs.gas_usd("flash_loan", chain)))
-            for part in chunks(loan, self.cap_debt):
-                steps.add(aave_step(steps.book, costs, "repay", self.debt, part, why))
-            for part in chunks(withdraw, self.cap_collateral):
-                steps.add(aave_step(steps.book, costs, "withdraw", self.collateral, part, why))
-            for part in chunks(withdraw, self.cap_collateral):
-                steps.add(swap_step(steps.book, costs, self.collateral, self.debt, part, self.slippage_bps, why))
+            steps.add_aave("repay", self.debt, loan, self.cap_debt, why)
+            steps.add_aave("withdraw", self.collateral, withdraw, self.cap_collateral, why)
+            steps.add_swaps(self.collateral, self.debt, withdraw, self.cap_collateral, self.slippage_bps, why)
             steps.add(Action("flash_repay", chain, lender, self.debt, loan + premium, 0.0, why))
         except ValueError:  # the swaps' expected output falls short of what the module must pay back
             return None

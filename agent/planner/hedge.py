@@ -10,10 +10,10 @@ Variables are USD notionals of the underlying moved by each candidate trade, eac
 
 minimise   Σ (swap fee + impact + carry over the horizon)_i · x_i + Σ gas_i · z_i + P · (s⁺ + s⁻)
 subject to Σ delta_i · x_i + s⁺ − s⁻ = target − delta              (delta back to target; slack only if it must)
-           Σ hf_i · x_i ≥ −max(h0, 0)  over all and over the HF-lowering trades alone, where
+           Σ surplus_i · x_i ≥ −max(h0, 0)  over all and over the surplus-lowering trades alone, where
                h = Σ collateral·LT − HF_min · debt (USD) and h0 its value now: the HF stays ≥ its min throughout
            Σ quote_i · x_i ≥ 0                                       (the quote asset spent is funded)
-           min_trade_usd · z_i ≤ x_i ≤ min(upper_i, max_notional_per_tx_usd) · z_i,  z_i ∈ {0, 1}
+           min_i · z_i ≤ x_i ≤ max_i · z_i,  z_i ∈ {0, 1}     (max_i within max_notional_per_tx_usd)
 
 Swap costs are linearised at the size of the whole gap; the plan's prediction re-runs the exact risk engine.
 The penalty P (1 USD per USD of residual delta) exceeds any real trade's cost, so slack is used only where a
@@ -27,19 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from agent.model import Action, LpPosition
+from agent.model import Action
 from agent.planner.book import (
     Book,
     Steps,
-    aave_step,
     add_removal,
-    chunks,
     removal_proceeds,
     swap_step,
 )
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.hedge_candidates import Candidate, candidates, quote_symbol, surplus_usd
-from agent.planner.outcome import DUST_USD, Outcome
+from agent.planner.outcome import DUST_USD, Outcome, cap_base_units
 from agent.planner.search import least
 from agent.policy import Policy
 
@@ -67,46 +65,13 @@ def choose(cands: list[Candidate], gap_usd: float, h0_usd: float, policy: Policy
     cost = np.zeros(size)
     for i, c in enumerate(cands):
         cost[i] = c.cost_per_usd + _TIE_BREAK * (i + 1)
-        cost[n + i] = c.fixed_usd
+        cost[n + i] = c.gas_usd
     cost[2 * n] = cost[2 * n + 1] = SLACK_PENALTY_PER_USD
-    rows, lower, upper = [], [], []
-    delta = np.zeros(size)
-    delta[:n] = [c.delta for c in cands]
-    delta[2 * n], delta[2 * n + 1] = 1.0, -1.0
-    rows.append(delta)
-    lower.append(gap_usd)
-    upper.append(gap_usd)
-    floor = -max(h0_usd, 0.0)
-    hf_all = np.zeros(size)
-    hf_all[:n] = [c.hf for c in cands]
-    rows.append(hf_all)
-    lower.append(floor)
-    upper.append(np.inf)
-    hf_lowering = np.zeros(size)
-    hf_lowering[:n] = [c.hf if c.lowers_hf else 0.0 for c in cands]
-    rows.append(hf_lowering)
-    lower.append(floor)
-    upper.append(np.inf)
-    funded = np.zeros(size)
-    funded[:n] = [c.quote for c in cands]
-    rows.append(funded)
-    lower.append(0.0)
-    upper.append(np.inf)
-    for i, c in enumerate(cands):
-        on = np.zeros(size)
-        on[i], on[n + i] = 1.0, -c.upper_usd  # x ≤ upper·z
-        rows.append(on)
-        lower.append(-np.inf)
-        upper.append(0.0)
-        least = np.zeros(size)
-        least[i], least[n + i] = 1.0, -c.min_usd  # x ≥ min·z
-        rows.append(least)
-        lower.append(0.0)
-        upper.append(np.inf)
+    rows, lower, upper = _constraints(cands, gap_usd, h0_usd)
     integrality = np.zeros(size)
     integrality[n:2 * n] = 1
-    bounds_upper = np.concatenate([[c.upper_usd for c in cands], np.ones(n), [np.inf, np.inf]])
-    result = milp(cost, constraints=LinearConstraint(np.array(rows), lower, upper), integrality=integrality,
+    bounds_upper = np.concatenate([[c.max_usd for c in cands], np.ones(n), [np.inf, np.inf]])
+    result = milp(cost, constraints=LinearConstraint(rows, lower, upper), integrality=integrality,
                   bounds=Bounds(np.zeros(size), bounds_upper), options={"presolve": True})
     if result.x is None:
         return HedgeChoice((), gap_usd, "no_instrument")
@@ -119,13 +84,41 @@ def choose(cands: list[Candidate], gap_usd: float, h0_usd: float, policy: Policy
     return HedgeChoice(sizes, residual, limited)
 
 
+def _constraints(cands: list[Candidate], gap_usd: float, h0_usd: float) -> tuple[np.ndarray, list[float], list[float]]:
+    """Return the programme's constraint rows over (x, z, s⁺, s⁻) with their lower and upper bounds."""
+    n = len(cands)
+    floor = -max(h0_usd, 0.0)
+    rows, lower, upper = [], [], []
+
+    def row(coefficients: list[float], low: float, high: float) -> None:
+        r = np.zeros(2 * n + 2)
+        r[:n] = coefficients
+        rows.append(r)
+        lower.append(low)
+        upper.append(high)
+
+    row([c.delta_per_usd for c in cands], gap_usd, gap_usd)
+    rows[-1][2 * n], rows[-1][2 * n + 1] = 1.0, -1.0  # the slack
+    row([c.surplus_per_usd for c in cands], floor, np.inf)
+    row([c.surplus_per_usd if c.lowers_surplus else 0.0 for c in cands], floor, np.inf)
+    row([c.quote_per_usd for c in cands], 0.0, np.inf)
+    for i, c in enumerate(cands):
+        for bound, low, high in ((c.max_usd, -np.inf, 0.0), (c.min_usd, 0.0, np.inf)):  # x ≤ max·z, x ≥ min·z
+            r = np.zeros(2 * n + 2)
+            r[i], r[n + i] = 1.0, -bound
+            rows.append(r)
+            lower.append(low)
+            upper.append(high)
+    return np.array(rows), lower, upper
+
+
 def _limit(cands: list[Candidate], sizes: tuple[tuple[Candidate, float], ...], gap: float, policy: Policy) -> str:
     cap = policy.limits.max_notional_per_tx_usd
     if abs(gap) < policy.hedging.min_trade_usd:
         return "min_trade_usd"
     if any(abs(x - cap) < 1e-6 * cap for _c, x in sizes):
         return "max_notional_per_tx_usd"
-    if any(c.hf < 0 for c in cands):
+    if any(c.surplus_per_usd < 0 for c in cands):
         return "health_factor_min"
     return "no_funds"
 
@@ -139,89 +132,119 @@ def plan_hedge(book: Book, costs: CostModel, policy: Policy, delta_usd: float, t
     choice = choose(cands, gap, surplus_usd(book, hf_min), policy)
     steps = Steps(book, costs)
     if choice.sizes_usd:
-        _emit(steps, costs, policy, choice, reason)
+        plan_text = ", ".join(f"{c.instrument}:{c.name} {x:,.0f} USD" for c, x in choice.sizes_usd)
+        _Emitter(steps, policy, f"{reason}; cheapest: {plan_text}").emit(choice)
     return Outcome(tuple(steps.actions), steps.book, choice.limited_by)
 
 
-def _emit(steps: Steps, costs: CostModel, policy: Policy, choice: HedgeChoice, reason: str) -> None:
-    book = steps.book
-    u = book.underlying
-    price = costs.prices_usd
-    sizes = {c.name: x for c, x in choice.sizes_usd}
-    by_name = {c.name: c for c, _x in choice.sizes_usd}
-    slip = policy.hedging.max_slippage_bps
-    plan_text = ", ".join(f"{c.instrument}:{c.name} {x:,.0f} USD" for c, x in choice.sizes_usd)
-    why = f"{reason}; cheapest: {plan_text}"
-    if "perp" in sizes:
-        steps.add(perp_step(book, costs, by_name["perp"].delta * sizes.pop("perp"), slip, why))
-        if not sizes:
-            return
-        book = steps.book
-    q = quote_symbol(book, costs)
-    assert q is not None
-    if "repay_debt" in sizes or "buy_and_supply" in sizes:
-        u_before = book.balance(u)
-        for name, x in sizes.items():
-            candidate = by_name[name]
-            if candidate.instrument != "funding" or name == "idle_quote":
-                continue
+# The candidates that raise delta: they buy the underlying with the quote asset. A choice without them lowers delta.
+_BUYS = ("repay_debt", "buy_and_supply")
+
+
+class _Emitter:
+    """Turns a hedge choice into steps: the perp trade, then the spot and lending steps of one direction."""
+
+    def __init__(self, steps: Steps, policy: Policy, why: str) -> None:
+        self.steps, self.costs, self.policy, self.why = steps, steps.costs, policy, why
+        self.slippage_bps = policy.hedging.max_slippage_bps
+        self.u = steps.book.underlying
+
+    def emit(self, choice: HedgeChoice) -> None:
+        sizes = {c.name: (c, x) for c, x in choice.sizes_usd}
+        perp = sizes.pop("perp", None)
+        if perp is not None:
+            c, x = perp
+            self.steps.add(perp_step(self.steps.book, self.costs, c.delta_per_usd * x, self.slippage_bps, self.why))
+            if not sizes:
+                return
+        q = quote_symbol(self.steps.book, self.costs)
+        assert q is not None
+        if any(name in sizes for name in _BUYS):
+            self.raise_delta(q, sizes)
+        else:
+            self.lower_delta(q, sizes)
+
+    def raise_delta(self, q: str, sizes: dict[str, tuple[Candidate, float]]) -> None:
+        """Fund the quote asset, buy the underlying, repay underlying debt with it (when chosen) and supply the
+        rest. Only what is certain to arrive goes into Aave: LP proceeds and the swaps' minimum output."""
+        u_before = self.steps.book.balance(self.u)
+        for name, (c, x) in sizes.items():
             if name == "withdraw_quote":
-                _aave(steps, policy, "withdraw", q, base_units(x, book.token(q), price[q]), why)
-            else:
-                position = steps.book.lp(candidate.position_id)
-                _, q_all = _lp_quote(position, q)
-                x_units = base_units(x, book.token(q), price[q])
-                liquidity = min(position.liquidity, int(position.liquidity * x_units / q_all) + 1) if q_all else 0
-                add_removal(steps, position.token_id, liquidity, policy.limits.max_notional_per_tx_usd, why)
-        wanted_u = base_units(sizes.get("repay_debt", 0.0) + sizes.get("buy_and_supply", 0.0), book.token(u), price[u])
-        available_q = steps.book.balance(q)
-        start = steps.book
-
-        def bought(amount: int) -> int:
-            return Steps(start, costs).add(swap_step(start, costs, q, u, amount, slip, "")).min_amount_out_base_units \
-                if amount else 0
-
-        amount_q = least(lambda a: bought(a) >= wanted_u, available_q)
-        lp_u = steps.book.balance(u) - u_before
-        # Only what is certain to arrive is put into Aave: LP proceeds and the swap's minimum output.
-        got_u = lp_u
-        if amount_q:
-            got_u += _swap(steps, policy, q, u, amount_q, why)
-        reserve = steps.book.reserve(u)
+                self.aave("withdraw", q, self.units(x, q))
+            elif c.lp_token_id:
+                self.remove_for_quote(c.lp_token_id, q, x)
+        got_u = self.steps.book.balance(self.u) - u_before
+        got_u += self.buy(q, self.units(sum(x for name, (_c, x) in sizes.items() if name in _BUYS), self.u))
+        reserve = self.steps.book.reserve(self.u)
         assert reserve is not None
-        repay = min(got_u, reserve.variable_debt_base_units) if "repay_debt" in sizes or got_u else 0
-        if "buy_and_supply" in sizes and "repay_debt" not in sizes:
-            repay = 0
+        repay = min(got_u, reserve.variable_debt_base_units) if "repay_debt" in sizes else 0
         if repay:
-            _aave(steps, policy, "repay", u, repay, why)
-        rest = got_u - repay
-        if rest > 0:
-            _aave(steps, policy, "supply", u, rest, why)
-        return
-    sold = 0
-    if "borrow_and_sell" in sizes:
-        amount = base_units(sizes["borrow_and_sell"], book.token(u), price[u])
-        _aave(steps, policy, "borrow", u, amount, why)
-        sold += amount
-    if "withdraw_and_sell" in sizes:
-        reserve = steps.book.reserve(u)
-        assert reserve is not None
-        amount = min(base_units(sizes["withdraw_and_sell"], book.token(u), price[u]), reserve.collateral_base_units)
-        _aave(steps, policy, "withdraw", u, amount, why)
-        sold += amount
-    got_q = 0
-    if sold:
-        got_q = _swap(steps, policy, u, q, sold, why)
-    if "repay_quote_debt" in sizes:
-        reserve = steps.book.reserve(q)
-        assert reserve is not None
-        repay = min(got_q, reserve.variable_debt_base_units, base_units(sizes["repay_quote_debt"], book.token(q),
-                                                                         price[q]) + 1)
-        if repay:
-            _aave(steps, policy, "repay", q, repay, why)
-            got_q -= repay
-    if "supply_quote" in sizes and got_q > 0:
-        _aave(steps, policy, "supply", q, got_q, why)
+            self.aave("repay", self.u, repay)
+        if got_u - repay > 0:
+            self.aave("supply", self.u, got_u - repay)
+
+    def lower_delta(self, q: str, sizes: dict[str, tuple[Candidate, float]]) -> None:
+        """Borrow or withdraw the underlying, sell it, repay quote-asset debt (when chosen) and supply the rest
+        (when chosen)."""
+        sold = 0
+        if "borrow_and_sell" in sizes:
+            amount = self.units(sizes["borrow_and_sell"][1], self.u)
+            self.aave("borrow", self.u, amount)
+            sold += amount
+        if "withdraw_and_sell" in sizes:
+            reserve = self.steps.book.reserve(self.u)
+            assert reserve is not None
+            amount = min(self.units(sizes["withdraw_and_sell"][1], self.u), reserve.collateral_base_units)
+            self.aave("withdraw", self.u, amount)
+            sold += amount
+        got_q = self.swap(self.u, q, sold) if sold else 0
+        if "repay_quote_debt" in sizes:
+            reserve = self.steps.book.reserve(q)
+            assert reserve is not None
+            repay = min(got_q, reserve.variable_debt_base_units, self.units(sizes["repay_quote_debt"][1], q) + 1)
+            if repay:
+                self.aave("repay", q, repay)
+                got_q -= repay
+        if "supply_quote" in sizes and got_q > 0:
+            self.aave("supply", q, got_q)
+
+    def remove_for_quote(self, token_id: int, q: str, quote_usd: float) -> None:
+        """Remove the liquidity of LP `token_id` that pays `quote_usd` of the quote asset."""
+        position = self.steps.book.lp(token_id)
+        amount0, amount1 = removal_proceeds(position, position.liquidity)
+        q_all = amount0 if position.token0.symbol == q else amount1
+        wanted = self.units(quote_usd, q)
+        liquidity = min(position.liquidity, int(position.liquidity * wanted / q_all) + 1) if q_all else 0
+        add_removal(self.steps, token_id, liquidity, self.policy.limits.max_notional_per_tx_usd, self.why)
+
+    def buy(self, q: str, wanted_u: int) -> int:
+        """Swap the least of the quote asset held whose minimum output is `wanted_u` of the underlying (all of it
+        when that falls short); return the minimum output."""
+        start = self.steps.book
+
+        def min_out(amount: int) -> int:
+            step = swap_step(start, self.costs, q, self.u, amount, self.slippage_bps, "")
+            return Steps(start, self.costs).add(step).min_amount_out_base_units if amount else 0
+
+        amount_q = least(lambda a: min_out(a) >= wanted_u, start.balance(q))
+        return self.swap(q, self.u, amount_q) if amount_q else 0
+
+    def units(self, amount_usd: float, symbol: str) -> int:
+        return base_units(amount_usd, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
+
+    def cap_units(self, symbol: str) -> int:
+        return cap_base_units(self.policy, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
+
+    def aave(self, kind: str, symbol: str, amount: int) -> None:
+        """Add an Aave action, split into transactions within the per-transaction notional cap (nothing for dust)."""
+        if usd(amount, self.steps.book.token(symbol), self.costs.prices_usd[symbol]) < DUST_USD:
+            return
+        self.steps.add_aave(kind, symbol, amount, self.cap_units(symbol), self.why)
+
+    def swap(self, symbol_in: str, symbol_out: str, amount: int) -> int:
+        """Add a swap split within the cap; return the sum of the parts' minimum outputs."""
+        return self.steps.add_swaps(symbol_in, symbol_out, amount, self.cap_units(symbol_in), self.slippage_bps,
+                                    self.why)
 
 
 def perp_step(book: Book, costs: CostModel, delta_usd: float, max_slippage_bps: float, reason: str) -> Action:
@@ -238,35 +261,6 @@ def perp_step(book: Book, costs: CostModel, delta_usd: float, max_slippage_bps: 
     cost = abs(size) / 1e18 * (fill * market.fee_fraction + side * (fill - price)) + costs.gas_usd("perp", book.chain)
     return Action("perp", book.chain, "perps", book.underlying, size, notional, reason, cost_usd=cost,
                   acceptable_price_1e18=acceptable)
-
-
-def _cap_units(steps: Steps, policy: Policy, symbol: str) -> int:
-    return base_units(policy.limits.max_notional_per_tx_usd, steps.book.token(symbol),
-                      steps.costs.prices_usd[symbol])
-
-
-def _aave(steps: Steps, policy: Policy, kind: str, symbol: str, amount: int, why: str) -> None:
-    """Add an Aave action, split into transactions within the per-transaction notional cap (nothing for dust)."""
-    if usd(amount, steps.book.token(symbol), steps.costs.prices_usd[symbol]) < DUST_USD:
-        return
-    for part in chunks(amount, _cap_units(steps, policy, symbol)):
-        steps.add(aave_step(steps.book, steps.costs, kind, symbol, part, why))
-
-
-def _swap(steps: Steps, policy: Policy, symbol_in: str, symbol_out: str, amount: int, why: str) -> int:
-    """Add a swap split within the cap; return the sum of the parts' minimum outputs."""
-    received = 0
-    for part in chunks(amount, _cap_units(steps, policy, symbol_in)):
-        received += steps.add(swap_step(steps.book, steps.costs, symbol_in, symbol_out, part,
-                                        policy.hedging.max_slippage_bps, why)).min_amount_out_base_units
-    return received
-
-
-def _lp_quote(position: LpPosition, q: str) -> tuple[int, float]:
-    """Return the side (0, 1) of the quote asset in an LP position and how much of it removing everything pays
-    (USD at the quote asset's price of 1 per base unit is not assumed: base units)."""
-    amount0, amount1 = removal_proceeds(position, position.liquidity)
-    return (0, amount0) if position.token0.symbol == q else (1, amount1)
 
 
 def actions_text(actions: tuple[Action, ...]) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from agent.model import Action, PerpPosition
-from agent.planner.book import Book, Steps, aave_step, chunks
+from agent.planner.book import Book, Steps, chunks
 from agent.planner.costs import CostModel, usd
 from agent.planner.hedge import perp_step
 from agent.planner.outcome import DUST_USD, WAD, Outcome, cap_base_units
@@ -81,14 +81,13 @@ def plan_perp_margin(book: Book, costs: CostModel, policy: Policy, hf_min: float
         min_wad = int(hf_min * WAD)
 
         def keeps_min(w: int) -> bool:
-            return book._with_reserve(symbol, collateral=-w).health_factor_wad() >= min_wad
+            return book.with_reserve_changes(symbol, collateral=-w).health_factor_wad() >= min_wad
 
         withdrawn = most(keeps_min, min(need - from_wallet, reserve.collateral_base_units))
         if usd(withdrawn, token, price) < DUST_USD:
             withdrawn = 0
         why = f"{reason}: withdraw {usd(withdrawn, token, price):,.0f} USD of {symbol} (HF stays ≥ {hf_min:g})"
-        for part in chunks(withdrawn, cap):
-            steps.add(aave_step(steps.book, costs, "withdraw", symbol, part, why))
+        steps.add_aave("withdraw", symbol, withdrawn, cap, why)
     deposit = from_wallet + withdrawn
     if usd(deposit, token, price) >= DUST_USD:
         source = f"{usd(from_wallet, token, price):,.0f} USD idle" + (

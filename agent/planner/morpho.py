@@ -76,7 +76,7 @@ def apply_morpho(book: Book, action: Action) -> Book:
     else:
         sign = 1 if action.kind == "supply" else -1
         new, changes = morpho.with_collateral(old, sign * amount), {collateral: -sign * amount}
-    return book._with_wallet(changes)._replace_other(old, new)
+    return book.with_wallet_changes(changes).with_other_replaced(old, new)
 
 
 def plan_morpho_deleverage(book: Book, costs: CostModel, policy: Policy, target_hf: float, below_hf: float,

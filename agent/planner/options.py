@@ -78,8 +78,8 @@ def plan_options(book: Book, costs: CostModel, policy: Policy, breached: set[str
     pay[n:2 * n] = [-s.mark_price_usd * (1 - s.fee_fraction) for s in live]
     a_ub.append(pay)
     b_ub.append(0.99 * budget)
-    cap_units = policy.limits.max_notional_per_tx_usd / spot
-    bounds = [(0.0, cap_units)] * n + [(0.0, float(h)) for h in held] + [(0.0, None)] * (2 * k)
+    cap_underlying = policy.limits.max_notional_per_tx_usd / spot  # option units are units of the underlying
+    bounds = [(0.0, cap_underlying)] * n + [(0.0, float(h)) for h in held] + [(0.0, None)] * (2 * k)
     result = linprog(cost, A_ub=np.array(a_ub), b_ub=np.array(b_ub), A_eq=np.array(a_eq) if a_eq else None,
                      b_eq=np.array(b_eq) if b_eq else None, bounds=bounds, method="highs")
     if result.x is None:
@@ -91,11 +91,18 @@ def plan_options(book: Book, costs: CostModel, policy: Policy, breached: set[str
         limited = "no_funds" if result.ineqlin is not None and abs(result.ineqlin.residual[-1]) < 1e-6 * max(
             budget, 1.0) else "no_instrument"
     if steps.actions and policy.bands.delta_usd is None and "perp" in policy.hedging.instruments:
-        moved = float(steps.book.report(costs.prices_usd, costs.now_ts).total.delta_usd - report.total.delta_usd)
-        if abs(moved) >= policy.hedging.min_trade_usd and perp_candidate(steps.book, costs, policy, -moved):
-            steps.add(perp_step(steps.book, costs, -moved, policy.hedging.max_slippage_bps,
-                                f"{reason}; offset the options' delta {moved:,.0f} USD"))
+        _offset_delta(steps, policy, float(report.total.delta_usd), reason)
     return Outcome(tuple(steps.actions), steps.book, limited)
+
+
+def _offset_delta(steps: Steps, policy: Policy, delta_before_usd: float, reason: str) -> None:
+    """Add the perp trade that takes back the delta the option trades moved (none below the minimum trade or
+    without a perp that can)."""
+    costs = steps.costs
+    moved = float(steps.book.report(costs.prices_usd, costs.now_ts).total.delta_usd - delta_before_usd)
+    if abs(moved) >= policy.hedging.min_trade_usd and perp_candidate(steps.book, costs, policy, -moved):
+        steps.add(perp_step(steps.book, costs, -moved, policy.hedging.max_slippage_bps,
+                            f"{reason}; offset the options' delta {moved:,.0f} USD"))
 
 
 def _trades(steps: Steps, policy: Policy, live: list[OptionSeries], buy: np.ndarray, sell: np.ndarray,

@@ -10,13 +10,7 @@ def least(ok: Callable[[int], bool], high: int) -> int:
     """Return the least x in [0, high] with ok(x) for a monotone ok (high when none)."""
     if not ok(high):
         return high
-    lo, hi = 0, high
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
+    lo, hi = _bisect(ok, high)
     return lo if ok(lo) else hi
 
 
@@ -24,11 +18,17 @@ def most(ok: Callable[[int], bool], high: int) -> int:
     """Return the greatest x in [0, high] with ok(x) for a monotone decreasing ok (0 when none)."""
     if ok(high):
         return high
+    return _bisect(lambda x: not ok(x), high)[0]
+
+
+def _bisect(past: Callable[[int], bool], high: int) -> tuple[int, int]:
+    """Return (lo, hi), hi − lo ≤ 1, bracketing where a false-then-true `past` turns true over [0, high]: past(hi)
+    if past(high), and not past(lo) unless lo = 0 (neither end is asked)."""
     lo, hi = 0, high
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
+        if past(mid):
             hi = mid
-    return lo
+        else:
+            lo = mid
+    return lo, hi

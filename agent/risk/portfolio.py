@@ -75,24 +75,7 @@ def position_risk(
         value = float(value_usd(position, underlying, prices_usd, now_ts, rate=rate))
     greeks = DeskGreeks()
     if isinstance(position, AaveAccount):
-        # Priced by Aave at the underlying's price, so it moves one for one with it: a supply is long, a debt short.
-        held_usd = sum(
-            _net_supply(r) * lending.effective_price_1e8(position, r) / 1e8
-            for r in position.reserves
-            if lending.price_follows(position, r) == underlying
-        )
-        # Interest is the lending position's time decay: supply earns, debt costs, per calendar day.
-        carry_usd = sum(
-            (
-                r.collateral_base_units * r.supply_apr
-                - (r.variable_debt_base_units + r.stable_debt_base_units) * r.variable_borrow_apr
-            )
-            / 10**r.token.decimals
-            * lending.effective_price_1e8(position, r)
-            / 1e8
-            for r in position.reserves
-        )
-        greeks = DeskGreeks(delta_usd=held_usd, theta_usd_1d=carry_usd / DAYS_PER_YEAR)
+        greeks = _aave_greeks(position, underlying)
         label = f"aave_v3:{position.chain}:{position.account}"
     elif isinstance(position, MorphoPosition):
         collateral_usd, debt_usd = morpho.usd_values(position, prices_usd)
@@ -121,6 +104,28 @@ def position_risk(
         kind = "C" if position.is_call else "P"
         label = f"option:{position.venue}:{position.underlying}-{position.expiry_ts}-{position.strike_usd:g}-{kind}"
     return PositionRisk(label, value, greeks)
+
+
+def _aave_greeks(account: AaveAccount, underlying: str) -> DeskGreeks:
+    """An Aave account's delta and theta against `underlying`."""
+    # Priced by Aave at the underlying's price, so it moves one for one with it: a supply is long, a debt short.
+    held_usd = sum(
+        _net_supply(r) * lending.effective_price_1e8(account, r) / 1e8
+        for r in account.reserves
+        if lending.price_follows(account, r) == underlying
+    )
+    # Interest is the lending position's time decay: supply earns, debt costs, per calendar day.
+    carry_usd = sum(
+        (
+            r.collateral_base_units * r.supply_apr
+            - (r.variable_debt_base_units + r.stable_debt_base_units) * r.variable_borrow_apr
+        )
+        / 10**r.token.decimals
+        * lending.effective_price_1e8(account, r)
+        / 1e8
+        for r in account.reserves
+    )
+    return DeskGreeks(delta_usd=held_usd, theta_usd_1d=carry_usd / DAYS_PER_YEAR)
 
 
 def account_health(

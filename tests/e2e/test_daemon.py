@@ -185,4 +185,5 @@ def test_daemon_deleverages_in_a_crash_and_a_rally_and_stops_cleanly(
         tx = chain.w3.eth.get_transaction(intent.tx_hash)  # type: ignore[arg-type]
         assert (intent.kind, tx["from"], tx["to"]) == ("recipe", portfolio.keeper, portfolio.module)
     log = (workdir / "daemon.log").read_text()
-    assert not re.search(r"Traceback", log)
+    found = re.search(r"Traceback", log)
+    assert not found, log[max(0, found.start() - 500):found.start() + 2500] if found else ""

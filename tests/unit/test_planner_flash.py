@@ -98,7 +98,7 @@ def test_book_holds_the_loan_only_until_it_is_paid_back() -> None:
     borrowed = book.apply(loan, costs)
 
     assert borrowed.balance("USDC") == 1_000 * 10**6 and borrowed.health_factor_wad() == book.health_factor_wad()
-    assert borrowed._with_wallet({"USDC": 500_000}).apply(repay, costs).balance("USDC") == 0
+    assert borrowed.with_wallet_changes({"USDC": 500_000}).apply(repay, costs).balance("USDC") == 0
     try:
         borrowed.apply(repay, costs)
     except ValueError as error:
