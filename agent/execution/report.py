@@ -12,7 +12,8 @@ from agent.execution.journal import Intent
 @dataclass(frozen=True)
 class ExecutionReport:
     """What `execute_plan` did: the plan's intents as journaled now, the guard's refusals, and `deferred` (why
-    nothing was done: an unresolved intent of the portfolio), empty when the plan went ahead."""
+    nothing was done: an unresolved intent of the portfolio, or one mined after the plan's snapshot), empty when the
+    plan went ahead."""
 
     portfolio: str
     plan_id: str
