@@ -35,6 +35,7 @@ from tests.faults.scenarios import SCENARIOS
 WAD = 10**18
 HF_MIN = 1.5
 CRASH = [2_000 * (0.95**i) for i in range(1, 8)]  # down 5% a step to ~1,400 (−30%)
+STEP_S = 1.5  # between price steps: the daemon (on a 1 s interval) reads each
 APPROVE = "0x095ea7b3"
 COUNTS = ("mined_twice", "lost", "crashes", "out_of_band", "unapplied")
 
@@ -84,9 +85,10 @@ def run_once(scenario: Scenario, localnet: Localnet, workdir: Path, path: str = 
                 set_weth_price(chain, localnet, price)
             else:
                 scenario.move(run, step, price)
-            time.sleep(2)
-        for proxy in proxies:
-            proxy.fault = None
+            time.sleep(STEP_S)
+        if watch is None:  # a watch ends its faults itself
+            for proxy in proxies:
+                proxy.fault = None
         settle(run)
         run.stopping.set()
         if watch is not None:
@@ -186,12 +188,14 @@ def label(scenario: Scenario, path: str) -> str:
     return f"{scenario.name} [{path}]"
 
 
-def matrix(names: list[str] | None, runs: int, paths: list[str] | None = None,
+def matrix(names: list[str] | None, runs: int, paths: list[str] | None = None, keep: Path | None = None,
            report: Callable[[str], None] = print) -> dict[str, list[Outcome]]:
     """Runs each scenario (all, or those `names`) on each of its paths (or those `paths`) `runs` times on one
-    seeded anvil, reverted between runs; returns the outcomes by row and reports the table."""
+    seeded anvil, reverted between runs; returns the outcomes by row and reports the table. Each run's logs and
+    journal are kept under `keep` when given."""
     results: dict[str, list[Outcome]] = {}
-    with world() as (node, localnet), tempfile.TemporaryDirectory(prefix="ballast-faults-") as tmp:
+    with world() as (node, localnet), tempfile.TemporaryDirectory(prefix="ballast-faults-") as temporary:
+        tmp = keep or temporary
         w3 = Web3(Web3.HTTPProvider(node.url))
         base_fee = hex(w3.eth.get_block("pending")["baseFeePerGas"])
         for scenario, path in cells(names, paths):
@@ -232,8 +236,9 @@ def main() -> None:
     parser.add_argument("--fault", action="append", help="a fault's name (default: every fault)")
     parser.add_argument("--path", action="append", choices=PATHS, help="safe or direct (default: each fault's)")
     parser.add_argument("--notes", action="store_true", help="print what each fault did, run by run")
+    parser.add_argument("--keep", type=Path, help="a directory to keep each run's daemon logs and journal in")
     args = parser.parse_args()
-    results = matrix(args.fault, args.runs, args.path)
+    results = matrix(args.fault, args.runs, args.path, args.keep)
     if args.notes:
         print("\n".join(f"  {name}: {note}" for name, outcomes in results.items() for o in outcomes
                          for note in o.notes))

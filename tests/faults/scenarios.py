@@ -8,7 +8,7 @@ from collections.abc import Callable
 from tests.faults.chain_faults import CHAIN_FAULTS
 from tests.faults.lifecycle import KILLS
 from tests.faults.proxy import Fault, down, error, malformed
-from tests.faults.run import Run, Scenario
+from tests.faults.run import SAFE, Run, Scenario
 
 SEND = frozenset({"eth_sendRawTransaction"})
 CALLS = frozenset({"eth_call", "eth_estimateGas"})
@@ -32,22 +32,23 @@ def second_daemon(run: Run, step: int) -> None:
 
 ENDPOINT_FAULTS = [
     Scenario("no fault"),
-    Scenario("first endpoint down (failover)", during(Fault(down), first=0, last=STEPS), endpoints=2),
+    Scenario("first endpoint down (failover)", during(Fault(down), first=0, last=STEPS), endpoints=2, paths=SAFE),
     Scenario("every endpoint down", during(Fault(down), first=1, last=2)),
     Scenario("transient errors (header not found)",
-             during(Fault(error(-32000, "header not found"), methods=CALLS, probability=0.5), first=1, last=4)),
+             during(Fault(error(-32000, "header not found"), methods=CALLS, probability=0.5), first=1, last=4),
+             paths=SAFE),
     Scenario("rate limited (429)", during(Fault(error(429, "Too Many Requests"), probability=0.5), first=1, last=4),
-             paths=("safe",)),
+             paths=SAFE),
     Scenario("malformed answers", during(Fault(malformed, probability=0.3), first=1, last=4), endpoints=2,
-             paths=("safe",)),
+             paths=SAFE),
     Scenario("already known", during(Fault(error(-32000, "already known"), methods=SEND, forward_first=True),
-                                     first=0, last=STEPS)),
+                                     first=0, last=STEPS), paths=SAFE),
     Scenario("nonce too low", during(Fault(error(-32000, "nonce too low"), methods=SEND, forward_first=True),
                                      first=0, last=STEPS)),
     Scenario("replacement underpriced", during(Fault(error(-32000, "replacement transaction underpriced"),
-                                                     methods=SEND), first=1, last=2), paths=("safe",)),
+                                                     methods=SEND), first=1, last=2), paths=SAFE),
     Scenario("a revert in simulation", during(Fault(error(3, "execution reverted: 35"), methods=frozenset(
-        {"eth_estimateGas"})), first=1, last=2), paths=("safe",)),
+        {"eth_estimateGas"})), first=1, last=2), paths=SAFE),
     Scenario("two daemons for one account", second_daemon),
 ]
 
