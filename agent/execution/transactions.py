@@ -141,7 +141,9 @@ class Transactions:
         self.journal.update_tx(record.tx_hash, state="sent", sent_at=now)
         intent = self.journal.intent(id)
         if intent is not None:
-            values: dict[str, Any] = {"last_sent_at": now}
+            # The bump timer runs from the first send of these bytes: re-broadcasts to a node that forgot them
+            # (an evicting mempool, a load-balanced endpoint) must not postpone the replacement for ever.
+            values: dict[str, Any] = {} if stored.sent_at is not None else {"last_sent_at": now}
             if intent.sent_at is None:
                 values["sent_at"] = now
             self.journal.transition(id, "sent" if intent.state == "signed" else intent.state, **values)

@@ -23,12 +23,13 @@ if TYPE_CHECKING:
 ARBITRAGEUR = 7  # the dev account that trades the pools to the oracle price
 
 
-def set_weth_price(chain: LocalChain, localnet: Localnet, price_usd: float) -> None:
+def set_weth_price(chain: LocalChain, localnet: Localnet, price_usd: float, updated_at: int | None = None) -> None:
     """Set the WETH feed to `price_usd` and swap every WETH/USDC pool to that price (a price-limited swap); the
-    WSTETH feed keeps its ratio to WETH (an ETH move is not a depeg)."""
+    WSTETH feed keeps its ratio to WETH (an ETH move is not a depeg). With `updated_at` (unix seconds), the feeds
+    say they were updated then (an old time: a stale oracle)."""
     ratio = feed_price_usd(chain, localnet, "WSTETH") / feed_price_usd(chain, localnet, "WETH")
-    _set_feed(chain, localnet, "WETH", price_usd)
-    _set_feed(chain, localnet, "WSTETH", price_usd * ratio)
+    _set_feed(chain, localnet, "WETH", price_usd, updated_at)
+    _set_feed(chain, localnet, "WSTETH", price_usd * ratio, updated_at)
     for fee, pool_address in localnet.world.pools.items():
         _swap_pool_to(chain, localnet, pool_address, ("WETH", "USDC"), fee, {"WETH": price_usd, "USDC": 1.0})
 
@@ -50,9 +51,12 @@ def feed_price_usd(chain: LocalChain, localnet: Localnet, symbol: str) -> float:
     return int(feed.functions.latestAnswer().call()) / 10**FEED_DECIMALS
 
 
-def _set_feed(chain: LocalChain, localnet: Localnet, symbol: str, price_usd: float) -> None:
+def _set_feed(chain: LocalChain, localnet: Localnet, symbol: str, price_usd: float,
+              updated_at: int | None = None) -> None:
     feed = chain.at("LocalPriceFeed", localnet.world.feeds[symbol])
-    chain.send(feed.functions.setAnswer(round(price_usd * 10**FEED_DECIMALS)), localnet.accounts[0].address)
+    answer = round(price_usd * 10**FEED_DECIMALS)
+    call = feed.functions.setAnswer(answer) if updated_at is None else feed.functions.setAnswerAt(answer, updated_at)
+    chain.send(call, localnet.accounts[0].address)
 
 
 def _swap_pool_to(chain: LocalChain, localnet: Localnet, pool_address: str, pair: tuple[str, str], fee: int,

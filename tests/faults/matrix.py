@@ -10,143 +10,34 @@ zero. `tests/faults/test_matrix.py` runs it under pytest.
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import signal
-import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from web3 import Web3
 
-from agent.execution.journal import Journal
 from agent.localnet import Anvil, Localnet, build_localnet
-from agent.localnet.anvil import free_port
 from agent.localnet.chain import LocalChain
 from agent.localnet.market import set_weth_price
 from agent.localnet.policies import render_policy
 from agent.localnet.readback import aave_account
-from tests.faults.proxy import Fault, FaultProxy, down, error, malformed
+from tests.faults.proxy import FaultProxy
+from tests.faults.run import NAME, PATHS, Run, Scenario, keeper_for
+from tests.faults.scenarios import SCENARIOS
 
-NAME = "leveraged-long"
 WAD = 10**18
 HF_MIN = 1.5
 CRASH = [2_000 * (0.95**i) for i in range(1, 8)]  # down 5% a step to ~1,400 (−30%)
+STEP_S = 1.5  # between price steps: the daemon (on a 1 s interval) reads each
 APPROVE = "0x095ea7b3"
-SEND = frozenset({"eth_sendRawTransaction"})
-CALLS = frozenset({"eth_call", "eth_estimateGas"})
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Run:
-    """One run of the daemon through the crash under a fault: the processes started, the proxies, the journal."""
-
-    localnet: Localnet
-    workdir: Path
-    proxies: list[FaultProxy]
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
-    crashes: int = 0
-
-    @property
-    def db(self) -> str:
-        return str(self.workdir / "journal.sqlite")
-
-    def start_daemon(self, name: str = "daemon") -> subprocess.Popen[str]:
-        """Starts `ballast run` on the run's policy and journal; returns once its metrics answer."""
-        key = self.localnet.keeper_key(NAME)
-        port = free_port()
-        env = {**os.environ, "BALLAST_DB": self.db, "BALLAST_METRICS_ADDR": f"127.0.0.1:{port}",
-               "BALLAST_PRIVATE_KEY": key, "BALLAST_KILL_SWITCH": str(self.workdir / "KILL"),
-               "BALLAST_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}
-        log = (self.workdir / f"{name}-{len(self.processes)}.log").open("w")
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--policy",
-                                    str(self.workdir / "policies"), "--drain-s", "20"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, text=True, cwd=self.workdir)
-        self.processes.append(process)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2):
-                    return process
-            except OSError:
-                time.sleep(0.2)
-        return process
-
-    def kill(self, process: subprocess.Popen[str]) -> None:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def signed_any(self) -> bool:
-        """Whether the journal holds a signed transaction yet."""
-        journal = Journal(self.db)
-        try:
-            return any(journal.txs(i.id) for i in journal.intents(NAME))
-        finally:
-            journal.close()
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A fault: `endpoints` proxies in the policy's RPC list, `apply` called at each crash step (`step` from 0) to set
-    or clear faults and to kill or start processes."""
-
-    name: str
-    apply: Callable[[Run, int], None]
-    endpoints: int = 1
-
-
-def during(fault: Fault, endpoint: int = 0, first: int = 1, last: int = 3) -> Callable[[Run, int], None]:
-    """Returns an `apply` that sets `fault` on proxy `endpoint` for crash steps first…last, and clears it after."""
-
-    def apply(run: Run, step: int) -> None:
-        run.proxies[endpoint].fault = fault if first <= step <= last else None
-
-    return apply
-
-
-def kill_after_signing(run: Run, step: int) -> None:
-    """SIGKILLs the daemon as soon as it has signed something, then starts it again (crash recovery)."""
-    if step == 0 or not run.processes or run.processes[-1].poll() is not None:
-        return
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline and not run.signed_any():
-        time.sleep(0.05)
-    if run.signed_any() and len(run.processes) == 1:
-        run.kill(run.processes[-1])
-        run.start_daemon()
-
-
-def second_daemon(run: Run, step: int) -> None:
-    """Starts a second daemon for the same account on the same journal at the first crash step."""
-    if step == 1:
-        run.start_daemon("second")
-
-
-SCENARIOS = [
-    Scenario("no fault", lambda run, step: None),
-    Scenario("first endpoint down (failover)", during(Fault(down), first=0, last=len(CRASH)), endpoints=2),
-    Scenario("every endpoint down", during(Fault(down), first=1, last=2)),
-    Scenario("transient errors (header not found)",
-             during(Fault(error(-32000, "header not found"), methods=CALLS, probability=0.5), first=1, last=4)),
-    Scenario("rate limited (429)", during(Fault(error(429, "Too Many Requests"), probability=0.5), first=1, last=4)),
-    Scenario("malformed answers", during(Fault(malformed, probability=0.3), first=1, last=4), endpoints=2),
-    Scenario("already known", during(Fault(error(-32000, "already known"), methods=SEND, forward_first=True),
-                                     first=0, last=len(CRASH))),
-    Scenario("nonce too low", during(Fault(error(-32000, "nonce too low"), methods=SEND, forward_first=True),
-                                     first=0, last=len(CRASH))),
-    Scenario("replacement underpriced", during(Fault(error(-32000, "replacement transaction underpriced"),
-                                                     methods=SEND), first=1, last=2)),
-    Scenario("a revert in simulation", during(Fault(error(3, "execution reverted: 35"), methods=frozenset(
-        {"eth_estimateGas"})), first=1, last=2)),
-    Scenario("SIGKILL after signing", kill_after_signing),
-    Scenario("two daemons for one account", second_daemon),
-]
+COUNTS = ("mined_twice", "lost", "crashes", "out_of_band", "unapplied")
 
 
 @dataclass(frozen=True)
@@ -161,7 +52,10 @@ class Outcome:
     out_of_band: int
     mined: int
     health_factor: float
-    problems: tuple[str, ...] = ()  # what each crash was: an exit code, or the exception a traceback ended with
+    unapplied: int = 0  # 1 if the fault never happened (the daemon never reached its point): the run proved nothing
+    problems: tuple[str, ...] = ()  # what each crash was (an exit code, the exception a traceback ended with), and
+    # why a fault was not applied
+    notes: tuple[str, ...] = ()  # what the fault did (where it killed, what it raised)
 
 
 @contextmanager
@@ -170,51 +64,75 @@ def world() -> Iterator[tuple[Anvil, Localnet]]:
         yield node, build_localnet(node.url, node.chain_id)
 
 
-def run_once(scenario: Scenario, localnet: Localnet, workdir: Path) -> Outcome:
-    """Runs the daemon through the crash under `scenario` from the current chain state; returns the outcome."""
+def run_once(scenario: Scenario, localnet: Localnet, workdir: Path, path: str = "safe", index: int = 0) -> Outcome:
+    """Runs the daemon keeping the account of `path` through the crash under `scenario` from the current chain
+    state; returns the outcome. `index` seeds the scenario's random draws."""
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
     chain = LocalChain(w3)
-    account = Web3.to_checksum_address(localnet.demo_accounts[NAME])  # the Safe
-    sender = Web3.to_checksum_address(localnet.demo_portfolios[NAME].keeper)  # its keeper signs and pays gas
+    keeper = keeper_for(path, localnet, chain)
     first_block = w3.eth.block_number
     proxies = [FaultProxy(localnet.rpc_url, seed=i) for i in range(scenario.endpoints)]
-    run = Run(localnet, workdir, proxies)
-    (workdir / "policies").mkdir()
-    text = render_policy(NAME, account, localnet, mode="live", interval_s=1, cooldown_s=0)
-    urls = ", ".join(f'"{p.url}"' for p in proxies)
-    (workdir / "policies" / f"{NAME}.yaml").write_text(text.replace(f'rpc: ["{localnet.rpc_url}"]', f"rpc: [{urls}]"))
+    run = Run(localnet, workdir, proxies, keeper, index)
+    write_policy(run, scenario)
+    watch = threading.Thread(target=scenario.watch, args=(run,), daemon=True) if scenario.watch else None
     try:
         run.start_daemon()
+        if watch is not None:
+            watch.start()
         for step, price in enumerate(CRASH):
             scenario.apply(run, step)
-            set_weth_price(chain, localnet, price)
-            time.sleep(2)
-        for proxy in proxies:
-            proxy.fault = None
+            if scenario.move is None:
+                set_weth_price(chain, localnet, price)
+            else:
+                scenario.move(run, step, price)
+            time.sleep(STEP_S)
+        if watch is None:  # a watch ends its faults itself
+            for proxy in proxies:
+                proxy.fault = None
         settle(run)
-        problems = [f"exited {p.returncode} by itself" for p in run.processes
-                    if p.poll() is not None and p.returncode != -signal.SIGKILL]
-        for process in run.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                if process.wait(timeout=60) != 0:
-                    problems.append(f"exited {process.returncode} after SIGTERM")
-        problems += tracebacks(workdir)
+        run.stopping.set()
+        if watch is not None:
+            watch.join(timeout=60)
+        problems = stop_daemons(run) + tracebacks(workdir)
     finally:
+        run.stopping.set()
         for process in run.processes:
             if process.poll() is None:
                 process.kill()
         for proxy in proxies:
             proxy.close()
-    journal = Journal(run.db)
-    try:
+    unapplied = run.unapplied + [why for why in [scenario.check(run) if scenario.check else None] if why]
+    with run.journal() as journal:
         lost = sum(not i.terminal for i in journal.intents(NAME))
         paused = journal.paused(NAME) is not None
-    finally:
-        journal.close()
-    hf = aave_account(chain, localnet.world.contracts["Pool"], account).health_factor_wad / WAD
-    repeats, mined = account_transactions(w3, sender, first_block)
-    return Outcome(repeats, lost, len(problems), int(hf < HF_MIN * 0.98 and not paused), mined, hf, tuple(problems))
+    hf = aave_account(chain, localnet.world.contracts["Pool"], keeper.account).health_factor_wad / WAD
+    repeats, mined = account_transactions(w3, keeper.sender, first_block)
+    return Outcome(repeats, lost, len(problems), int(hf < HF_MIN * 0.98 and not paused), mined, hf,
+                   int(bool(unapplied)), tuple(problems + unapplied), tuple(run.notes))
+
+
+def write_policy(run: Run, scenario: Scenario) -> None:
+    """Writes the run's live policy: its endpoints the proxies, its execution settings as the scenario needs."""
+    text = render_policy(NAME, run.keeper.account, run.localnet, mode="live", interval_s=1, cooldown_s=0)
+    urls = ", ".join(f'"{p.url}"' for p in run.proxies)
+    text = text.replace(f'rpc: ["{run.localnet.rpc_url}"]', f"rpc: [{urls}]")
+    for key, value in scenario.execution:
+        text, count = re.subn(rf"(execution: {{.*\b{key}: )[^,}}]+", rf"\g<1>{value}", text)
+        assert count == 1, f"no execution setting {key} in the rendered policy"
+    (run.workdir / "policies").mkdir()
+    (run.workdir / "policies" / f"{NAME}.yaml").write_text(text)
+
+
+def stop_daemons(run: Run) -> list[str]:
+    """SIGTERMs the daemons still running; returns what went wrong: one exited by itself, or not cleanly."""
+    problems = [f"exited {p.returncode} by itself" for p in run.processes
+                if p.poll() is not None and p.returncode != -signal.SIGKILL]
+    for process in run.processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            if process.wait(timeout=60) != 0:
+                problems.append(f"exited {process.returncode} after SIGTERM")
+    return problems
 
 
 def tracebacks(workdir: Path) -> list[str]:
@@ -235,14 +153,10 @@ def settle(run: Run, timeout_s: float = 60) -> None:
     """Waits until the journal has no unresolved intent (or `timeout_s` passed)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        journal = Journal(run.db)
-        try:
-            if not journal.unresolved(NAME):
-                time.sleep(3)  # a cycle or two more: a plan left to make is made
-                if not journal.unresolved(NAME):
-                    return
-        finally:
-            journal.close()
+        if not run.open_states():
+            time.sleep(3)  # a cycle or two more: a plan left to make is made
+            if not run.open_states():
+                return
         time.sleep(0.5)
 
 
@@ -264,36 +178,54 @@ def account_transactions(w3: Web3, account: str, first_block: int) -> tuple[int,
     return repeats, mined
 
 
-def matrix(names: list[str] | None, runs: int, report: Callable[[str], None] = print) -> dict[str, list[Outcome]]:
-    """Runs each scenario (all, or those `names`) `runs` times on one seeded anvil, reverted between runs; returns
-    the outcomes by scenario and reports the table."""
-    chosen = [s for s in SCENARIOS if names is None or s.name in names]
+def cells(names: list[str] | None, paths: list[str] | None) -> list[tuple[Scenario, str]]:
+    """The (scenario, path) pairs to run: every scenario on each of its paths, or those named."""
+    return [(s, path) for s in SCENARIOS if names is None or s.name in names
+            for path in s.paths if paths is None or path in paths]
+
+
+def label(scenario: Scenario, path: str) -> str:
+    return f"{scenario.name} [{path}]"
+
+
+def matrix(names: list[str] | None, runs: int, paths: list[str] | None = None, keep: Path | None = None,
+           report: Callable[[str], None] = print) -> dict[str, list[Outcome]]:
+    """Runs each scenario (all, or those `names`) on each of its paths (or those `paths`) `runs` times on one
+    seeded anvil, reverted between runs; returns the outcomes by row and reports the table. Each run's logs and
+    journal are kept under `keep` when given."""
     results: dict[str, list[Outcome]] = {}
-    with world() as (node, localnet), tempfile.TemporaryDirectory(prefix="ballast-faults-") as tmp:
+    with world() as (node, localnet), tempfile.TemporaryDirectory(prefix="ballast-faults-") as temporary:
+        tmp = keep or temporary
         w3 = Web3(Web3.HTTPProvider(node.url))
-        for scenario in chosen:
+        base_fee = hex(w3.eth.get_block("pending")["baseFeePerGas"])
+        for scenario, path in cells(names, paths):
             for index in range(runs):
                 snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-                workdir = Path(tmp) / f"{scenario.name.replace(' ', '-')}-{index}"
+                workdir = Path(tmp) / f"{scenario.name.replace(' ', '-').replace('/', '-')}-{path}-{index}"
                 workdir.mkdir()
                 try:
-                    results.setdefault(scenario.name, []).append(run_once(scenario, localnet, workdir))
+                    outcome = run_once(scenario, localnet, workdir, path, index)
+                    results.setdefault(label(scenario, path), []).append(outcome)
                 finally:
                     w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+                    # a revert restores the blocks, not anvil's next base fee: a run that raised it would leak it
+                    w3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [base_fee])  # type: ignore[arg-type]
     report(table(results))
     return results
 
 
 def table(results: dict[str, list[Outcome]]) -> str:
-    """Returns the matrix as text: one row per fault, the sum of each count over its runs."""
-    header = (f"{'fault':<38} {'runs':>4} {'mined twice':>11} {'intents lost':>12} {'crashes':>7} "
-              f"{'out of band':>11} | {'txs mined':>9} {'lowest end HF':>13}")
+    """Returns the matrix as text: one row per fault and path, the sum of each count over its runs; under it, each
+    run's problems."""
+    width = max([len(name) for name in results] + [5])
+    header = (f"{'fault':<{width}} {'runs':>4} {'mined twice':>11} {'intents lost':>12} {'crashes':>7} "
+              f"{'out of band':>11} {'not applied':>11} | {'txs mined':>9} {'lowest end HF':>13}")
     rows = [header, "-" * len(header)]
     for name, outcomes in results.items():
-        total = [sum(getattr(o, f) for o in outcomes) for f in ("mined_twice", "lost", "crashes", "out_of_band")]
+        total = [sum(getattr(o, count) for o in outcomes) for count in COUNTS]
         mined, lowest = sum(o.mined for o in outcomes), min(o.health_factor for o in outcomes)
-        rows.append(f"{name:<38} {len(outcomes):>4} {total[0]:>11} {total[1]:>12} {total[2]:>7} {total[3]:>11} | "
-                    f"{mined:>9} {lowest:>13.3f}")
+        rows.append(f"{name:<{width}} {len(outcomes):>4} {total[0]:>11} {total[1]:>12} {total[2]:>7} {total[3]:>11} "
+                    f"{total[4]:>11} | {mined:>9} {lowest:>13.3f}")
     rows += [f"  {name}: {problem}" for name, outcomes in results.items() for o in outcomes for problem in o.problems]
     return "\n".join(rows)
 
@@ -302,11 +234,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fault", action="append", help="a fault's name (default: every fault)")
+    parser.add_argument("--path", action="append", choices=PATHS, help="safe or direct (default: each fault's)")
+    parser.add_argument("--notes", action="store_true", help="print what each fault did, run by run")
+    parser.add_argument("--keep", type=Path, help="a directory to keep each run's daemon logs and journal in")
     args = parser.parse_args()
-    results = matrix(args.fault, args.runs)
-    bad = sum(getattr(o, f) for outcomes in results.values() for o in outcomes
-              for f in ("mined_twice", "lost", "crashes", "out_of_band"))
-    sys.exit(1 if bad else 0)
+    results = matrix(args.fault, args.runs, args.path, args.keep)
+    if args.notes:
+        print("\n".join(f"  {name}: {note}" for name, outcomes in results.items() for o in outcomes
+                         for note in o.notes))
+    sys.exit(1 if any(getattr(o, count) for outcomes in results.values() for o in outcomes for count in COUNTS)
+             else 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A fault-injecting JSON-RPC proxy in front of anvil: the daemon's policy names the proxy's URL as its endpoint and
 the test decides, request by request, what the daemon's node does — answer as anvil does, be down, answer
-transient errors, malformed JSON or wrong-typed results, refuse transactions, or hold them back from the mempool.
+transient errors, malformed JSON or wrong-typed results, refuse transactions, drop them (accept and forget), or
+hold a request unanswered (the daemon waits on it: a test kills it there, at a known point of its work).
 
 A `Fault` is a rule: which methods it touches (None: all), with what probability, for how long, and what it does.
 Rules can change while the daemon runs (`proxy.fault = …`); every request and what the proxy did is counted.
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Answer = Callable[[dict[str, Any]], dict[str, Any] | bytes | None]
-"""What a fault does to one request: a JSON-RPC response to send back, raw bytes (malformed), or None (drop the
-connection: the endpoint is down)."""
+from eth_utils import keccak
+
+Answer = Callable[[dict[str, Any]], dict[str, Any] | bytes | object | None]
+"""What a fault does to one request: a JSON-RPC response to send back, raw bytes (malformed), None (drop the
+connection: the endpoint is down), or `FORWARD`."""
 
 
 def error(code: int, message: str) -> Answer:
@@ -41,11 +44,44 @@ def wrong_type(request: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request.get("id"), "result": {"unexpected": ["shape"]}}
 
 
+def dropped(request: dict[str, Any]) -> dict[str, Any]:
+    """Answers a raw transaction with its hash, as a node that accepted it would, without sending it anywhere: the
+    transaction never reaches the mempool (a node that forgets it, a mempool that evicts it)."""
+    raw = bytes.fromhex(str(request["params"][0]).removeprefix("0x"))
+    return {"jsonrpc": "2.0", "id": request.get("id"), "result": "0x" + keccak(raw).hex()}
+
+
+FORWARD = object()
+"""What an answer returns to have the request forwarded upstream after all (and anvil's answer returned)."""
+
+
+class Hold:
+    """A fault answer that holds the first request it gets unanswered, as a node that hangs, until `release()`;
+    `reached` is set once it holds one. Later requests, and the held one once released, get upstream's answer."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: dict[str, Any]) -> object:
+        with self._lock:
+            first = not self.reached.is_set()
+            self.reached.set()
+        if first:
+            self._released.wait(120)
+        return FORWARD
+
+    def release(self) -> None:
+        self._released.set()
+
+
 @dataclass(frozen=True)
 class Fault:
     """Applies `answer` to requests of `methods` (None: every method) with `probability`, until `until_s` (a
     monotonic time; None: for ever). `forward_first` sends the request upstream first (a transaction reaches the
-    node, the answer is still the fault's); `only`, when given, picks the requests by their params."""
+    node, the answer is still the fault's); `only`, when given, picks the requests by their params, `answered` by
+    upstream's answer to them (forwarded first)."""
 
     answer: Answer
     methods: frozenset[str] | None = None
@@ -53,6 +89,7 @@ class Fault:
     until_s: float | None = None
     forward_first: bool = False
     only: Callable[[Any], bool] | None = None
+    answered: Callable[[dict[str, Any]], bool] | None = None
 
     def applies(self, request: dict[str, Any], rng: random.Random) -> bool:
         if self.until_s is not None and time.monotonic() >= self.until_s:
@@ -82,11 +119,14 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except (BrokenPipeError, ConnectionResetError):  # a daemon killed while its request was held
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -112,10 +152,14 @@ class FaultProxy:
         if not hit or fault is None:
             self.counts[f"{method}:forwarded"] += 1
             return self._forward(body)
+        upstream = self._forward(body) if fault.forward_first or fault.answered is not None else None
+        if fault.answered is not None and upstream is not None and not fault.answered(json.loads(upstream)):
+            self.counts[f"{method}:forwarded"] += 1
+            return upstream
         self.counts[f"{method}:fault"] += 1
-        if fault.forward_first:
-            self._forward(body)
         answer = fault.answer(request)
+        if answer is FORWARD:
+            return self._forward(body) if upstream is None else upstream
         if answer is None or isinstance(answer, bytes):
             return answer
         return json.dumps(answer).encode()

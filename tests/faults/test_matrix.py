@@ -1,5 +1,6 @@
-"""The fault matrix under pytest: each fault once, on the session's anvil (reverted around each run); every count
-must be zero and the run must have acted (`make faults` runs each fault three times and prints the table)."""
+"""The fault matrix under pytest: each fault once on each of its paths (the Safe's keeper module, a direct account),
+on the session's anvil (reverted around each run); every count must be zero, the fault must have been applied and
+the run must have acted (`make faults` runs each fault three times and prints the table)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from agent.localnet import Localnet
-from tests.faults.matrix import SCENARIOS, Scenario, run_once, table
+from tests.faults.matrix import COUNTS, cells, label, run_once, table
+from tests.faults.run import Scenario
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-def test_the_daemon_never_goes_wrong_under(scenario: Scenario, localnet: Localnet, tmp_path: Path) -> None:
-    outcome = run_once(scenario, localnet, tmp_path)
-    assert (outcome.mined_twice, outcome.lost, outcome.crashes, outcome.out_of_band) == (0, 0, 0, 0), \
-        table({scenario.name: [outcome]})
+@pytest.mark.parametrize(("scenario", "path"), cells(None, None), ids=[label(s, p) for s, p in cells(None, None)])
+def test_the_daemon_never_goes_wrong_under(scenario: Scenario, path: str, localnet: Localnet, tmp_path: Path) -> None:
+    outcome = run_once(scenario, localnet, tmp_path, path)
+    assert tuple(getattr(outcome, count) for count in COUNTS) == (0,) * len(COUNTS), \
+        table({label(scenario, path): [outcome]})
     assert outcome.mined > 0, "the crash made the daemon act"
