@@ -39,13 +39,14 @@ def target_delta_usd(run: RunResult, policy: Policy | None) -> float:
 
 
 def time_in_band(run: RunResult, policy: Policy | None) -> dict[str, float]:
-    """Return, per band of `policy`, the share of bars (0..1) whose closing value lies inside [min, max]."""
+    """Return, per band of `policy`, the share of bars (0..1) whose closing value lies inside [min, max] (the stress
+    band is not measured: its scenarios are revalued only on the bars the keeper plans)."""
     if policy is None:
         return {}
     series = {"health_factor": run.health_factor, "delta_usd": run.delta_usd, "gamma_usd_1pct": run.gamma_usd_1pct,
               "vega_usd_1vol": run.vega_usd_1vol}
     shares = {}
-    for name in policy.bands.names():
+    for name in (n for n in policy.bands.names() if n in series):
         band = getattr(policy.bands, name)
         values = series[name]
         inside = [within(float(v), band.min, band.max) or (name == "health_factor" and v > band.max) for v in values]

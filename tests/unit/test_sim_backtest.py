@@ -113,6 +113,22 @@ def test_the_tracking_error_splits_into_the_delta_held_and_what_a_gamma_book_ear
     assert parts["in_bar"] > 0.3 * hedged["tracking_error_usd"]
 
 
+def test_the_lst_loop_is_priced_at_its_modelled_ratio_and_its_stress_band_keeps_it_alive_through_a_depeg() -> None:
+    # 2022-06-11..14: the crash's stress bars deepen WSTETH's modelled discount to WETH; at health factor 1.08 in
+    # e-mode the unmanaged loop is liquidated, the policy's stress band deleverages it ahead of the depeg.
+    policy, portfolio = demo("lst-loop")
+    spec = load_portfolio(portfolio)
+    path = load_prices(CRASH_2022, parse_date("2022-06-11", "from"), parse_date("2022-06-14", "to"))
+    sim = Simulation(spec, path)
+    ratio = sim.market.lst_ratio
+    assert ratio is not None and ratio[0] == pytest.approx(1.15, rel=1e-4) and ratio.min() < 1.15 * 0.95
+    unmanaged = summary(sim.run(None, "unmanaged"), policy)
+    managed = summary(sim.run(PolicyKeeper(policy)), policy)
+    assert aave_liquidations(unmanaged) >= 1 and unmanaged["min_health_factor"] < 1.0
+    assert managed["liquidations"] == 0 and managed["min_health_factor"] > 1.0
+    assert {"withdraw", "swap", "repay"} <= set(managed["actions_by_kind"])
+
+
 def test_a_wick_through_the_liquidation_price_liquidates_at_the_low_although_every_close_is_safe() -> None:
     spec = parse_portfolio("""
 version: 1
@@ -317,7 +333,7 @@ def test_a_bad_portfolio_file_is_refused_with_file_and_line(tmp_path: Path) -> N
         load_portfolio(bad)
     assert caught.value.lines() == [
         f"{bad}:5: aave.supply.WETH: expected exactly one of tokens or usd",
-        f"{bad}:6: aave.lend: unknown field; expected one of supply, borrow",
+        f"{bad}:6: aave.lend: unknown field; expected one of supply, borrow, emode",
     ]
     result = CliRunner().invoke(app, ["backtest", "--policy", str(ROOT / "config" / "backtest" /
                                                                   "policy.leveraged-long.yaml"),
