@@ -90,14 +90,18 @@ class Backtest:
 
 
 def comparison(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Return the policy against the baselines: its hedging cost and tracking error over `periodic`'s (ratios; None
-    when the baseline's is 0) and the liquidations of the policy and of `hf_only`."""
+    """Return the policy against the baselines: its hedging cost, tracking error and that error's part from the
+    delta held over `periodic`'s (ratios; None when the baseline's is 0) and the liquidations of the policy and of
+    `hf_only`."""
     policy, periodic = figures["policy"], figures["periodic"]
 
-    def ratio(key: str) -> float | None:
-        return round(policy[key] / periodic[key], 3) if periodic[key] else None
+    def ratio(mine: float, theirs: float) -> float | None:
+        return round(mine / theirs, 3) if theirs else None
 
-    return {"cost_vs_periodic": ratio("hedge_cost_usd"), "tracking_error_vs_periodic": ratio("tracking_error_usd"),
+    return {"cost_vs_periodic": ratio(policy["hedge_cost_usd"], periodic["hedge_cost_usd"]),
+            "tracking_error_vs_periodic": ratio(policy["tracking_error_usd"], periodic["tracking_error_usd"]),
+            "delta_tracking_error_vs_periodic": ratio(policy["tracking_error_parts_usd"]["delta"],
+                                                      periodic["tracking_error_parts_usd"]["delta"]),
             "liquidations": {"policy": policy["liquidations"], "hf_only": figures["hf_only"]["liquidations"]}}
 
 

@@ -13,6 +13,9 @@ Each comes from data when a file is given and from a stated model otherwise, and
 - Perp funding from skew: the other traders' skew is trend-following, skew / skew scale = clip(perp.trend ×
   72-hour log return, ±perp.max_skew), and the venue's funding per hour is that fraction × its maximum rate
   (the local reference venue's rule: 100%/day at a skew as large as the scale); trades fill at the skew's premium.
+- WSTETH (an LST book): WETH's price × a ratio that grows with the staking yield, less a depeg that each stress
+  bar deepens (the same stress bars as the rates'), decaying with its half-life and capped: LSTs trade at a
+  discount when holders rush for the exit in a crash (stETH/ETH traded near 0.94 in June 2022).
 - Option implied vol: BTC's DVOL file (daily, vol points) when given, scaled by `ETH_OVER_BTC_VOL` as a proxy for
   ETH; bars the file does not cover, and runs without it, use EWMA realised vol × `REALISED_TO_IMPLIED`.
 """
@@ -37,6 +40,7 @@ from agent.sim.portfolio import Market
 ETH_OVER_BTC_VOL = 1.2  # ETH's implied vol over BTC's DVOL: the stated proxy for ETH options
 REALISED_TO_IMPLIED = 1.1  # implied vol over realised: the variance premium option sellers charge
 TREND_HOURS = 72
+HOURS_PER_YEAR = 8_760
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Conditions:
     funding_per_hour: NDArray[np.float64]
     vol_annual: NDArray[np.float64]
     sources: dict[str, str]
+    lst_ratio: NDArray[np.float64] | None = None  # WSTETH's price in WETH (None: no LST market)
 
 
 def borrow_rate(utilisation: float | NDArray[np.float64], optimal: float, base: float, slope1: float,
@@ -127,7 +132,18 @@ def conditions(path: PricePath, market: Market, gas_file: Path | None = None,
         "pool": "model: concentrated liquidity of market.pool, re-centred every "
                 f"{market.pool.recentre_hours:g} h; arbitraged to each bar's close",
     }
-    return Conditions(borrow, supply, usage, gas, skew, funding, vol, sources)
+    ratio = None
+    if market.lst is not None:
+        lst, depeg = market.lst, market.lst.depeg
+        years = (path.unix - path.unix[0]) / (HOURS_PER_YEAR * 3600.0)
+        discount = np.minimum(stress_path(path, market.stress.move_pct, depeg.per_stress_bar, depeg.half_life_hours),
+                              depeg.max)
+        ratio = lst.ratio * (1.0 + lst.yield_apr) ** years * (1.0 - discount)
+        sources["lst_ratio"] = (f"model: WSTETH = WETH × {lst.ratio:g} growing {lst.yield_apr:.1%}/yr (staking), "
+                                f"less a depeg of {depeg.per_stress_bar:.1%} per bar moving ≥ "
+                                f"{market.stress.move_pct:g}% (half-life {depeg.half_life_hours:g} h, at most "
+                                f"{depeg.max:.0%}); no WSTETH price history in the data")
+    return Conditions(borrow, supply, usage, gas, skew, funding, vol, sources, ratio)
 
 
 def _fmt(values: Mapping[Any, float]) -> str:

@@ -32,6 +32,7 @@ from agent.model import (
     RiskReport,
     Snapshot,
     SwapQuote,
+    Token,
     TokenBalance,
 )
 from agent.planner.book import Book
@@ -41,6 +42,7 @@ from agent.risk import lending
 from agent.risk.portfolio import position_risk
 from agent.sim.conditions import Conditions, conditions
 from agent.sim.keepers import Keeper
+from agent.sim.lst import LST, lst_pool, lst_quotes, lst_root
 from agent.sim.market import PricePath
 from agent.sim.mechanics import accrued, funded, liquidated, lp_fee_base_units, marked
 from agent.sim.pool import Pool, liquidity_for_usd
@@ -64,6 +66,8 @@ class Simulation:
         self.q = spec.quote
         token0, token1 = sorted((TOKENS[self.u], TOKENS[self.q]), key=lambda t: int(t.address, 16))
         self._tokens = (token0, token1)
+        self._ratio = 1.0  # WSTETH's price in the underlying at the current bar (an LST book)
+        self._lst_pool: Pool | None = None
 
     # --- the loop -------------------------------------------------------------------------------------------------
 
@@ -74,8 +78,11 @@ class Simulation:
         start = int(path.unix[0])
         pool = self._pool()
         centred = self._recentre(pool, float(path.open[0]))
+        self._lst_pool = lst_pool(self.spec.market.lst, float(path.open[0])) if market.lst_ratio is not None \
+            else None
+        self._at_bar(0)
         book = starting_book(self.spec, float(path.open[0]), start)
-        book = marked(book, self.u, self.q, float(path.open[0]), start, float(market.vol_annual[0]))
+        book = marked(book, self.u, self.q, float(path.open[0]), start, float(market.vol_annual[0]), self._pegged())
         policy = keeper.policy if keeper is not None else None
         result = empty_run(label or (keeper.label if keeper is not None else "unmanaged"), policy, path.unix,
                            path.close)
@@ -88,11 +95,12 @@ class Simulation:
             hours = 1.0 if i == 0 else (int(path.unix[i]) - int(path.unix[i - 1])) / 3600.0
             low, high, close = float(path.low[i]), float(path.high[i]), float(path.close[i])
             book = self._accrued(book, i, hours, pool)
+            self._at_bar(i)
             bar_min = math.inf
             for extreme in (low, high):
-                book, hf = liquidated(book, self.u, extreme, now, result.liquidations)
+                book, hf = liquidated(book, self.u, extreme, now, result.liquidations, self._pegged())
                 bar_min = min(bar_min, hf)
-            book = marked(book, self.u, self.q, close, now, float(market.vol_annual[i]))
+            book = marked(book, self.u, self.q, close, now, float(market.vol_annual[i]), self._pegged())
             if now - centred >= self.spec.market.pool.recentre_hours * 3600:
                 centred = self._recentre(pool, close, now)
             else:
@@ -118,11 +126,30 @@ class Simulation:
     def start_delta_usd(self) -> float:
         """Return the starting portfolio's delta (USD) at the window's first price."""
         start, price = int(self.path.unix[0]), float(self.path.open[0])
+        self._at_bar(0)
         book = marked(starting_book(self.spec, price, start), self.u, self.q, price, start,
-                      float(self.market.vol_annual[0]))
+                      float(self.market.vol_annual[0]), self._pegged())
         return self._gate_report(book, price, start).total.delta_usd
 
     # --- the market -----------------------------------------------------------------------------------------------
+
+    def _at_bar(self, i: int) -> None:
+        """Set the LST's ratio to the underlying at bar `i` and arbitrage its pool there."""
+        ratios = self.market.lst_ratio
+        if ratios is not None and self._lst_pool is not None:
+            self._ratio = float(ratios[i])
+            self._lst_pool.move_to(lst_root(self._lst_pool, self._ratio))
+
+    def _pegged(self) -> dict[str, float]:
+        return {LST: self._ratio} if self.market.lst_ratio is not None else {}
+
+    def _prices(self, price: float) -> dict[str, float]:
+        """Each token's USD price with the underlying at `price`."""
+        return {self.u: price, self.q: 1.0, **{s: price * r for s, r in self._pegged().items()}}
+
+    def _pool_for(self, pool: Pool, *tokens: Token) -> Pool:
+        """The pool a swap between `tokens` fills in: the LST pool when one of them is the LST."""
+        return self._lst_pool if self._lst_pool is not None and any(t.symbol == LST for t in tokens) else pool
 
     def _pool(self) -> Pool:
         spec = self.spec.market.pool
@@ -170,7 +197,7 @@ class Simulation:
     def _gate_report(self, book: SimBook, price: float, now: int) -> RiskReport:
         """The risk report the keepers' triggers read, without the liquidation-distance search: per-position
         value and desk Greeks from `risk.portfolio.position_risk`, and the exact health factor."""
-        prices = {self.u: price, self.q: 1.0}
+        prices = self._prices(price)
         risks = tuple(position_risk(p, self.u, prices, now) for p in self._positions(book))
         accounts: tuple[AccountHealth, ...] = ()
         if book.account is not None:
@@ -190,9 +217,9 @@ class Simulation:
             account = dataclasses.replace(account, reported_health_factor_wad=lending.health_factor_wad(account))
         positions: tuple[Position, ...] = ((account,) if account is not None else ()) + book.lps + book.perps + \
             book.options
-        prices = (PriceReading(SIM_CHAIN, self.u, price, f"sim:{self.u}", now, 0),
-                  PriceReading(SIM_CHAIN, self.q, 1.0, f"sim:{self.q}", now, 0))
-        balances = tuple(TokenBalance(SIM_CHAIN, SIM_OWNER, TOKENS[s], book.wallet.get(s, 0)) for s in (self.u, self.q))
+        prices = tuple(PriceReading(SIM_CHAIN, s, p, f"sim:{s}", now, 0) for s, p in self._prices(price).items())
+        balances = tuple(TokenBalance(SIM_CHAIN, SIM_OWNER, TOKENS[s], book.wallet.get(s, 0))
+                         for s in self._prices(price))
         m = self.market
         markets: tuple = ()
         if book.perps:
@@ -215,6 +242,8 @@ class Simulation:
                 amount_in = round(notional / p_in * 10**token_in.decimals)
                 out.append(SwapQuote(SIM_CHAIN, token_in, token_out, pool.fee_pips, amount_in,
                                      pool.quote(token_in, amount_in), GAS_UNITS["swap"]))
+        if self._lst_pool is not None:
+            out += lst_quotes(self._lst_pool, self._prices(price), QUOTE_NOTIONAL_USD)
         return tuple(out)
 
     # --- the keeper acts ------------------------------------------------------------------------------------------
@@ -242,7 +271,7 @@ class Simulation:
     def _execute(self, book: SimBook, snapshot: Snapshot, actions: tuple[Action, ...], policy: Policy, pool: Pool,
                  price: float, now: int, result: RunResult, turnover: list[tuple[int, float]]) -> SimBook:
         """Carry out `actions` in order against the market; stop at the first that reverts."""
-        prices = {self.u: price, self.q: 1.0}
+        prices = self._prices(price)
         costs = CostModel(snapshot, policy.triggers.max_hedge_age_s, prices)
         after = Book.from_snapshot(snapshot)
         gas_paid = 0.0
@@ -287,6 +316,7 @@ class Simulation:
         it reverts."""
         if action.kind == "swap":
             t_in, t_out = TOKENS[action.asset], TOKENS[action.asset_out]
+            pool = self._pool_for(pool, t_in, t_out)
             quoted = pool.quote(t_in, action.amount_base_units)
             if quoted < action.min_amount_out_base_units:
                 raise ValueError(f"swap pays {quoted} < minimum {action.min_amount_out_base_units} base units of "
@@ -327,7 +357,7 @@ class Simulation:
         if hf >= 1 + limits.gas_cap_lift_hf and gas_gwei > limits.max_gas_price_gwei:
             return f"gas: {gas_gwei:,.0f} gwei above max_gas_price_gwei {limits.max_gas_price_gwei:g}"
         limit = policy.swap_slippage_limit_bps(hf)  # the guard's rule: bounded near liquidation too
-        prices = {self.u: price, self.q: 1.0}
+        prices = self._prices(price)
         for action in plan.actions:
             if action.kind != "swap":
                 continue
@@ -342,7 +372,7 @@ class Simulation:
     # --- values ---------------------------------------------------------------------------------------------------
 
     def _wallet_usd(self, book: SimBook, price: float) -> float:
-        prices = {self.u: price, self.q: 1.0}
+        prices = self._prices(price)
         return sum(a / 10**TOKENS[s].decimals * prices[s] for s, a in book.wallet.items())
 
     def _value(self, book: SimBook, price: float, now: int) -> float:

@@ -3,7 +3,8 @@ against, each deciding at a bar's close from the same snapshot and acting throug
 
 - `policy`: `agent.cycle.decide` (risk report and plan) on bars where the planner's trigger test
   (`planner.bands.decide`) fires or a perp is within the planner's margin distance; the trigger test alone on
-  quiet bars (the full cycle's liquidation-distance search is only needed when it acts).
+  quiet bars (the full cycle's liquidation-distance search is only needed when it acts); on every bar for a
+  policy with a stress band (the test's report has no scenarios).
 - `hf_only`: what a health-factor automation does and nothing else: below the band's min, repay to its target
   (`planner.deleverage.plan_deleverage`); above its max, borrow back to the target (`plan_boost`); the policy's
   cooldown between actions.
@@ -61,7 +62,8 @@ class PolicyKeeper:
         self._next = self.state
 
     def wants(self, report: RiskReport, book: SimBook, price: float, now: int) -> bool:
-        if not self.gate:
+        # The gate's report has no stress scenarios: a policy with a stress band runs its full cycle on every bar.
+        if not self.gate or self.policy.bands.stress_health_factor is not None:
             return True
         if decide_triggers(report, self.policy, self.state, now).triggers or any(
                 perp_at_risk(p, price) for p in book.perps):

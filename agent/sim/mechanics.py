@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 from agent.model import AaveAccount, LpPosition, OptionPosition
 from agent.risk import lending
@@ -74,10 +75,10 @@ def lp_fee_base_units(position: LpPosition, underlying: str, quote: str, low: fl
 
 
 def liquidated(book: SimBook, underlying: str, price: float, now: int,
-               out: list[LiquidationRecord]) -> tuple[SimBook, float]:
+               out: list[LiquidationRecord], pegged: Mapping[str, float] | None = None) -> tuple[SimBook, float]:
     """Return the book after every liquidation the price `price` allows (appended to `out`), and the health factor
-    before them. The returned account carries the oracle price `price` only when it was liquidated (the engine marks
-    the book at the close next)."""
+    before them; `pegged` symbols are priced at `price` × their ratio. The returned account carries the oracle
+    prices only when it was liquidated (the engine marks the book at the close next)."""
     perps = []
     for p in book.perps:
         equity = p.margin_usd + p.size_underlying * (price - p.entry_price_usd)
@@ -89,7 +90,7 @@ def liquidated(book: SimBook, underlying: str, price: float, now: int,
         book = dataclasses.replace(book, perps=tuple(perps))
     if book.account is None:
         return book, math.inf
-    account = priced(book.account, underlying, price)
+    account = priced_with(book.account, underlying, price, pegged)
     hf_wad = lending.health_factor_wad(account)
     before = lending.health_factor_float(hf_wad)
     if hf_wad >= lending.LIQUIDATION_THRESHOLD_WAD:
@@ -117,10 +118,11 @@ def liquidated(book: SimBook, underlying: str, price: float, now: int,
     return dataclasses.replace(book, account=account), before
 
 
-def marked(book: SimBook, underlying: str, quote: str, price: float, now: int, vol: float) -> SimBook:
-    """Return the book at price `price` and time `now`: oracle prices, LP pool prices, option vols and marks,
-    expired options settled into the wallet."""
-    account = priced(book.account, underlying, price) if book.account is not None else None
+def marked(book: SimBook, underlying: str, quote: str, price: float, now: int, vol: float,
+           pegged: Mapping[str, float] | None = None) -> SimBook:
+    """Return the book at price `price` and time `now`: oracle prices (`pegged` symbols at `price` × their ratio),
+    LP pool prices, option vols and marks, expired options settled into the wallet."""
+    account = priced_with(book.account, underlying, price, pegged) if book.account is not None else None
     lps = []
     for p in book.lps:
         root, tick = sqrt_price_x96_for(p, underlying, price)
@@ -145,6 +147,16 @@ def priced(account: AaveAccount, symbol: str, price_usd: float) -> AaveAccount:
     p = price_1e8(price_usd)
     return dataclasses.replace(account, reserves=tuple(
         dataclasses.replace(r, price_1e8=p) if r.token.symbol == symbol else r for r in account.reserves))
+
+
+def priced_with(account: AaveAccount, underlying: str, price_usd: float,
+                pegged: Mapping[str, float] | None) -> AaveAccount:
+    """Return the account with the underlying's oracle price at `price_usd` and each pegged symbol's at
+    `price_usd` × its ratio."""
+    account = priced(account, underlying, price_usd)
+    for symbol, ratio in (pegged or {}).items():
+        account = priced(account, symbol, price_usd * ratio)
+    return account
 
 
 def changed(account: AaveAccount, symbol: str, collateral: int = 0, debt: int = 0) -> AaveAccount:

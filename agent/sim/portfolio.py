@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from agent.localnet.world import RESERVES
-from agent.model import AaveAccount, AaveReserve, LpPosition, OptionPosition, PerpPosition, Token
+from agent.localnet.world import EMODE_ETH, RESERVES
+from agent.model import AaveAccount, AaveReserve, EModeCategory, LpPosition, OptionPosition, PerpPosition, Token
 from agent.policy import _Model, _problem, parse_model, read_text
 from agent.risk import lp as lp_math
 
@@ -27,8 +27,9 @@ SIM_OWNER = "0x000000000000000000000000000000000000bA11"
 TOKENS = {
     "WETH": Token("WETH", "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", 18),
     "USDC": Token("USDC", "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", 6),
+    "WSTETH": Token("WSTETH", "0x7f39C581F595B53c5cb19bD0b3f8dA6c935E2Ca0", 18),
 }
-Symbol = Literal["WETH", "USDC"]
+Symbol = Literal["WETH", "USDC", "WSTETH"]
 
 
 class Amount(_Model):
@@ -48,10 +49,12 @@ class Amount(_Model):
 
 
 class Aave(_Model):
-    """The Aave v3 account: what it supplies (as collateral) and borrows (variable rate)."""
+    """The Aave v3 account: what it supplies (as collateral) and borrows (variable rate); `emode`: in the
+    ETH-correlated e-mode category (the local world's: LTV 93%, liquidation threshold 95%, bonus 1%)."""
 
     supply: dict[Symbol, Amount] = Field(default_factory=dict)
     borrow: dict[Symbol, Amount] = Field(default_factory=dict)
+    emode: bool = False
 
 
 class Lp(_Model):
@@ -150,6 +153,28 @@ class OptionsVenue(_Model):
     fee_fraction: NonNegativeFloat = 0.005
 
 
+class Depeg(_Model):
+    """The LST's discount to its peg (model): each bar whose high/low range is ≥ `stress.move_pct` adds
+    `per_stress_bar`, decaying with `half_life_hours`, capped at `max`."""
+
+    per_stress_bar: NonNegativeFloat = 0.005
+    max: NonNegativeFloat = 0.08
+    half_life_hours: PositiveFloat = 168.0
+
+
+class Lst(_Model):
+    """The liquid staking token (WSTETH, pegged to WETH), priced at the underlying's price × its ratio: `ratio` at
+    the window's first bar, growing with the staking yield `yield_apr`, less the depeg path; swapped in a
+    full-range WSTETH/WETH pool of `pool_usd` arbitraged to that ratio each bar."""
+
+    ratio: PositiveFloat = 1.15
+    yield_apr: NonNegativeFloat = 0.04
+    depeg: Depeg = Field(default_factory=Depeg)
+    pool_fee_pips: PositiveInt = 500
+    pool_usd: PositiveFloat = 46_000_000.0
+    """Default: the local world's WSTETH/WETH pool, 20,000 WSTETH full range at $2,300."""
+
+
 DEFAULT_UTILISATION: dict[Symbol, float] = {"WETH": 0.45, "USDC": 0.8}
 
 
@@ -166,6 +191,8 @@ class Market(_Model):
     stress: Stress = Field(default_factory=Stress)
     perp: PerpMarketModel = Field(default_factory=PerpMarketModel)
     options: OptionsVenue = Field(default_factory=OptionsVenue)
+    lst: Lst | None = None
+    """The WSTETH market, for a book that holds it."""
 
 
 class PortfolioSpec(_Model):
@@ -181,6 +208,13 @@ class PortfolioSpec(_Model):
     perps: tuple[Perp, ...] = ()
     options: tuple[Option, ...] = ()
     market: Market = Field(default_factory=Market)
+
+    @model_validator(mode="after")
+    def _lst_priced(self) -> PortfolioSpec:
+        held = {*self.aave.supply, *self.aave.borrow, *self.wallet}
+        if "WSTETH" in held and self.market.lst is None:
+            raise _problem("WSTETH is held: expected market.lst (its ratio and depeg model)", "market")
+        return self
 
 
 def load_portfolio(path: str | Path) -> PortfolioSpec:
@@ -224,24 +258,36 @@ def sqrt_price_x96_for(position: LpPosition, underlying: str, price_usd: float) 
     return sqrt_x96, tick
 
 
+def starting_prices(spec: PortfolioSpec, price_usd: float) -> dict[str, float]:
+    """Return each token's USD price when the underlying is at `price_usd` at the window's first bar."""
+    prices = {spec.underlying: price_usd, spec.quote: 1.0}
+    if spec.market.lst is not None:
+        prices["WSTETH"] = price_usd * spec.market.lst.ratio
+    return prices
+
+
 def starting_book(spec: PortfolioSpec, price_usd: float, start_s: int) -> SimBook:
     """Return the portfolio of `spec` at the window's first price `price_usd` and time `start_s` (unix s)."""
-    prices = {spec.underlying: price_usd, spec.quote: 1.0}
+    prices = starting_prices(spec, price_usd)
     params = {r.symbol: r for r in RESERVES}
+    emode = EMODE_ETH if spec.aave.emode else None
     account = None
     if spec.aave.supply or spec.aave.borrow:
         reserves = []
-        for symbol in (spec.underlying, spec.quote):
+        for symbol in dict.fromkeys((spec.underlying, spec.quote, *spec.aave.supply, *spec.aave.borrow)):
             token = TOKENS[symbol]
             supplied = spec.aave.supply.get(symbol)
             borrowed = spec.aave.borrow.get(symbol)
             p = params[symbol]
             collateral = round(supplied.in_tokens(prices[symbol]) * 10**token.decimals) if supplied else 0
             debt = round(borrowed.in_tokens(prices[symbol]) * 10**token.decimals) if borrowed else 0
+            category = emode.category_id if emode is not None and symbol in emode.assets else 0
             reserves.append(AaveReserve(token, collateral, debt, price_1e8(prices[symbol]), p.ltv_bps,
-                                        p.liquidation_threshold_bps, p.liquidation_bonus_bps, collateral > 0))
-        account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves),
-                              flash_loan_premium_bps=spec.market.flash_loan_premium_bps)
+                                        p.liquidation_threshold_bps, p.liquidation_bonus_bps, collateral > 0,
+                                        category))
+        account = AaveAccount(SIM_CHAIN, SIM_OWNER, tuple(reserves), emode=None if emode is None else EModeCategory(
+            emode.category_id, emode.ltv_bps, emode.liquidation_threshold_bps, emode.liquidation_bonus_bps),
+            flash_loan_premium_bps=spec.market.flash_loan_premium_bps)
     token0, token1 = sorted((TOKENS[spec.underlying], TOKENS[spec.quote]), key=lambda t: int(t.address, 16))
     lps = []
     for index, lp in enumerate(spec.lp, start=1):
@@ -266,7 +312,7 @@ def starting_book(spec: PortfolioSpec, price_usd: float, start_s: int) -> SimBoo
                        start_s + round(o.expiry_days * 86_400),
                        (1 if o.side == "long" else -1) * o.quantity.in_tokens(price_usd), 0.8)
         for o in spec.options)
-    wallet: dict[str, int] = {s: 0 for s in (spec.underlying, spec.quote)}
+    wallet: dict[str, int] = {s: 0 for s in prices}
     for symbol, amount in spec.wallet.items():
         wallet[symbol] = round(amount.in_tokens(prices[symbol]) * 10**TOKENS[symbol].decimals)
     return SimBook(account, tuple(lps), perps, options, wallet)

@@ -7,6 +7,9 @@ them).
 Tracking error: the annualised standard deviation (√8,760 hourly bars) of each bar's P&L minus the P&L a book held
 exactly at the target delta would have made (target delta × the bar's return). The target delta is the policy's
 delta band target, or, without a delta band, the portfolio's delta at the start (the exposure it was built with).
+Its two parts: the delta held at the last close away from the target × the bar's return (what a keeper that acts
+at the close controls), and the rest, earned within the bar (an LP's or option's gamma, carry, costs), which no
+hedge at the close removes.
 Risk-adjusted return: the annualised Sharpe ratio (√365, rate 0) of daily P&L over the starting value.
 """
 
@@ -36,13 +39,14 @@ def target_delta_usd(run: RunResult, policy: Policy | None) -> float:
 
 
 def time_in_band(run: RunResult, policy: Policy | None) -> dict[str, float]:
-    """Return, per band of `policy`, the share of bars (0..1) whose closing value lies inside [min, max]."""
+    """Return, per band of `policy`, the share of bars (0..1) whose closing value lies inside [min, max] (the stress
+    band is not measured: its scenarios are revalued only on the bars the keeper plans)."""
     if policy is None:
         return {}
     series = {"health_factor": run.health_factor, "delta_usd": run.delta_usd, "gamma_usd_1pct": run.gamma_usd_1pct,
               "vega_usd_1vol": run.vega_usd_1vol}
     shares = {}
-    for name in policy.bands.names():
+    for name in (n for n in policy.bands.names() if n in series):
         band = getattr(policy.bands, name)
         values = series[name]
         inside = [within(float(v), band.min, band.max) or (name == "health_factor" and v > band.max) for v in values]
@@ -54,13 +58,30 @@ def _values(run: RunResult) -> np.ndarray:
     return np.concatenate(([run.start_value_usd], run.value_usd))
 
 
+def _deviations(run: RunResult, policy: Policy | None) -> tuple[np.ndarray, np.ndarray]:
+    """Return each bar's deviation from the target book's P&L, and its part from the delta held since the last
+    close (that delta less the target, times the bar's return)."""
+    closes = np.concatenate(([run.start_price_usd], run.close))
+    returns = np.diff(closes) / closes[:-1]
+    target = target_delta_usd(run, policy)
+    held = np.concatenate(([run.start_delta_usd], run.delta_usd[:-1]))
+    return np.diff(_values(run)) - target * returns, (held - target) * returns
+
+
+def _annualised(deviation: np.ndarray) -> float:
+    return float(np.std(deviation) * math.sqrt(HOURS_PER_YEAR)) if len(deviation) > 1 else 0.0
+
+
 def tracking_error_usd(run: RunResult, policy: Policy | None) -> float:
     """Return the annualised tracking error of the run's P&L against the target delta's, in USD."""
-    closes = np.concatenate(([run.start_price_usd], run.close))
-    pnl = np.diff(_values(run))
-    returns = np.diff(closes) / closes[:-1]
-    deviation = pnl - target_delta_usd(run, policy) * returns
-    return float(np.std(deviation) * math.sqrt(HOURS_PER_YEAR)) if len(deviation) > 1 else 0.0
+    return _annualised(_deviations(run, policy)[0])
+
+
+def tracking_error_parts_usd(run: RunResult, policy: Policy | None) -> tuple[float, float]:
+    """Return the tracking error's two parts (annualised, USD): from the delta held at each close away from the
+    target (what hedging at the close controls), and the rest, within the bar (gamma, carry, costs)."""
+    deviation, from_delta = _deviations(run, policy)
+    return _annualised(from_delta), _annualised(deviation - from_delta)
 
 
 def max_drawdown_usd(run: RunResult) -> float:
@@ -138,6 +159,9 @@ def summary(run: RunResult, policy: Policy | None) -> dict[str, Any]:
         "sharpe_daily": sharpe_daily(run),
         "target_delta_usd": round(target_delta_usd(run, policy), 2),
         "tracking_error_usd": round(tracking_error_usd(run, policy), 2),
+        "tracking_error_parts_usd": dict(zip(("delta", "in_bar"),
+                                             (round(x, 2) for x in tracking_error_parts_usd(run, policy)),
+                                             strict=True)),
     }
 
 
@@ -177,6 +201,8 @@ def table(title: str, figures: Mapping[str, Mapping[str, Any]]) -> Table:
         ("max drawdown USD", lambda f: f"{f['max_drawdown_usd']:,.0f}"),
         ("Sharpe (daily, annualised)", lambda f: "—" if f["sharpe_daily"] is None else f"{f['sharpe_daily']:.2f}"),
         ("tracking error USD/yr", lambda f: f"{f['tracking_error_usd']:,.0f}"),
+        ("  from the delta held", lambda f: f"{f['tracking_error_parts_usd']['delta']:,.0f}"),
+        ("  within the bar", lambda f: f"{f['tracking_error_parts_usd']['in_bar']:,.0f}"),
     ]
     for name, cell in rows:
         out.add_row(name, *(cell(f) for f in figures.values()))

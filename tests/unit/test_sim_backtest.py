@@ -96,6 +96,39 @@ def bars(closes: list[float], lows: list[float] | None = None) -> PricePath:
     return PricePath("synthetic", unix, close.copy(), np.maximum(close, low), low, close.copy(), np.full(n, 1000.0))
 
 
+def test_the_tracking_error_splits_into_the_delta_held_and_what_a_gamma_book_earns_within_the_bar() -> None:
+    # A looped long is linear in its tokens: all of its error is the delta it held, nothing is left within the bar
+    # but interest. The LP's gamma leaves an in-bar part that no hedge at the close removes.
+    window = (parse_date("2021-01-01", "from"), parse_date("2021-01-10", "to"))
+    policy, portfolio = demo("leveraged-long")
+    linear = summary(Simulation(load_portfolio(portfolio), load_prices(RALLY_2021, *window)).run(None, "unmanaged"),
+                     policy)
+    parts = linear["tracking_error_parts_usd"]
+    assert parts["in_bar"] < 0.01 * parts["delta"]
+    assert parts["delta"] == pytest.approx(linear["tracking_error_usd"], rel=0.01)
+    policy, portfolio = demo("delta-neutral-lp")
+    path = load_prices(CRASH_2022, parse_date("2022-06-11", "from"), parse_date("2022-06-14", "to"))
+    hedged = summary(Simulation(load_portfolio(portfolio), path).run(PolicyKeeper(policy)), policy)
+    parts = hedged["tracking_error_parts_usd"]
+    assert parts["in_bar"] > 0.3 * hedged["tracking_error_usd"]
+
+
+def test_the_lst_loop_is_priced_at_its_modelled_ratio_and_its_stress_band_keeps_it_alive_through_a_depeg() -> None:
+    # 2022-06-11..14: the crash's stress bars deepen WSTETH's modelled discount to WETH; at health factor 1.08 in
+    # e-mode the unmanaged loop is liquidated, the policy's stress band deleverages it ahead of the depeg.
+    policy, portfolio = demo("lst-loop")
+    spec = load_portfolio(portfolio)
+    path = load_prices(CRASH_2022, parse_date("2022-06-11", "from"), parse_date("2022-06-14", "to"))
+    sim = Simulation(spec, path)
+    ratio = sim.market.lst_ratio
+    assert ratio is not None and ratio[0] == pytest.approx(1.15, rel=1e-4) and ratio.min() < 1.15 * 0.95
+    unmanaged = summary(sim.run(None, "unmanaged"), policy)
+    managed = summary(sim.run(PolicyKeeper(policy)), policy)
+    assert aave_liquidations(unmanaged) >= 1 and unmanaged["min_health_factor"] < 1.0
+    assert managed["liquidations"] == 0 and managed["min_health_factor"] > 1.0
+    assert {"withdraw", "swap", "repay"} <= set(managed["actions_by_kind"])
+
+
 def test_a_wick_through_the_liquidation_price_liquidates_at_the_low_although_every_close_is_safe() -> None:
     spec = parse_portfolio("""
 version: 1
@@ -256,6 +289,9 @@ def test_the_cli_prints_every_fixed_run_in_json_and_writes_the_report_with_the_s
     comparison = output["comparison"]
     assert comparison["cost_vs_periodic"] == pytest.approx(
         output["policy"]["hedge_cost_usd"] / output["periodic"]["hedge_cost_usd"], abs=1e-3)
+    assert comparison["delta_tracking_error_vs_periodic"] == pytest.approx(
+        output["policy"]["tracking_error_parts_usd"]["delta"] / output["periodic"]["tracking_error_parts_usd"]["delta"],
+        abs=1e-3)
     assert comparison["liquidations"] == {"policy": output["policy"]["liquidations"],
                                           "hf_only": output["hf_only"]["liquidations"]}
     for run in (*(output[name] for name in FIXED), *output["sweep"].values()):
@@ -297,7 +333,7 @@ def test_a_bad_portfolio_file_is_refused_with_file_and_line(tmp_path: Path) -> N
         load_portfolio(bad)
     assert caught.value.lines() == [
         f"{bad}:5: aave.supply.WETH: expected exactly one of tokens or usd",
-        f"{bad}:6: aave.lend: unknown field; expected one of supply, borrow",
+        f"{bad}:6: aave.lend: unknown field; expected one of supply, borrow, emode",
     ]
     result = CliRunner().invoke(app, ["backtest", "--policy", str(ROOT / "config" / "backtest" /
                                                                   "policy.leveraged-long.yaml"),
