@@ -297,8 +297,10 @@ class Daemon:
                                                                            if n not in read]), until)
             else:
                 assessed += self._run_block(chain, chain.read(block), until)
-        except PinningLost:
-            return  # a newer block is out already: the next poll reads it
+        except PinningLost as lost:  # a newer block is out already: the next poll reads it
+            log.debug("block superseded", chain=chain.name, block=block.number, problem=str(lost),
+                      after_s=round(time.monotonic() - started, 3))
+            return
         except Exception as error:  # no endpoint answered: the next block or the timers retry
             log.warning("block read failed", chain=chain.name, block=block.number, problem=type(error).__name__)
             return
