@@ -52,6 +52,7 @@ BLOCK_TIMES_KEPT = 8  # block-time estimate: the median gap of the last few bloc
 # A portfolio whose health factor is within 25% of its band's floor is read first at each block: a one-block move
 # of the underlying rarely exceeds 20%, so the rest of the fleet can wait for the second read of the block.
 NEAR_FLOOR = 1.25
+SWEEP_SHARE = 0.8  # of the block time, the fleet's sweep may take before it yields to the next block
 
 
 class Daemon:
@@ -271,17 +272,19 @@ class Daemon:
             detected = time.monotonic()
             if last is not None and block.number > last.number:
                 gaps = [*gaps[1 - BLOCK_TIMES_KEPT:], seconds_per_block(last, block)]
-            self.on_block(chain, block)
-            last, misses = block, 0
             gap = statistics.median(gaps) if gaps else 0
+            # The fleet's sweep yields before the next block is due, so that block's urgent portfolios act in time.
+            self.on_block(chain, block, until=detected + gap * SWEEP_SHARE if gap >= 1 else None)
+            last, misses = block, 0
             due = detected + gap - gap / 20 if gap >= 1 else time.monotonic() + self.settings.head_poll_s
             self.stopping.wait(max(0.0, due - time.monotonic()))
 
-    def on_block(self, chain: ChainFleet, block: Block) -> None:
+    def on_block(self, chain: ChainFleet, block: Block, until: float | None = None) -> None:
         """Drive unfinished intents; read the portfolios near their health-factor floor at `block` and run their
         cycles; then read the rest of the chain's portfolios in one batch and run the cycle of each whose figures
-        moved (or whose last assessment is due again), most urgent first; the others' last assessment still
-        holds. The few near their floor thus act before the fleet's read and assessments."""
+        moved (or whose last assessment is due again), most urgent first, until the monotonic time `until`; the
+        others' last assessment still holds, and those left undone are due again at the next block. The few near
+        their floor thus act before the fleet's read and assessments, and a long sweep never delays them."""
         started = time.monotonic()
         self._drive_open(chain)
         urgent = [name for name, p in self.portfolios.items() if name in chain.readers and near_floor(p)]
@@ -291,11 +294,13 @@ class Daemon:
                 assessed += self._run_block(chain, chain.read(block, only=urgent))
                 read = set(urgent)
                 assessed += self._run_block(chain, chain.read(block, only=[n for n in chain.readers
-                                                                           if n not in read]))
+                                                                           if n not in read]), until)
             else:
-                assessed += self._run_block(chain, chain.read(block))
-        except PinningLost:
-            return  # a newer block is out already: the next poll reads it
+                assessed += self._run_block(chain, chain.read(block), until)
+        except PinningLost as lost:  # a newer block is out already: the next poll reads it
+            log.debug("block superseded", chain=chain.name, block=block.number, problem=str(lost),
+                      after_s=round(time.monotonic() - started, 3))
+            return
         except Exception as error:  # no endpoint answered: the next block or the timers retry
             log.warning("block read failed", chain=chain.name, block=block.number, problem=type(error).__name__)
             return
@@ -303,8 +308,10 @@ class Daemon:
         log.debug("block", chain=chain.name, block=block.number, portfolios=len(chain.readers), assessed=assessed,
                   urgent=len(urgent))
 
-    def _run_block(self, chain: ChainFleet, snapshots: dict[str, ChainSnapshot | Exception]) -> int:
-        """Run the cycle of each portfolio of `snapshots` whose figures moved, most urgent first; return how many."""
+    def _run_block(self, chain: ChainFleet, snapshots: dict[str, ChainSnapshot | Exception],
+                   until: float | None = None) -> int:
+        """Run the cycle of each portfolio of `snapshots` whose figures moved, most urgent first, until the
+        monotonic time `until`; return how many ran."""
         due: list[tuple[float, Portfolio, Snapshot]] = []
         for name, read in snapshots.items():
             portfolio = self.portfolios.get(name)
@@ -321,15 +328,17 @@ class Daemon:
                 due.append((urgency(snapshot, portfolio.policy), portfolio, snapshot))
             else:
                 portfolio.last_success_s = self.clock()
+        ran = 0
         for _urgency, portfolio, snapshot in sorted(due, key=lambda d: d[0]):
-            if self.stopping.is_set():
+            if self.stopping.is_set() or (until is not None and time.monotonic() > until):
                 break
             if portfolio.lock.acquire(blocking=False):  # the timer's cycle holds it: that one reads anew anyway
                 try:
                     self._run(portfolio, snapshot)
+                    ran += 1
                 finally:
                     portfolio.lock.release()
-        return len(due)
+        return ran
 
     # --- health ---------------------------------------------------------------------------------------------------
 

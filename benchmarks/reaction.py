@@ -1,14 +1,15 @@
 """Reaction in the next block at fleet size: the oracle moves accounts under their health-factor band at block B;
 in how many blocks after B do their protective transactions land, with 1 and with 1,000 portfolios watched?
 
-The chain mines a block a second (anvil's interval mining, switched on after seeding). Movers are keyed Aave
-accounts with idle USDC and staggered health factors, so that each 3% oracle step pushes exactly one of them under
-1.5 (to ~1.48) while the others sit above it; after its repay a mover sits at its target 2.9, out of reach of the
-remaining steps. The rest of the fleet sits at 2.85-2.95, inside the band through every step. The daemon runs live
-(`agent.daemon.Daemon`, its own journal): with 1 portfolio it watches only the mover of the step (a daemon per
-step), with 1,000 the movers and the idle fleet together. After each move the blocks B+1, B+2, ... are scanned for
-the mover's transactions: the lag of its first one and of the one that completes the protection (the repay, to
-the Aave pool). A direct account's repay is approve then repay: two transactions, so B+2 at best for the second.
+The chain mines a block a second (anvil's interval mining, switched on after seeding). Movers are Safes, as a
+fund's accounts are, each with its keeper module and a keeper key of its own; they hold idle USDC and staggered
+health factors, so that each 3% oracle step pushes exactly one of them under 1.5 (to ~1.48) while the others sit
+above it; after its repay a mover sits at its target 2.9, out of reach of the remaining steps. The rest of the
+fleet sits at 2.85-2.95, inside the band through every step. The daemon runs live (`agent.daemon.Daemon`, its own
+journal): with 1 portfolio it watches only the mover of the step (a daemon per step), with 1,000 the movers and the
+idle fleet together. After each move the blocks B+1, B+2, ... are scanned for the mover's keeper's transactions:
+the lag of its first one and of the one that completes the protection (the recipe, to the module: approve and
+repay in one transaction; a direct account would need two, B+2 at best for the second).
 
 Run: .venv/bin/python benchmarks/reaction.py [--moves 20] [--watched 1 1000] [--json]
 """
@@ -41,6 +42,8 @@ from agent.localnet.fleet import (
     keyed_account,
     seed_fleet,
 )
+from agent.localnet.keeper import install_keeper_module
+from agent.localnet.safe import SafeAccount, create_safe
 from agent.localnet.world import FEED_DECIMALS
 from agent.policy import Policy
 from agent.settings import Settings
@@ -54,9 +57,10 @@ SUPPLY_WETH = 5.0
 
 @dataclass(frozen=True)
 class Mover:
-    address: str
+    keeper: str  # signs the mover's transactions
     key: str
     policy: Policy
+    module: str  # the Safe's keeper module: a transaction to it is a whole protective recipe
 
 
 @dataclass(frozen=True)
@@ -74,16 +78,30 @@ def mover_health_factor(step: int) -> float:
     return 1.5 / (1 - STEP) ** (step + 0.5)
 
 
+def mover_safes(localnet: Localnet, moves: int) -> list[tuple[SafeAccount, str]]:
+    """One Safe per mover, owned by a dev account, its keeper module's keeper a keyed account with gas money;
+    returns (the Safe, the keeper's key) per mover."""
+    w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
+    chain, world, owner = LocalChain(w3), localnet.world, localnet.accounts[1].address
+    safes = []
+    for g in range(moves):
+        keeper, key = keyed_account(g)
+        w3.provider.make_request("anvil_setBalance", [keeper, hex(10**18)])  # type: ignore[arg-type]
+        safe = create_safe(chain, world, owner, salt=10_000 + g)
+        safes.append((install_keeper_module(chain, world, safe, owner, keeper), key))
+    return safes
+
+
 def seed(localnet: Localnet, moves: int, watched: int) -> tuple[list[Mover], list[Policy]]:
-    keyed = [keyed_account(i) for i in range(moves)]
-    movers = [FleetAccount(address, SUPPLY_WETH, borrow_for_health_factor(SUPPLY_WETH, mover_health_factor(g)),
-                           idle_usdc=20_000) for g, (address, _key) in enumerate(keyed)]
+    safes = mover_safes(localnet, moves)
+    movers = [FleetAccount(safe.address, SUPPLY_WETH, borrow_for_health_factor(SUPPLY_WETH, mover_health_factor(g)),
+                           idle_usdc=20_000) for g, (safe, _key) in enumerate(safes)]
     idle = [FleetAccount(a, 5 + i % 11, borrow_for_health_factor(5 + i % 11, 2.85 + (i % 10) / 100))
             for i, a in enumerate(fleet_addresses(max(0, watched - moves)))]
     seed_fleet(localnet, movers + idle)
-    policies = [fleet_policy(localnet, f"mover-{g}", address, mode="live", interval_s=60, health_factor_target=2.9)
-                for g, (address, _key) in enumerate(keyed)]
-    return ([Mover(a, k, p) for (a, k), p in zip(keyed, policies, strict=True)],
+    policies = [fleet_policy(localnet, f"mover-{g}", safe.address, mode="live", interval_s=60,
+                             health_factor_target=2.9, module=safe.module) for g, (safe, _key) in enumerate(safes)]
+    return ([Mover(safe.keeper, key, policy, safe.module) for (safe, key), policy in zip(safes, policies, strict=True)],
             fleet_policies(localnet, idle, interval_s=60) if idle else [])
 
 
@@ -94,19 +112,19 @@ def move_oracle(chain: LocalChain, localnet: Localnet, price_usd: float) -> int:
     return int(receipt["blockNumber"])
 
 
-def scan(w3: Web3, mover: str, pool: str, after: int) -> Reaction:
-    """Follow blocks after `after` until the mover's repay lands (or MAX_LAG blocks); return the lags."""
+def scan(w3: Web3, keeper: str, module: str, after: int) -> Reaction:
+    """Follow blocks after `after` until the mover's recipe lands (or MAX_LAG blocks); return the lags."""
     first = complete = None
     sent = 0
     for number in range(after + 1, after + MAX_LAG + 1):
         while w3.eth.block_number < number:
             time.sleep(0.05)
         for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
-            if tx["from"] != mover:  # type: ignore[index]
+            if tx["from"] != keeper:  # type: ignore[index]
                 continue
             sent += 1
             first = first if first is not None else number - after
-            if tx["to"] == pool:  # type: ignore[index]
+            if tx["to"] == module:  # type: ignore[index]
                 complete = number - after
         if complete is not None:
             break
@@ -145,7 +163,7 @@ def run(localnet: Localnet, movers: list[Mover], idle: list[Policy], watched: in
         ) -> list[Reaction]:
     """Every move in turn, the daemon watching `watched` portfolios; return one Reaction per move."""
     w3 = Web3(Web3.HTTPProvider(localnet.rpc_url))
-    chain, pool = LocalChain(w3), localnet.world.contracts["Pool"]
+    chain = LocalChain(w3)
     reactions = []
     fleet = None if watched == 1 else start_daemon(w3, [m.policy for m in movers] + idle[: watched - len(movers)],
                                                    movers, directory)
@@ -154,7 +172,7 @@ def run(localnet: Localnet, movers: list[Mover], idle: list[Policy], watched: in
             daemon = fleet or start_daemon(w3, [mover.policy], [mover], directory)
             try:
                 block = move_oracle(chain, localnet, START_USD * (1 - STEP) ** (g + 1))
-                reactions.append(scan(w3, mover.address, pool, block))
+                reactions.append(scan(w3, mover.keeper, mover.module, block))
             finally:
                 if fleet is None:
                     daemon.stop(drain_s=5)
@@ -202,7 +220,7 @@ def main() -> None:
     print(f"{args.moves} oracle moves of -{STEP:.0%}, a block a second; seeded in {report['seed_s']} s")
     for r in report["runs"]:  # type: ignore[attr-defined]
         print(f"  watched {r['watched']:>5}: first transaction lag (blocks) {r['first_tx_lag']}, "
-              f"in the next block {r['first_in_next_block_pct']}%; protection complete (repay) {r['complete_lag']}")
+              f"in the next block {r['first_in_next_block_pct']}%; protection complete (recipe) {r['complete_lag']}")
 
 
 if __name__ == "__main__":

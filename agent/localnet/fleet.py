@@ -154,18 +154,21 @@ def _mine_all(url: str, hashes: Sequence[str]) -> None:
 
 
 def fleet_policy(localnet: Localnet, name: str, account: str, lp: bool = False, mode: str = "dry-run",
-                 interval_s: float = 12, health_factor_target: float = 1.8) -> Policy:
+                 interval_s: float = 12, health_factor_target: float = 1.8, module: str | None = None) -> Policy:
     """Return the policy of one fleet account: its Aave account (and LP positions) priced by the local feeds, kept
-    inside a health-factor band of [1.5, 3.0] with target `health_factor_target` (1.8)."""
+    inside a health-factor band of [1.5, 3.0] with target `health_factor_target` (1.8); executed through the
+    keeper `module` of its Safe when given, else directly."""
     contracts = localnet.world.contracts
     feeds = ", ".join(f'{symbol}: "{address}"' for symbol, address in localnet.world.feeds.items())
     uniswap = (f'\n        uniswap_v3: {{position_manager: "{contracts["NonfungiblePositionManager"]}", swap_router: '
                f'"{contracts["SwapRouter"]}", quoter: "{contracts["QuoterV2"]}"}}') if lp else ""
+    executor = f'{{kind: safe_module, module: "{module}"}}' if module else "{kind: direct}"
     return parse_policy(f"""\
 version: 1
 portfolio:
   name: {name}
   account: "{account}"
+  executor: {executor}
   underlying: WETH
   chains:
     - name: localnet

@@ -154,3 +154,27 @@ def test_a_cycle_with_a_negative_cost_estimate_is_recorded(localnet: Localnet, d
 
     assert REGISTRY.get_sample_value("ballast_cycles_total", {"portfolio": "leveraged-long", "outcome": "ok"}) == \
         before + 1
+
+
+
+def test_a_sweep_past_its_time_yields_and_the_rest_of_the_fleet_runs_at_the_next_block(
+    policy_dir: Path, tmp_path: Path, localnet: Localnet, chain: LocalChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(db=str(tmp_path / "journal.sqlite"), metrics_addr="127.0.0.1:0",
+                        kill_switch=tmp_path / "KILL")
+    d = Daemon(load_policies([policy_dir]), settings)  # not started: this test drives its blocks
+    try:
+        (fleet,) = d.fleet.chains.values()
+        monkeypatch.setattr("agent.daemon.NEAR_FLOOR", 0.0)  # nobody is urgent: the whole fleet is the sweep
+        d.on_block(fleet, fleet.latest_block())
+        before = {name: p.last_result for name, p in d.portfolios.items()}
+        assert all(before.values())
+        set_weth_price(chain, localnet, 2_000 * 1.03)  # every book's figures move
+
+        d.on_block(fleet, fleet.latest_block(), until=time.monotonic())  # its time is up before the first
+        assert {name: p.last_result for name, p in d.portfolios.items()} == before
+
+        d.on_block(fleet, fleet.latest_block())
+        assert all(p.last_result is not before[name] for name, p in d.portfolios.items())
+    finally:
+        d.stop(drain_s=5)
