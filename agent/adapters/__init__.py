@@ -21,6 +21,7 @@ from agent.model import DataProblem, Reading
 
 if TYPE_CHECKING:
     from agent.adapters.erc20 import TokenRegistry
+    from agent.model import Token
 
 
 class Adapter(Protocol):
@@ -41,6 +42,12 @@ class VenueAdapter(Adapter, Protocol):
 
     chain: str
     market: str
+
+    @property
+    def wallet_tokens(self) -> tuple[Token, ...]:
+        """The tokens the venue settles in (its margin or quote token, once discovered): the wallet balances a
+        reader adds to the account's."""
+        ...
 
 
 def failed_calls(chain: str, results: Sequence[CallResult]) -> tuple[DataProblem, ...]:

@@ -85,6 +85,10 @@ class LocalOptionsMarket(LocalVenue):
         ])
         self.listed = tuple(_Listed(i, s.value[0], s.value[1], s.value[2]) for i, s in enumerate(series))
 
+    @property
+    def wallet_tokens(self) -> tuple[Token, ...]:
+        return () if self.quote_token is None else (self.quote_token,)
+
     def calls(self) -> list[Call]:
         calls = [Call("options:seriesCount", self.market, LOCAL_OPTIONS.fn("seriesCount"))]
         for s in self.listed:

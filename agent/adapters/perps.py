@@ -54,6 +54,10 @@ class LocalPerpMarket(LocalVenue):
         address = Web3.to_checksum_address(token.value)
         self.margin_token = self.token_registry.resolve(w3, [address])[address]
 
+    @property
+    def wallet_tokens(self) -> tuple[Token, ...]:
+        return () if self.margin_token is None else (self.margin_token,)
+
     def calls(self) -> list[Call]:
         return [
             Call("perps:marketState", self.market, LOCAL_PERP.fn("marketState")),

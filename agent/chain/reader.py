@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from web3 import Web3
 
-from agent.adapters import Adapter, rebind
+from agent.adapters import Adapter, VenueAdapter, rebind
 from agent.adapters.aave_v3 import AaveV3
 from agent.adapters.chainlink import ChainlinkFeeds
 from agent.adapters.erc20 import Erc20Balances, TokenRegistry
@@ -22,7 +22,7 @@ from agent.adapters.uniswap_v3 import QUOTE_FEES, QuoteRequest, UniswapV3
 from agent.chain.multicall import Block, Call, CallResult, PinningLost, read_batch
 from agent.chain.rpc import RequestHook, connect
 from agent.model import ChainSnapshot, Snapshot, Token
-from agent.policy import Chain, Policy
+from agent.policy import Chain, Options, Perps, Policy
 
 if TYPE_CHECKING:
     from agent.chain.fleet import Fleet
@@ -35,6 +35,8 @@ PIN_ATTEMPTS = 3
 # on the same market share it, so a fleet discovers each market once.
 MarketCache = dict[tuple[str, str], Any]
 _A = TypeVar("_A")
+VenueFactory = Callable[[str, str, str, str, str, TokenRegistry], VenueAdapter]
+"""`perp_venue` or `options_venue`: (venue, chain, account, market, underlying, tokens) to the venue's adapter."""
 
 
 class BatchChanged(RuntimeError):
@@ -71,6 +73,11 @@ class ChainReader:
         self.markets[key] = adapter
         return adapter
 
+    def _venue(self, protocol: str, spec: Perps | Options, build: VenueFactory) -> VenueAdapter:
+        """Return the adapter of the policy's perp or options venue (both protocols' adapters are `VenueAdapter`s)."""
+        return self._market(protocol, spec.market, lambda: build(
+            spec.venue, self.chain.name, self.account, spec.market, self.underlying, self.tokens))
+
     def discover(self) -> None:
         """Build the adapters and read what does not change between cycles (markets from the cache when known)."""
         with self._lock:
@@ -103,20 +110,13 @@ class ChainReader:
             chainlink = self._market("chainlink", ",".join(sorted(feeds.feeds.values())), lambda: ChainlinkFeeds(
                 name, feeds.feeds, feeds.max_age_s, feeds.sequencer_uptime_feed, feeds.grace_period_s))
             adapters.append(chainlink)
-        if protocols.perps:
-            spec = protocols.perps
-            perps = self._market("perps", spec.market, lambda: perp_venue(
-                spec.venue, name, self.account, spec.market, self.underlying, self.tokens))
-            adapters.append(perps)
-            if perps.margin_token is not None:
-                held[perps.margin_token.address] = perps.margin_token
-        if protocols.options:
-            option_spec = protocols.options
-            options = self._market("options", option_spec.market, lambda: options_venue(
-                option_spec.venue, name, self.account, option_spec.market, self.underlying, self.tokens))
-            adapters.append(options)
-            if options.quote_token is not None:
-                held[options.quote_token.address] = options.quote_token
+        venues: tuple[tuple[str, Perps | Options | None, VenueFactory], ...] = (
+            ("perps", protocols.perps, perp_venue), ("options", protocols.options, options_venue))
+        for protocol, spec, build in venues:
+            if spec is not None:
+                venue = self._venue(protocol, spec, build)
+                adapters.append(venue)
+                held.update({t.address: t for t in venue.wallet_tokens})
         adapters.append(Erc20Balances(name, self.account, sorted(held.values(), key=lambda t: t.symbol)))
         self.adapters = adapters
         self._discovered, self._fresh, self._batch = True, False, None

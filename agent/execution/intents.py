@@ -21,7 +21,7 @@ from agent.chain.multicall import Block
 from agent.execution.guard import Guard, Refusal
 from agent.execution.journal import Journal, intent_id
 from agent.execution.recipe import Recipe, compile_recipe
-from agent.execution.transactions import ChainContext
+from agent.execution.transactions import ChainContext, PortfolioSender
 from agent.model import Action, Plan, Snapshot, Token, TxRequest
 from agent.policy import Chain, Policy
 
@@ -61,20 +61,16 @@ def discover_venues(chain: Chain, account: str, w3: Web3) -> Venues:
     )
 
 
-class PlanIntents:
+class PlanIntents(PortfolioSender):
     """Compiles one portfolio's plans into recipes and journals them as intents sent by `sender` (the account, or
     the keeper of the Safe's `module`)."""
 
     def __init__(self, policy: Policy, journal: Journal, guard: Guard, chains: dict[str, ChainContext],
                  account: str, module: str | None, sender: str) -> None:
-        self.policy = policy
-        self.portfolio = policy.portfolio.name
-        self.journal = journal
-        self.guard = guard
+        super().__init__(policy, journal, guard, sender)
         self.chains = chains
         self.account = account
         self.module = module
-        self.sender = sender
 
     def compile(self, plan: Plan, snapshot: Snapshot) -> tuple[list[Recipe], list[Refusal]]:
         """Returns the plan's recipe on each chain it acts on, and every refusal of their calls: actions that cannot

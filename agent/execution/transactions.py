@@ -60,17 +60,24 @@ class ChainContext:
     venues: Venues
 
 
-class Transactions:
+class PortfolioSender:
+    """What the executor's parts share that act for one portfolio from one sender: its policy, journal and guard."""
+
+    def __init__(self, policy: Policy, journal: Journal, guard: Guard, sender: str) -> None:
+        self.policy = policy
+        self.portfolio = policy.portfolio.name
+        self.journal = journal
+        self.guard = guard
+        self.sender = sender
+
+
+class Transactions(PortfolioSender):
     """Signs, broadcasts, follows and settles the transactions of one portfolio's intents, from one sender."""
 
     def __init__(self, policy: Policy, journal: Journal, signer: Signer | None, sender: str, guard: Guard,
                  metrics: ExecutionMetrics, clock: Callable[[], float], checkpoint: Checkpoint | None) -> None:
-        self.policy = policy
-        self.portfolio = policy.portfolio.name
-        self.journal = journal
+        super().__init__(policy, journal, guard, sender)
         self.signer = signer
-        self.sender = sender
-        self.guard = guard
         self.metrics = metrics
         self.clock = clock
         self.checkpoint = checkpoint or (lambda _name: None)
