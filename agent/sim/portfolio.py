@@ -18,7 +18,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from agent.localnet.world import RESERVES
 from agent.model import AaveAccount, AaveReserve, LpPosition, OptionPosition, PerpPosition, Token
-from agent.policy import _Model, _problem, parse_model, read_text
+from agent.policy import StrictModel, field_error, parse_model, read_text
 from agent.risk import lp as lp_math
 
 SIM_CHAIN = "sim"
@@ -31,7 +31,7 @@ TOKENS = {
 Symbol = Literal["WETH", "USDC"]
 
 
-class Amount(_Model):
+class Amount(StrictModel):
     """An amount of a token: `tokens` (whole tokens) or `usd` (at the window's first price), exactly one."""
 
     tokens: NonNegativeFloat | None = None
@@ -40,21 +40,21 @@ class Amount(_Model):
     @model_validator(mode="after")
     def _one(self) -> Amount:
         if (self.tokens is None) == (self.usd is None):
-            raise _problem("expected exactly one of tokens or usd")
+            raise field_error("expected exactly one of tokens or usd")
         return self
 
     def in_tokens(self, price_usd: float) -> float:
         return self.tokens if self.tokens is not None else (self.usd or 0.0) / price_usd
 
 
-class Aave(_Model):
+class Aave(StrictModel):
     """The Aave v3 account: what it supplies (as collateral) and borrows (variable rate)."""
 
     supply: dict[Symbol, Amount] = Field(default_factory=dict)
     borrow: dict[Symbol, Amount] = Field(default_factory=dict)
 
 
-class Lp(_Model):
+class Lp(StrictModel):
     """A Uniswap v3 WETH/USDC position: `range` is the price range as multiples of the window's first price, funded
     with `underlying` of WETH and the USDC that the range needs at that price."""
 
@@ -66,11 +66,11 @@ class Lp(_Model):
     def _ordered(self) -> Lp:
         low, high = self.range
         if not low < 1.0 < high:
-            raise _problem("expected [low, high] around the first price: low < 1 < high", "range")
+            raise field_error("expected [low, high] around the first price: low < 1 < high", "range")
         return self
 
 
-class Perp(_Model):
+class Perp(StrictModel):
     """A perpetual future entered at the window's first price: `size` signed by `side`."""
 
     side: Literal["long", "short"]
@@ -79,7 +79,7 @@ class Perp(_Model):
     maintenance_margin_fraction: PositiveFloat = 0.03
 
 
-class Option(_Model):
+class Option(StrictModel):
     """A European option on the underlying: strike as a multiple of the first price, expiry in days from the
     window's start, quantity signed by `side`."""
 
@@ -90,7 +90,7 @@ class Option(_Model):
     quantity: Amount
 
 
-class PoolRange(_Model):
+class PoolRange(StrictModel):
     """Liquidity of other LPs: `range` as multiples of the price it is centred on ("full": the whole tick range),
     holding `usd` of value there."""
 
@@ -100,11 +100,11 @@ class PoolRange(_Model):
     @model_validator(mode="after")
     def _ordered(self) -> PoolRange:
         if self.range != "full" and not self.range[0] < 1.0 < self.range[1]:
-            raise _problem("expected [low, high] around the centre: low < 1 < high", "range")
+            raise field_error("expected [low, high] around the centre: low < 1 < high", "range")
         return self
 
 
-class Pool(_Model):
+class Pool(StrictModel):
     """The WETH/USDC pool the keeper swaps in and the LP earns from: fee, the other LPs' ranges, how often they
     re-centre them on the price (hours)."""
 
@@ -114,7 +114,7 @@ class Pool(_Model):
     """Default: the local world's 0.05% pool, 50,000 WETH full range at $2,000 ($200M)."""
 
 
-class Gas(_Model):
+class Gas(StrictModel):
     """The gas-price model when no gas file is given: base × min(1 + (bar range % / double_at_pct)², max)."""
 
     base_gwei: PositiveFloat = 30.0
@@ -122,7 +122,7 @@ class Gas(_Model):
     max_multiple: PositiveFloat = 10.0
 
 
-class Stress(_Model):
+class Stress(StrictModel):
     """Utilisation spikes: a bar whose high/low range is ≥ `move_pct` adds `spike`, decaying with the half-life."""
 
     move_pct: PositiveFloat = 5.0
@@ -130,7 +130,7 @@ class Stress(_Model):
     half_life_hours: PositiveFloat = 24.0
 
 
-class PerpMarketModel(_Model):
+class PerpMarketModel(StrictModel):
     """The simulated perp venue: skew = clip(trend × 72 h log return, ±max_skew) of the skew scale, funding =
     skew × max_funding_per_day; a 5 bps fee."""
 
@@ -141,7 +141,7 @@ class PerpMarketModel(_Model):
     fee_fraction: NonNegativeFloat = 0.0005
 
 
-class OptionsVenue(_Model):
+class OptionsVenue(StrictModel):
     """The simulated options venue: series listed each day at `strikes` (multiples of spot, rounded to $10) and
     `expiry_days`, a call and a put each, Black-Scholes at the implied-vol path, `fee_fraction` of the premium."""
 
@@ -153,7 +153,7 @@ class OptionsVenue(_Model):
 DEFAULT_UTILISATION: dict[Symbol, float] = {"WETH": 0.45, "USDC": 0.8}
 
 
-class Market(_Model):
+class Market(StrictModel):
     """The simulated market: the pool, gas, Aave utilisation and its stress spikes, the perp and options venues."""
 
     pool: Pool = Field(default_factory=Pool)
@@ -168,7 +168,7 @@ class Market(_Model):
     options: OptionsVenue = Field(default_factory=OptionsVenue)
 
 
-class PortfolioSpec(_Model):
+class PortfolioSpec(StrictModel):
     """A starting portfolio for `ballast backtest`."""
 
     version: Literal[1]
