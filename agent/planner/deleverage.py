@@ -19,7 +19,7 @@ from agent.model import LpPosition
 from agent.planner.book import Book, Steps, aave_step, add_removal, remove_liquidity_step, swap_step
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.flash import flash_deleverage, full_cost_usd
-from agent.planner.outcome import DUST_USD, WAD, Outcome, cap_base_units
+from agent.planner.outcome import DUST_USD, WAD, CappedPlanner, Outcome, cap_base_units
 from agent.planner.search import least, most
 from agent.policy import Policy
 from agent.risk import lending
@@ -58,20 +58,14 @@ def repay_needed(book: Book, symbol: str, target_wad: int) -> int:
     return least(enough, owed)
 
 
-class _Deleverage:
+class _Deleverage(CappedPlanner):
     def __init__(self, book: Book, costs: CostModel, policy: Policy, target_hf: float, debt: str,
                  start_hf: float | None = None) -> None:
-        self.steps = Steps(book, costs)
-        self.costs = costs
-        self.policy = policy
+        super().__init__(Steps(book, costs), policy)
         self.debt = debt
         self.target_wad = int(target_hf * WAD)
-        self.slippage_bps = policy.hedging.max_slippage_bps
         self.start_hf = book.health_factor() if start_hf is None else start_hf
         self.reason = f"HF {self.start_hf:.4g} below min, repay {debt} to target {target_hf:g}"
-
-    def cap_units(self, symbol: str) -> int:
-        return cap_base_units(self.policy, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
 
     def need(self) -> int:
         return repay_needed(self.steps.book, self.debt, self.target_wad)

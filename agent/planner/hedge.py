@@ -37,7 +37,7 @@ from agent.planner.book import (
 )
 from agent.planner.costs import CostModel, base_units, usd
 from agent.planner.hedge_candidates import Candidate, candidates, quote_symbol, surplus_usd
-from agent.planner.outcome import DUST_USD, Outcome, cap_base_units
+from agent.planner.outcome import DUST_USD, CappedPlanner, Outcome
 from agent.planner.search import least
 from agent.policy import Policy
 
@@ -141,12 +141,12 @@ def plan_hedge(book: Book, costs: CostModel, policy: Policy, delta_usd: float, t
 _BUYS = ("repay_debt", "buy_and_supply")
 
 
-class _Emitter:
+class _Emitter(CappedPlanner):
     """Turns a hedge choice into steps: the perp trade, then the spot and lending steps of one direction."""
 
     def __init__(self, steps: Steps, policy: Policy, why: str) -> None:
-        self.steps, self.costs, self.policy, self.why = steps, steps.costs, policy, why
-        self.slippage_bps = policy.hedging.max_slippage_bps
+        super().__init__(steps, policy)
+        self.why = why
         self.u = steps.book.underlying
 
     def emit(self, choice: HedgeChoice) -> None:
@@ -231,9 +231,6 @@ class _Emitter:
 
     def units(self, amount_usd: float, symbol: str) -> int:
         return base_units(amount_usd, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
-
-    def cap_units(self, symbol: str) -> int:
-        return cap_base_units(self.policy, self.steps.book.token(symbol), self.costs.prices_usd[symbol])
 
     def aave(self, kind: str, symbol: str, amount: int) -> None:
         """Add an Aave action, split into transactions within the per-transaction notional cap (nothing for dust)."""

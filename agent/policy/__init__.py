@@ -4,7 +4,7 @@ A policy is meant to be reviewed and committed by its owner, so secrets stay out
 `${VAR}` references, expanded from the environment at load time.
 """
 
-from agent.policy.fields import _Model, _problem
+from agent.policy.fields import StrictModel, field_error
 from agent.policy.loader import load_policy, parse_model, parse_policy, read_text
 from agent.policy.models import (
     Bands,
@@ -33,7 +33,7 @@ from agent.policy.portfolio import (
 
 __all__ = [
     "AaveV3", "Bands", "Chain", "Chainlink", "DirectExecutor", "Execution", "GreekBand", "HealthFactorBand",
-    "Hedging", "Limits", "Options", "Perps", "Policy", "Portfolio", "Protocols", "SafeModuleExecutor", "Triggers",
-    "UniswapV3", "_Model", "_problem", "load_policy", "parse_model", "parse_policy", "policy_json_schema",
+    "Hedging", "Limits", "Options", "Perps", "Policy", "Portfolio", "Protocols", "SafeModuleExecutor", "StrictModel",
+    "Triggers", "UniswapV3", "field_error", "load_policy", "parse_model", "parse_policy", "policy_json_schema",
     "policy_json_schema_text", "read_text",
 ]

@@ -1,10 +1,11 @@
-"""The policy's field types: checksummed addresses, RPC URLs, names, and the base model every section uses."""
+"""The policy's field types: checksummed addresses, Morpho market ids, RPC URLs, names, and the base model every
+section uses (the sim's portfolio files use it too)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from eth_utils import is_checksum_address, to_checksum_address
@@ -18,16 +19,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 _VAR = r"[A-Za-z_][A-Za-z0-9_]*"
-_ENV_REF = re.compile(rf"\$\{{({_VAR})\}}")
+# A `${VAR}` reference, expanded by the loader; the schemas accept one wherever they check a value's form.
+ENV_VAR_REF = re.compile(rf"\$\{{({_VAR})\}}")
 _ENV_REF_SCHEMA = rf"\$\{{{_VAR}\}}"
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-_M = TypeVar("_M", bound=BaseModel)
-# A location in the policy: mapping keys and list indexes, as in pydantic's error locations.
-_Loc = tuple[str | int, ...]
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}"
 
 
-def _problem(message: str, *at: str | int) -> PydanticCustomError:
+def field_error(message: str, *at: str | int) -> PydanticCustomError:
     """Returns a validation error that points at the sub-field `at` of the value being validated, so that a
     cross-field check (min < max) is reported on the line of the offending field rather than its parent."""
     return PydanticCustomError("policy", message, {"at": at})
@@ -38,6 +37,13 @@ def _quoted_address(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError("expected an address in quotes: YAML reads an unquoted 0x… as a number")
     return value
+
+
+def _quoted_market_id(value: Any) -> Any:
+    try:
+        return _quoted_address(value)
+    except ValueError:
+        raise ValueError("expected a market id in quotes: YAML reads an unquoted 0x… as a number") from None
 
 
 def _checksummed(value: str) -> str:
@@ -88,9 +94,18 @@ Name = Annotated[
     AfterValidator(_matching(_NAME, "a name of letters, digits and . _ / - (at most 64)")),
     WithJsonSchema({"type": "string", "pattern": f"^{_NAME}$"}),
 ]
+MarketId = Annotated[
+    str,
+    BeforeValidator(_quoted_market_id),
+    AfterValidator(_matching(r"0x[0-9a-fA-F]{64}", "a market id: 0x followed by 64 hex digits")),
+    AfterValidator(str.lower),
+    WithJsonSchema({"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$",
+                    "description": "Morpho Blue market id (bytes32, 0x-hex), in quotes"}),
+]
 Instrument = Literal["perp", "aave_borrow", "spot_swap", "options"]
 
 
-class _Model(BaseModel):
-    # Attribute docstrings become field descriptions in the JSON schema, for editors.
+class StrictModel(BaseModel):
+    # The base of every section: an unknown (misspelt) key is an error rather than ignored, a parsed value is
+    # frozen, and attribute docstrings become field descriptions in the JSON schema, for editors.
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)

@@ -19,11 +19,13 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.scalarint import HexCapsInt, HexInt
 
 from agent.errors import Issue, PolicyError
-from agent.policy.fields import _ENV_REF, _Loc
+from agent.policy.fields import ENV_VAR_REF
 from agent.policy.models import Policy
 from agent.telemetry import redact_text, redact_url
 
 _M = TypeVar("_M", bound=BaseModel)
+# A location in the policy: mapping keys and list indexes, as in pydantic's error locations.
+_Loc = tuple[str | int, ...]
 
 
 def load_policy(path: str | Path, env: Mapping[str, str] | None = None) -> Policy:
@@ -131,7 +133,7 @@ def _expanded(value: Any, loc: _Loc, env: Mapping[str, str], unset: dict[_Loc, l
                 return match.group(0)
             return env[name]
 
-        return _ENV_REF.sub(substitute, str(value))
+        return ENV_VAR_REF.sub(substitute, str(value))
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):

@@ -20,12 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-from agent.policy.fields import Instrument, Name, _Model, _problem
+from agent.policy.fields import Instrument, Name, StrictModel, field_error
 from agent.policy.portfolio import Portfolio
 from agent.policy.risk import Risk
 
 
-class _Band(_Model):
+class _Band(StrictModel):
     min: float
     target: float
     max: float
@@ -33,11 +33,11 @@ class _Band(_Model):
     @model_validator(mode="after")
     def _ordered(self) -> _Band:
         if not self.min < self.max:
-            raise _problem(f"expected a value above min ({self.min:g})", "max")
+            raise field_error(f"expected a value above min ({self.min:g})", "max")
         if not self.min < self.target:
-            raise _problem(f"expected a value above min ({self.min:g})", "target")
+            raise field_error(f"expected a value above min ({self.min:g})", "target")
         if not self.target < self.max:
-            raise _problem(f"expected a value below max ({self.max:g})", "target")
+            raise field_error(f"expected a value below max ({self.max:g})", "target")
         return self
 
 
@@ -51,7 +51,7 @@ def _above_one(value: float) -> float:
 _HF_MIN_GAP = 0.05
 
 
-class VolatilityMin(_Model):
+class VolatilityMin(StrictModel):
     """Raise the band's min (and target, by the same gap) to the smallest health factor that survives a k-sigma move
     of the account's factors over the reaction horizon: HF_min = exp(k·σ_HF·√horizon) (README)."""
 
@@ -78,13 +78,13 @@ class HealthFactorBand(_Band):
     def _triggers_apart_from_target(self) -> HealthFactorBand:
         gap = _HF_MIN_GAP * self.target
         if self.target - self.min < gap:
-            raise _problem(
+            raise field_error(
                 f"expected min and target at least 5% of target apart (min ≤ {self.target - gap:.4g}): "
                 "closer, repay and boost would chase each other",
                 "min",
             )
         if self.boost and self.max - self.target < gap:
-            raise _problem(
+            raise field_error(
                 f"expected max and target at least 5% of target apart when boost is on "
                 f"(max ≥ {self.target + gap:.4g}): closer, repay and boost would chase each other",
                 "max",
@@ -122,7 +122,7 @@ DeltaBands = Annotated[
 ]
 
 
-class StressBand(_Model):
+class StressBand(StrictModel):
     """Deleverage when the worst stress scenario's lowest health factor falls below min, until it is at target."""
 
     min: PositiveFloat = 1.0
@@ -132,7 +132,7 @@ class StressBand(_Model):
     @model_validator(mode="after")
     def _target_above_min(self) -> StressBand:
         if self.target is not None and self.target <= self.min:
-            raise _problem(f"expected a value above min ({self.min:g})", "target")
+            raise field_error(f"expected a value above min ({self.min:g})", "target")
         return self
 
     @property
@@ -140,7 +140,7 @@ class StressBand(_Model):
         return self.target if self.target is not None else self.min * 1.05
 
 
-class Bands(_Model):
+class Bands(StrictModel):
     """Trigger when a figure leaves [min, max]; trade back to target. At least one band is required."""
 
     health_factor: HealthFactorBand | None = None
@@ -173,11 +173,11 @@ class Bands(_Model):
     @model_validator(mode="after")
     def _at_least_one(self) -> Bands:
         if not self.names():
-            raise _problem(f"expected at least one band of {', '.join(type(self).model_fields)}")
+            raise field_error(f"expected at least one band of {', '.join(type(self).model_fields)}")
         return self
 
 
-class Triggers(_Model):
+class Triggers(StrictModel):
     """When a cycle runs and when it may act."""
 
     interval_s: PositiveFloat = 12.0
@@ -190,7 +190,7 @@ class Triggers(_Model):
     """Minimum seconds between two actions."""
 
 
-class Hedging(_Model):
+class Hedging(StrictModel):
     """What the planner may use, and the smallest trade worth its cost."""
 
     instruments: tuple[Instrument, ...] = Field(
@@ -203,11 +203,11 @@ class Hedging(_Model):
     def _instruments_unique(self) -> Hedging:
         twice = sorted({item for item in self.instruments if self.instruments.count(item) > 1})
         if twice:
-            raise _problem(f"expected each instrument once ({', '.join(twice)} repeated)", "instruments")
+            raise field_error(f"expected each instrument once ({', '.join(twice)} repeated)", "instruments")
         return self
 
 
-class Limits(_Model):
+class Limits(StrictModel):
     """Caps the guard enforces on every plan."""
 
     max_notional_per_tx_usd: PositiveFloat = 250_000.0
@@ -223,14 +223,14 @@ class Limits(_Model):
     @model_validator(mode="after")
     def _turnover_covers_one_tx(self) -> Limits:
         if self.max_daily_turnover_usd < self.max_notional_per_tx_usd:
-            raise _problem(
+            raise field_error(
                 f"expected at least max_notional_per_tx_usd ({self.max_notional_per_tx_usd:g})",
                 "max_daily_turnover_usd",
             )
         return self
 
 
-class Execution(_Model):
+class Execution(StrictModel):
     """How transactions are sent; dry-run records what would have been sent and sends nothing."""
 
     mode: Literal["dry-run", "live"] = "dry-run"
@@ -243,11 +243,11 @@ class Execution(_Model):
     @model_validator(mode="after")
     def _replace_before_deadline(self) -> Execution:
         if self.replace_after_s >= self.deadline_s:
-            raise _problem(f"expected less than deadline_s ({self.deadline_s:g})", "replace_after_s")
+            raise field_error(f"expected less than deadline_s ({self.deadline_s:g})", "replace_after_s")
         return self
 
 
-class Policy(_Model):
+class Policy(StrictModel):
     """A Ballast policy: the portfolio, its risk bands, and how the agent may act to keep it inside them.
     Any string may hold ${VAR} references, expanded from the environment at load time."""
 

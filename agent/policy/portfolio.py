@@ -3,45 +3,20 @@ endpoints, and the protocols on each."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    Field,
-    NonNegativeInt,
-    PositiveInt,
-    WithJsonSchema,
-    model_validator,
-)
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from agent.policy.fields import Address, Name, RpcUrl, _matching, _Model, _problem, _quoted_address
+from agent.policy.fields import Address, MarketId, Name, RpcUrl, StrictModel, field_error
 
 
-class AaveV3(_Model):
+class AaveV3(StrictModel):
     """An Aave v3 market, found through its PoolAddressesProvider."""
 
     pool_addresses_provider: Address
 
 
-def _quoted_market_id(value: Any) -> Any:
-    try:
-        return _quoted_address(value)
-    except ValueError:
-        raise ValueError("expected a market id in quotes: YAML reads an unquoted 0x… as a number") from None
-
-
-MarketId = Annotated[
-    str,
-    BeforeValidator(_quoted_market_id),
-    AfterValidator(_matching(r"0x[0-9a-fA-F]{64}", "a market id: 0x followed by 64 hex digits")),
-    AfterValidator(str.lower),
-    WithJsonSchema({"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$",
-                    "description": "Morpho Blue market id (bytes32, 0x-hex), in quotes"}),
-]
-
-
-class MorphoBlue(_Model):
+class MorphoBlue(StrictModel):
     """Morpho Blue: the singleton contract and the markets the account borrows in."""
 
     morpho: Address
@@ -53,11 +28,11 @@ class MorphoBlue(_Model):
     def _markets_unique(self) -> MorphoBlue:
         for index, market in enumerate(self.markets):
             if market in self.markets[:index]:
-                raise _problem(f"expected each market once: {market} is listed twice", "markets", index)
+                raise field_error(f"expected each market once: {market} is listed twice", "markets", index)
         return self
 
 
-class UniswapV3(_Model):
+class UniswapV3(StrictModel):
     """Uniswap v3 periphery contracts, and optionally the factory and the pools the agent may trade in."""
 
     position_manager: Address
@@ -70,7 +45,7 @@ class UniswapV3(_Model):
     """Label (e.g. WETH-USDC-500) → pool address."""
 
 
-class Chainlink(_Model):
+class Chainlink(StrictModel):
     """Chainlink AggregatorV3 price feeds, and the L2 sequencer uptime feed where there is one."""
 
     feeds: dict[Name, Address] = Field(min_length=1)
@@ -82,7 +57,7 @@ class Chainlink(_Model):
     """Seconds to wait after the sequencer is back up."""
 
 
-class Perps(_Model):
+class Perps(StrictModel):
     """A perpetual-futures venue: its market on the portfolio's underlying."""
 
     market: Address
@@ -91,7 +66,7 @@ class Perps(_Model):
     """Which venue adapter reads and trades it."""
 
 
-class Options(_Model):
+class Options(StrictModel):
     """An options venue: European options on the portfolio's underlying."""
 
     market: Address
@@ -100,7 +75,7 @@ class Options(_Model):
     """Which venue adapter reads and trades it."""
 
 
-class Protocols(_Model):
+class Protocols(StrictModel):
     """The protocols the agent reads and trades on one chain; each is optional, at least one is required."""
 
     aave_v3: AaveV3 | None = None
@@ -115,7 +90,7 @@ class Protocols(_Model):
         return [name for name in type(self).model_fields if getattr(self, name) is not None]
 
 
-class Chain(_Model):
+class Chain(StrictModel):
     """One chain: its id, its RPC endpoints and the protocols used on it."""
 
     name: Name
@@ -129,17 +104,17 @@ class Chain(_Model):
     def _has_a_protocol(self) -> Chain:
         if not self.protocols.names():
             allowed = ", ".join(Protocols.model_fields)
-            raise _problem(f"expected at least one protocol of {allowed}", "protocols")
+            raise field_error(f"expected at least one protocol of {allowed}", "protocols")
         return self
 
 
-class DirectExecutor(_Model):
+class DirectExecutor(StrictModel):
     """A plain account (a personal wallet) that signs its own transactions: one transaction per step."""
 
     kind: Literal["direct"] = "direct"
 
 
-class SafeModuleExecutor(_Model):
+class SafeModuleExecutor(StrictModel):
     """A Safe that enabled the Ballast keeper module: a plan runs as one recipe through the module, signed by a key
     the module lists as a keeper (never the Safe's owners' keys)."""
 
@@ -151,7 +126,7 @@ class SafeModuleExecutor(_Model):
 Executor = Annotated[DirectExecutor | SafeModuleExecutor, Field(discriminator="kind")]
 
 
-class Portfolio(_Model):
+class Portfolio(StrictModel):
     """The account whose positions are managed, how its transactions are made, the risk factor of its Greeks, and
     its chains."""
 
@@ -171,6 +146,6 @@ class Portfolio(_Model):
             if chain.chain_id in first_of:
                 first = first_of[chain.chain_id]
                 message = f"expected each chain once: chain id {chain.chain_id} is already chains[{first}]"
-                raise _problem(message, "chains", index, "chain_id")
+                raise field_error(message, "chains", index, "chain_id")
             first_of[chain.chain_id] = index
         return self

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from agent.model import Scenario
-from agent.policy.fields import Name, _Model, _problem
+from agent.policy.fields import Name, StrictModel, field_error
 
 
 def _above_minus_one(value: float) -> float:
@@ -20,7 +20,7 @@ def _above_minus_one(value: float) -> float:
 Move = Annotated[float, AfterValidator(_above_minus_one), WithJsonSchema({"type": "number", "exclusiveMinimum": -1})]
 
 
-class ScenarioSpec(_Model):
+class ScenarioSpec(StrictModel):
     """A named joint stress scenario: simultaneous relative moves of factor prices and of option vols."""
 
     name: str = Field(min_length=1, max_length=80)
@@ -34,7 +34,7 @@ class ScenarioSpec(_Model):
         return Scenario(self.name, tuple(sorted(self.shocks.items())), tuple(sorted(self.vols.items())))
 
 
-class Risk(_Model):
+class Risk(StrictModel):
     """Risk factors and joint stress scenarios. Betas come from here (not from market history): a factor without
     one has beta 1 if it is the underlying or an LST pegged to it, else 0."""
 
@@ -56,7 +56,7 @@ class Risk(_Model):
         seen: set[str] = set()
         for index, spec in enumerate(self.scenarios):
             if spec.name in seen:
-                raise _problem(f"expected each scenario name once ({spec.name!r} repeated)", "scenarios", index,
+                raise field_error(f"expected each scenario name once ({spec.name!r} repeated)", "scenarios", index,
                                "name")
             seen.add(spec.name)
         return self

@@ -18,7 +18,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from agent.localnet.world import EMODE_ETH, RESERVES
 from agent.model import AaveAccount, AaveReserve, EModeCategory, LpPosition, OptionPosition, PerpPosition, Token
-from agent.policy import _Model, _problem, parse_model, read_text
+from agent.policy import StrictModel, field_error, parse_model, read_text
 from agent.risk import lp as lp_math
 
 SIM_CHAIN = "sim"
@@ -32,7 +32,7 @@ TOKENS = {
 Symbol = Literal["WETH", "USDC", "WSTETH"]
 
 
-class Amount(_Model):
+class Amount(StrictModel):
     """An amount of a token: `tokens` (whole tokens) or `usd` (at the window's first price), exactly one."""
 
     tokens: NonNegativeFloat | None = None
@@ -41,14 +41,14 @@ class Amount(_Model):
     @model_validator(mode="after")
     def _one(self) -> Amount:
         if (self.tokens is None) == (self.usd is None):
-            raise _problem("expected exactly one of tokens or usd")
+            raise field_error("expected exactly one of tokens or usd")
         return self
 
     def in_tokens(self, price_usd: float) -> float:
         return self.tokens if self.tokens is not None else (self.usd or 0.0) / price_usd
 
 
-class Aave(_Model):
+class Aave(StrictModel):
     """The Aave v3 account: what it supplies (as collateral) and borrows (variable rate); `emode`: in the
     ETH-correlated e-mode category (the local world's: LTV 93%, liquidation threshold 95%, bonus 1%)."""
 
@@ -57,7 +57,7 @@ class Aave(_Model):
     emode: bool = False
 
 
-class Lp(_Model):
+class Lp(StrictModel):
     """A Uniswap v3 WETH/USDC position: `range` is the price range as multiples of the window's first price, funded
     with `underlying` of WETH and the USDC that the range needs at that price."""
 
@@ -69,11 +69,11 @@ class Lp(_Model):
     def _ordered(self) -> Lp:
         low, high = self.range
         if not low < 1.0 < high:
-            raise _problem("expected [low, high] around the first price: low < 1 < high", "range")
+            raise field_error("expected [low, high] around the first price: low < 1 < high", "range")
         return self
 
 
-class Perp(_Model):
+class Perp(StrictModel):
     """A perpetual future entered at the window's first price: `size` signed by `side`."""
 
     side: Literal["long", "short"]
@@ -82,7 +82,7 @@ class Perp(_Model):
     maintenance_margin_fraction: PositiveFloat = 0.03
 
 
-class Option(_Model):
+class Option(StrictModel):
     """A European option on the underlying: strike as a multiple of the first price, expiry in days from the
     window's start, quantity signed by `side`."""
 
@@ -93,7 +93,7 @@ class Option(_Model):
     quantity: Amount
 
 
-class PoolRange(_Model):
+class PoolRange(StrictModel):
     """Liquidity of other LPs: `range` as multiples of the price it is centred on ("full": the whole tick range),
     holding `usd` of value there."""
 
@@ -103,11 +103,11 @@ class PoolRange(_Model):
     @model_validator(mode="after")
     def _ordered(self) -> PoolRange:
         if self.range != "full" and not self.range[0] < 1.0 < self.range[1]:
-            raise _problem("expected [low, high] around the centre: low < 1 < high", "range")
+            raise field_error("expected [low, high] around the centre: low < 1 < high", "range")
         return self
 
 
-class Pool(_Model):
+class Pool(StrictModel):
     """The WETH/USDC pool the keeper swaps in and the LP earns from: fee, the other LPs' ranges, how often they
     re-centre them on the price (hours)."""
 
@@ -117,7 +117,7 @@ class Pool(_Model):
     """Default: the local world's 0.05% pool, 50,000 WETH full range at $2,000 ($200M)."""
 
 
-class Gas(_Model):
+class Gas(StrictModel):
     """The gas-price model when no gas file is given: base × min(1 + (bar range % / double_at_pct)², max)."""
 
     base_gwei: PositiveFloat = 30.0
@@ -125,7 +125,7 @@ class Gas(_Model):
     max_multiple: PositiveFloat = 10.0
 
 
-class Stress(_Model):
+class Stress(StrictModel):
     """Utilisation spikes: a bar whose high/low range is ≥ `move_pct` adds `spike`, decaying with the half-life."""
 
     move_pct: PositiveFloat = 5.0
@@ -133,7 +133,7 @@ class Stress(_Model):
     half_life_hours: PositiveFloat = 24.0
 
 
-class PerpMarketModel(_Model):
+class PerpMarketModel(StrictModel):
     """The simulated perp venue: skew = clip(trend × 72 h log return, ±max_skew) of the skew scale, funding =
     skew × max_funding_per_day; a 5 bps fee."""
 
@@ -144,7 +144,7 @@ class PerpMarketModel(_Model):
     fee_fraction: NonNegativeFloat = 0.0005
 
 
-class OptionsVenue(_Model):
+class OptionsVenue(StrictModel):
     """The simulated options venue: series listed each day at `strikes` (multiples of spot, rounded to $10) and
     `expiry_days`, a call and a put each, Black-Scholes at the implied-vol path, `fee_fraction` of the premium."""
 
@@ -153,7 +153,7 @@ class OptionsVenue(_Model):
     fee_fraction: NonNegativeFloat = 0.005
 
 
-class Depeg(_Model):
+class Depeg(StrictModel):
     """The LST's discount to its peg (model): each bar whose high/low range is ≥ `stress.move_pct` adds
     `per_stress_bar`, decaying with `half_life_hours`, capped at `max`."""
 
@@ -162,7 +162,7 @@ class Depeg(_Model):
     half_life_hours: PositiveFloat = 168.0
 
 
-class Lst(_Model):
+class Lst(StrictModel):
     """The liquid staking token (WSTETH, pegged to WETH), priced at the underlying's price × its ratio: `ratio` at
     the window's first bar, growing with the staking yield `yield_apr`, less the depeg path; swapped in a
     full-range WSTETH/WETH pool of `pool_usd` arbitraged to that ratio each bar."""
@@ -178,7 +178,7 @@ class Lst(_Model):
 DEFAULT_UTILISATION: dict[Symbol, float] = {"WETH": 0.45, "USDC": 0.8}
 
 
-class Market(_Model):
+class Market(StrictModel):
     """The simulated market: the pool, gas, Aave utilisation and its stress spikes, the perp and options venues."""
 
     pool: Pool = Field(default_factory=Pool)
@@ -195,7 +195,7 @@ class Market(_Model):
     """The WSTETH market, for a book that holds it."""
 
 
-class PortfolioSpec(_Model):
+class PortfolioSpec(StrictModel):
     """A starting portfolio for `ballast backtest`."""
 
     version: Literal[1]
@@ -213,7 +213,7 @@ class PortfolioSpec(_Model):
     def _lst_priced(self) -> PortfolioSpec:
         held = {*self.aave.supply, *self.aave.borrow, *self.wallet}
         if "WSTETH" in held and self.market.lst is None:
-            raise _problem("WSTETH is held: expected market.lst (its ratio and depeg model)", "market")
+            raise field_error("WSTETH is held: expected market.lst (its ratio and depeg model)", "market")
         return self
 
 
